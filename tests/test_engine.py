@@ -1,0 +1,167 @@
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lethe.config import ArchConfig, ChunkConfig, TrainConfig
+from lethe.data.chunking import chunk_splits
+from lethe.data.splits import load_splits
+from lethe.engine import Trainer, objectives, token_cross_entropy
+from lethe.errors import TrainingDiverged
+from lethe.models import build_model
+
+ARCH = ArchConfig(hidden_size=32, layers=1, heads=2, intermediate_size=64, context=64)
+
+
+@pytest.fixture(scope="module")
+def setup(micro_model, data_dir):
+    _, tokenizer = micro_model
+    splits = load_splits(data_dir, ["books/retain", "code/retain"])
+    chunked = chunk_splits(splits, tokenizer, ChunkConfig(length=32, max_chunks_per_doc=2), context=64)
+    full = [c for chunks in chunked.values() for c in chunks if len(c) == 32]
+    return tokenizer, full
+
+
+def fresh_model(tokenizer, seed=0):
+    torch.manual_seed(seed)
+    return build_model(ARCH, tokenizer)
+
+
+def mean_loss(model, chunks):
+    from lethe.engine.trainer import collate
+
+    with torch.no_grad():
+        return token_cross_entropy(model, collate(chunks, 0)).item()
+
+
+def test_language_modeling_lowers_loss_on_real_text(setup):
+    tokenizer, chunks = setup
+    model = fresh_model(tokenizer)
+    before = mean_loss(model, chunks)
+    trainer = Trainer(model, objectives.get("lm")(), {"train": chunks}, TrainConfig(lr=1e-2, epochs=3, batch_size=8),
+                      pad_id=tokenizer.pad_token_id)
+    result = trainer.fit()
+    assert result.steps == 3 * math.ceil(len(chunks) / 8)
+    assert mean_loss(trainer.unwrapped_model(), chunks) < before - 0.75
+    assert result.tokens == 3 * len(chunks) * 32
+
+
+def test_gradient_accumulation_matches_a_larger_batch(setup):
+    tokenizer, chunks = setup
+    chunks = chunks[:16]
+    weights = []
+    for batch_size, accum in ((8, 1), (4, 2)):
+        trainer = Trainer(fresh_model(tokenizer), objectives.get("lm")(), {"train": chunks},
+                          TrainConfig(lr=1e-2, max_steps=2, batch_size=batch_size, grad_accum=accum, warmup_ratio=0),
+                          pad_id=tokenizer.pad_token_id)
+        trainer.fit()
+        weights.append(trainer.unwrapped_model().state_dict())
+    for name, tensor in weights[0].items():
+        torch.testing.assert_close(weights[1][name], tensor, atol=2e-5, rtol=1e-4)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_after_interruption_gives_the_uninterrupted_result(setup, tmp_path):
+    tokenizer, chunks = setup
+    config = TrainConfig(lr=3e-3, max_steps=8, batch_size=4, checkpoint_every=2, eval_every=1)
+
+    calls = {"n": 0}
+
+    def interrupting(model):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise Interrupt
+        return {}
+
+    straight = Trainer(fresh_model(tokenizer), objectives.get("lm")(), {"train": chunks}, config,
+                       pad_id=tokenizer.pad_token_id, checkpoint_dir=tmp_path / "straight")
+    straight.fit()
+    first = Trainer(fresh_model(tokenizer), objectives.get("lm")(), {"train": chunks}, config,
+                    pad_id=tokenizer.pad_token_id, checkpoint_dir=tmp_path / "ckpt", evaluator=interrupting)
+    with pytest.raises(Interrupt):
+        first.fit()
+    assert [p.name for p in (tmp_path / "ckpt").glob("step-*")] == ["step-000004"]
+    resumed = Trainer(fresh_model(tokenizer, seed=99), objectives.get("lm")(), {"train": chunks}, config,
+                      pad_id=tokenizer.pad_token_id, checkpoint_dir=tmp_path / "ckpt")
+    result = resumed.fit(resume=True)
+    assert result.steps == 8
+    expected = straight.unwrapped_model().state_dict()
+    for name, tensor in resumed.unwrapped_model().state_dict().items():
+        torch.testing.assert_close(tensor, expected[name], atol=1e-6, rtol=1e-5)
+
+
+class NaNAtStep3:
+    groups = ("train",)
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, model, batches):
+        self.calls += 1
+        loss = token_cross_entropy(model, batches["train"])
+        if self.calls == 3:
+            loss = loss * float("nan")
+        return loss, {"loss": loss.item()}
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_weights(setup, tmp_path):
+    tokenizer, chunks = setup
+    config = TrainConfig(lr=3e-3, max_steps=6, batch_size=4)
+    trainer = Trainer(fresh_model(tokenizer), NaNAtStep3(), {"train": chunks}, config,
+                      pad_id=tokenizer.pad_token_id, checkpoint_dir=tmp_path)
+    with pytest.raises(TrainingDiverged, match="loss became nan at step 3"):
+        trainer.fit()
+    from transformers import AutoModelForCausalLM
+
+    kept = AutoModelForCausalLM.from_pretrained(tmp_path / "last-good", use_safetensors=True)
+    # the failing step never updated the weights: what was kept is the model after step 2
+    assert trainer.step == 2
+    assert all(torch.isfinite(p).all() for p in kept.parameters())
+    for name, tensor in trainer.unwrapped_model().state_dict().items():
+        torch.testing.assert_close(kept.state_dict()[name], tensor)
+
+
+def test_lora_trains_adapters_only_and_merges_on_save(setup, tmp_path):
+    from lethe.config import LoraConfig
+    from lethe.models import save_model
+
+    tokenizer, chunks = setup
+    base = fresh_model(tokenizer)
+    original = {k: v.clone() for k, v in base.state_dict().items()}
+    config = TrainConfig(lr=1e-2, max_steps=4, batch_size=8, lora=LoraConfig(r=4, alpha=8))
+    trainer = Trainer(base, objectives.get("lm")(), {"train": chunks}, config, pad_id=tokenizer.pad_token_id)
+    trainer.fit()
+    model = trainer.unwrapped_model()
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    save_model(model, tokenizer, tmp_path / "merged")
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", use_safetensors=True)
+    changed = [k for k, v in merged.state_dict().items() if not torch.equal(v, original[k])]
+    assert changed and all("proj" in k for k in changed)
+    assert mean_loss(merged, chunks) < mean_loss(fresh_model(tokenizer), chunks)
+
+
+def test_pretrain_runs_unchanged_under_accelerate_launch(data_dir, tmp_path):
+    out = tmp_path / "ddp"
+    # accelerate's --cpu flag starts a single process unless MPI is installed; --multi_gpu starts
+    # torchrun, whose processes Lethe joins over gloo when there is no GPU
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "lethe.cli", "pretrain", "--preset", "micro", "--data", str(data_dir), "--out", str(out),
+               "--set", "train.max_steps=6", "--set", "arch.vocab_size=512"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    import json
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["train"]["processes"] == 2 and results["train"]["steps"] == 6
+    assert json.loads((out / "run.json").read_text())["status"] == "done"

@@ -38,7 +38,7 @@ class ChunkConfig(Strict):
     length: int = Field(128, ge=8, description="tokens per chunk")
     min_tokens: int = Field(5, ge=2, description="drop chunks shorter than this (the paper uses 5)")
     max_chunks_per_doc: int | None = Field(
-        4, ge=1, description="keep only a document's first N chunks (None: all)"
+        None, ge=1, description="keep only a document's first N chunks (None: all)"
     )
 
 
@@ -70,7 +70,7 @@ class DataBuildConfig(Strict):
     )
     seed: int = 0
     sizes: SplitSizes = Field(default_factory=SplitSizes)
-    max_doc_chars: int | None = Field(6000, ge=100, description="truncate documents to this many characters")
+    max_doc_chars: int | None = Field(3000, ge=100, description="truncate documents to this many characters")
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     report_tokenizer: str = Field("gpt2", description="tokenizer used to count tokens in the summary")
 
@@ -80,6 +80,12 @@ class LoraConfig(Strict):
     alpha: int = Field(16, ge=1)
     dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class EarlyStopConfig(Strict):
+    metric: str = Field(description="a key of the evaluator's metrics")
+    patience: int = Field(3, ge=1, description="evaluations without improvement before stopping")
+    mode: Literal["min", "max"] = "min"
 
 
 class TrainConfig(Strict):
@@ -99,7 +105,7 @@ class TrainConfig(Strict):
     log_every: int = Field(10, ge=1)
     eval_every: int | None = Field(None, ge=1)
     checkpoint_every: int | None = Field(None, ge=1, description="steps between resumable checkpoints")
-    early_stop_patience: int | None = Field(None, ge=1, description="evals without improvement before stopping")
+    early_stop: EarlyStopConfig | None = Field(None, description="stop when an eval metric stops improving")
     lora: LoraConfig | None = None
 
 
@@ -123,7 +129,24 @@ class ArchConfig(Strict):
         return self
 
 
+# Architecture and training defaults of the known-data models; configs override any field.
+PRESETS: dict[str, dict[str, Any]] = {
+    "micro": {
+        "arch": {"hidden_size": 64, "layers": 2, "heads": 4, "intermediate_size": 256, "context": 256,
+                 "vocab_size": 2048},
+        "train": {"lr": 3e-3, "epochs": 6, "batch_size": 16, "warmup_ratio": 0.05, "weight_decay": 0.0},
+    },
+    "tiny": {
+        "arch": {"hidden_size": 192, "layers": 6, "heads": 6, "intermediate_size": 768, "context": 512,
+                 "vocab_size": 8192},
+        "train": {"lr": 2e-3, "epochs": 6, "batch_size": 16, "warmup_ratio": 0.05, "weight_decay": 0.0,
+                  "checkpoint_every": 100},
+    },
+}
+
 class PretrainConfig(Strict):
+    """Known-data pre-training; `preset` fills in every field the config leaves out."""
+
     preset: str = "tiny"
     data: Path = Field(default_factory=default_data_dir)
     splits: list[str] | None = Field(
@@ -135,13 +158,23 @@ class PretrainConfig(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval_batch_tokens: int = Field(16384, ge=64)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        preset = data.get("preset", "tiny")
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
+        return deep_merge(PRESETS[preset], data)
+
 
 class EvalPplConfig(Strict):
     model: str
     data: Path = Field(default_factory=default_data_dir)
     splits: list[str] | None = Field(None, description="splits to score (default: all)")
     chunk: ChunkConfig = Field(default_factory=ChunkConfig)
-    batch_tokens: int = Field(16384, ge=64, description="tokens per scoring batch (padding included)")
+    batch_tokens: int = Field(4096, ge=64, description="tokens per scoring batch (padding included)")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     allow_cpu_bf16: bool = False
     trust_remote_code: bool = False
@@ -150,6 +183,13 @@ class EvalPplConfig(Strict):
 class DemoConfig(Strict):
     data: DataBuildConfig = Field(default_factory=DataBuildConfig)
     pretrain: PretrainConfig = Field(default_factory=lambda: PretrainConfig(preset="micro"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _micro_by_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("pretrain"), dict):
+            data = {**data, "pretrain": {"preset": "micro", **data["pretrain"]}}
+        return data
 
 
 class AssetsConfig(Strict):

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from lethe.config import ChunkConfig, EvalPplConfig
 from lethe.data.chunking import chunk_splits
 from lethe.data.splits import find_splits, load_splits
 from lethe.models import load_model, model_context
 from lethe.runs import Run
-from lethe.scoring import TokenScores, score_chunks
+from lethe.scoring import TokenScores, length_buckets, score_chunks
 
 log = logging.getLogger("lethe")
 
@@ -19,12 +21,14 @@ def score_splits(model, tokenizer, splits: dict, chunk: ChunkConfig, batch_token
                  scores_dir: Path | None = None) -> dict[str, TokenScores]:
     """Score every split once; if scores_dir is given, save per-sample scores as <split>.npz/.jsonl."""
     chunked = chunk_splits(splits, tokenizer, chunk, model_context(model))
+    total = sum(len(length_buckets([len(c) for c in chunks], batch_tokens)) for chunks in chunked.values())
     scores = {}
-    for name, chunks in chunked.items():
-        scores[name] = score_chunks(model, chunks, batch_tokens=batch_tokens, pad_id=tokenizer.pad_token_id,
-                                    desc=f"scoring {name}")
-        if scores_dir is not None:
-            scores[name].save(scores_dir / name)
+    with tqdm(total=total, desc=f"scoring {len(chunked)} splits", unit="batch") as bar:
+        for name, chunks in chunked.items():
+            scores[name] = score_chunks(model, chunks, batch_tokens=batch_tokens, pad_id=tokenizer.pad_token_id,
+                                        bar=bar)
+            if scores_dir is not None:
+                scores[name].save(scores_dir / name)
     return scores
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -15,20 +14,6 @@ from lethe.errors import LetheError
 log = logging.getLogger("lethe")
 
 EOS = "<|endoftext|>"
-
-# Architecture and training defaults of the known-data models; configs override any field.
-PRESETS: dict[str, dict[str, Any]] = {
-    "micro": {
-        "arch": {"hidden_size": 64, "layers": 2, "heads": 4, "intermediate_size": 256, "context": 256,
-                 "vocab_size": 2048},
-        "train": {"lr": 3e-3, "epochs": 6, "batch_size": 16, "warmup_ratio": 0.05, "weight_decay": 0.0},
-    },
-    "tiny": {
-        "arch": {"hidden_size": 192, "layers": 6, "heads": 6, "intermediate_size": 768, "context": 512,
-                 "vocab_size": 8192},
-        "train": {"lr": 2e-3, "epochs": 8, "batch_size": 16, "warmup_ratio": 0.05, "weight_decay": 0.0},
-    },
-}
 
 ALIASES = {"smollm2-135m": "models/smollm2-135m"}
 

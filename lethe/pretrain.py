@@ -16,7 +16,7 @@ from lethe.data.splits import default_training_splits, find_splits, load_splits
 from lethe.engine import Trainer, objectives, process_state
 from lethe.errors import LetheError
 from lethe.evaluate import ppl_results, score_splits
-from lethe.models import PRESETS, build_model, count_parameters, gpt2_tokenizer, save_model, train_bpe_tokenizer
+from lethe.models import build_model, count_parameters, gpt2_tokenizer, save_model, train_bpe_tokenizer
 from lethe.runs import Run, write_json
 
 log = logging.getLogger("lethe")
@@ -24,9 +24,7 @@ log = logging.getLogger("lethe")
 
 def pretrain_config(preset: str = "tiny", *layers: dict[str, Any]) -> PretrainConfig:
     """Preset defaults, then each layer (a YAML file's mapping, `--set` overrides) on top."""
-    if preset not in PRESETS:
-        raise LetheError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
-    return resolve(PretrainConfig, {"preset": preset, **PRESETS[preset]}, *layers)
+    return resolve(PretrainConfig, {"preset": preset}, *layers)
 
 
 def training_splits(config: PretrainConfig) -> list[str]:

@@ -106,14 +106,18 @@ def _position_stats(logits: torch.Tensor, targets: torch.Tensor):
 
 
 @torch.no_grad()
-def score_chunks(model, chunks: Sequence[Chunk], *, batch_tokens: int = 16384, pad_id: int = 0,
-                 desc: str = "scoring", progress: bool = True) -> TokenScores:
+def score_chunks(model, chunks: Sequence[Chunk], *, batch_tokens: int = 4096, pad_id: int = 0,
+                 desc: str = "scoring", progress: bool = True, bar: tqdm | None = None) -> TokenScores:
+    """Scores in length-bucketed batches; `bar` lets several calls share one progress bar."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     per_chunk: list[tuple | None] = [None] * len(chunks)
     batches = length_buckets([len(c) for c in chunks], batch_tokens)
-    for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
+    own_bar = bar is None
+    if own_bar:
+        bar = tqdm(total=len(batches), desc=desc, unit="batch", disable=not progress, leave=False)
+    for batch in batches:
         width = len(chunks[batch[0]])
         ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -129,6 +133,9 @@ def score_chunks(model, chunks: Sequence[Chunk], *, batch_tokens: int = 16384, p
                       for s in range(0, n, _ROW_SLICE)]
             per_chunk[index] = (targets.cpu().numpy(),
                                 *(torch.cat(parts).cpu().numpy() for parts in zip(*pieces, strict=True)))
+        bar.update(1)
+    if own_bar:
+        bar.close()
     model.train(was_training)
     lengths = [len(c) - 1 for c in chunks]
     columns = list(zip(*per_chunk, strict=True)) if chunks else [[]] * 5

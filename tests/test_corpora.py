@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lethe.assets.corpora import DOMAINS, CorpusDocument, build_corpora, collect_domain
+from lethe.assets.corpora import DOMAINS, build_corpora, collect_domain
+from lethe.data.documents import Document
 
 
 @pytest.fixture(scope="session")
@@ -22,12 +23,12 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def corpora(cache_dir: Path) -> dict[str, list[CorpusDocument]]:
+def corpora(cache_dir: Path) -> dict[str, list[Document]]:
     return {domain: collect_domain(domain, cache_dir) for domain in DOMAINS}
 
 
 @pytest.mark.parametrize("domain", DOMAINS)
-def test_domain_documents_are_well_formed(corpora: dict[str, list[CorpusDocument]], domain: str) -> None:
+def test_domain_documents_are_well_formed(corpora: dict[str, list[Document]], domain: str) -> None:
     docs = corpora[domain]
     assert len(docs) >= 100
     ids = [doc.id for doc in docs]
@@ -42,11 +43,11 @@ def test_domain_documents_are_well_formed(corpora: dict[str, list[CorpusDocument
         assert "\r" not in doc.text
 
 
-def test_collect_domain_is_deterministic(cache_dir: Path, corpora: dict[str, list[CorpusDocument]]) -> None:
+def test_collect_domain_is_deterministic(cache_dir: Path, corpora: dict[str, list[Document]]) -> None:
     assert collect_domain("books", cache_dir) == corpora["books"]
 
 
-def test_every_source_contributes(corpora: dict[str, list[CorpusDocument]]) -> None:
+def test_every_source_contributes(corpora: dict[str, list[Document]]) -> None:
     groups = {domain: {doc.id.split("/")[1] for doc in docs} for domain, docs in corpora.items()}
     assert groups == {
         "code": {"cpython"},
@@ -56,7 +57,7 @@ def test_every_source_contributes(corpora: dict[str, list[CorpusDocument]]) -> N
     }
 
 
-def test_books_have_kjv_and_austen_chapters(corpora: dict[str, list[CorpusDocument]]) -> None:
+def test_books_have_kjv_and_austen_chapters(corpora: dict[str, list[Document]]) -> None:
     books = {doc.id: doc for doc in corpora["books"]}
     genesis = books["books/kjv/genesis/chapter-001"]
     assert genesis.text.startswith("In the beginning God created the heaven and the earth.")
@@ -77,7 +78,7 @@ def test_books_have_kjv_and_austen_chapters(corpora: dict[str, list[CorpusDocume
     assert pride[0].text.startswith("Chapter 1\n\nIt is a truth universally acknowledged")
 
 
-def test_code_science_general_contents(corpora: dict[str, list[CorpusDocument]]) -> None:
+def test_code_science_general_contents(corpora: dict[str, list[Document]]) -> None:
     code = {doc.id: doc for doc in corpora["code"]}
     assert "class JSONDecoder" in code["code/cpython/json/decoder.py"].text
     assert code["code/cpython/json/decoder.py"].licence == "PSF-2.0"

@@ -165,3 +165,18 @@ def test_pretrain_runs_unchanged_under_accelerate_launch(data_dir, tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["train"]["processes"] == 2 and results["train"]["steps"] == 6
     assert json.loads((out / "run.json").read_text())["status"] == "done"
+
+
+def test_early_stopping_ends_training_when_the_metric_stalls(setup):
+    from lethe.config import EarlyStopConfig
+
+    tokenizer, chunks = setup
+    evaluations = iter([5.0, 4.0, 4.5, 4.2, 4.1, 1.0, 1.0])
+    config = TrainConfig(lr=1e-3, max_steps=20, batch_size=4, eval_every=2,
+                         early_stop=EarlyStopConfig(metric="gap", patience=3))
+    trainer = Trainer(fresh_model(tokenizer), objectives.get("lm")(), {"train": chunks}, config,
+                      pad_id=tokenizer.pad_token_id, evaluator=lambda model: {"gap": next(evaluations)})
+    result = trainer.fit()
+    # best at the 2nd evaluation (step 4); three evaluations without improvement later: step 10
+    assert result.stopped == "early_stop" and result.steps == 10
+    assert [h["eval/gap"] for h in result.history if "eval/gap" in h] == [5.0, 4.0, 4.5, 4.2, 4.1]

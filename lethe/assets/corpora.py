@@ -18,8 +18,10 @@ import textwrap
 import warnings
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+
+from lethe.data.documents import Document
 
 _log = logging.getLogger("lethe")
 
@@ -44,17 +46,6 @@ _GROUP_PACKAGES: dict[str, tuple[str, ...]] = {
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # keeps \t and \n
 _FORTUNE_LICENCE = "BSD-3-Clause (fortune-mod); texts of various origin, see usr/share/doc/fortunes/copyright"
-
-
-@dataclass(frozen=True)
-class CorpusDocument:
-    """One document; ``id`` is "<domain>/<source group>/<path>", stable across runs."""
-
-    id: str
-    text: str
-    domain: str
-    source: str
-    licence: str
 
 
 @dataclass(frozen=True)
@@ -139,12 +130,12 @@ def _read(path: Path) -> str:
     return data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
 
 
-def _doc(domain: str, doc_id: str, text: str, source: str, licence: str) -> CorpusDocument | None:
+def _doc(domain: str, doc_id: str, text: str, source: str, licence: str) -> Document | None:
     """Apply the shared hygiene rules; None for a document too short or mostly undecodable."""
     text = _CONTROL.sub("", text).rstrip().lstrip("\n")
     if len(text) < 500 or text.count("\ufffd") > 0.05 * len(text):
         return None
-    return CorpusDocument(doc_id, text, domain, source, licence)
+    return Document(id=doc_id, text=text, domain=domain, source=source, licence=licence)
 
 
 def _pack(parts: Iterable[str], low: int, high: int, sep: str) -> list[str]:
@@ -173,7 +164,7 @@ _CODE_SKIP = {"test", "tests", "idlelib", "lib2to3", "site-packages", "__pycache
               "tkinter", "turtledemo", "ensurepip"}
 
 
-def _code(_: dict[str, _Package]) -> Iterator[CorpusDocument | None]:
+def _code(_: dict[str, _Package]) -> Iterator[Document | None]:
     root = Path(sysconfig.get_paths()["stdlib"])
     origin = f"CPython {platform.python_version()} standard library"
     for path in sorted(root.rglob("*.py")):
@@ -184,7 +175,7 @@ def _code(_: dict[str, _Package]) -> Iterator[CorpusDocument | None]:
             yield _doc("code", f"code/cpython/{rel.as_posix()}", text, f"{origin}: {rel.as_posix()}", "PSF-2.0")
 
 
-def _science(pkgs: dict[str, _Package]) -> Iterator[CorpusDocument | None]:
+def _science(pkgs: dict[str, _Package]) -> Iterator[Document | None]:
     if not (pkg := pkgs.get("texlive-science-doc")):
         return
     # Licenses.gz lists "name: tags" followed by that TeX package's paths, which gives a
@@ -209,7 +200,7 @@ def _science(pkgs: dict[str, _Package]) -> Iterator[CorpusDocument | None]:
         yield _doc("science", doc_id, _read(path), pkg.source(path), licence)
 
 
-def _kjv(pkgs: dict[str, _Package]) -> Iterator[CorpusDocument | None]:
+def _kjv(pkgs: dict[str, _Package]) -> Iterator[Document | None]:
     """One document per chapter, one verse per line, verse numbers dropped."""
     program, data = pkgs.get("bible-kjv"), pkgs.get("bible-kjv-text")
     if not (program and data):
@@ -261,7 +252,7 @@ def _austen_chapters(lines: Sequence[str]) -> list[str]:
     ]
 
 
-def _austen(pkgs: dict[str, _Package]) -> Iterator[CorpusDocument | None]:
+def _austen(pkgs: dict[str, _Package]) -> Iterator[Document | None]:
     if not (pkg := pkgs.get("r-cran-janeaustenr")):
         return
     import rdata  # imported here: only this source needs it
@@ -283,7 +274,7 @@ def _austen(pkgs: dict[str, _Package]) -> Iterator[CorpusDocument | None]:
                        pkg.source(base.with_suffix(".rdb"), f" (object {name})"), "public domain")
 
 
-def _python_docs(pkgs: dict[str, _Package]) -> Iterator[CorpusDocument | None]:
+def _python_docs(pkgs: dict[str, _Package]) -> Iterator[Document | None]:
     if not (pkg := pkgs.get("python3.11-doc")):
         return
     subdir = "usr/share/doc/python3.11/html/_sources"
@@ -293,7 +284,7 @@ def _python_docs(pkgs: dict[str, _Package]) -> Iterator[CorpusDocument | None]:
             yield _doc("general", f"general/python-docs/{rel}", _read(path), pkg.source(path), "PSF-2.0")
 
 
-def _jargon(pkgs: dict[str, _Package]) -> Iterator[CorpusDocument | None]:
+def _jargon(pkgs: dict[str, _Package]) -> Iterator[Document | None]:
     """Lexicon entries only: the rendered text interleaves the prose chapters with
     tables of contents, while entries (":term: ...") are cleanly delimited."""
     if not (pkg := pkgs.get("jargon-text")):
@@ -315,7 +306,7 @@ def _jargon(pkgs: dict[str, _Package]) -> Iterator[CorpusDocument | None]:
                    "public domain (see usr/share/doc/jargon-text/copyright)")
 
 
-def _fortunes(pkgs: dict[str, _Package]) -> Iterator[CorpusDocument | None]:
+def _fortunes(pkgs: dict[str, _Package]) -> Iterator[Document | None]:
     for name in ("fortunes-min", "fortunes"):
         if not (pkg := pkgs.get(name)):
             continue
@@ -328,7 +319,7 @@ def _fortunes(pkgs: dict[str, _Package]) -> Iterator[CorpusDocument | None]:
                            pkg.source(path), _FORTUNE_LICENCE)
 
 
-_SOURCES: dict[str, tuple[Callable[[dict[str, _Package]], Iterable[CorpusDocument | None]], ...]] = {
+_SOURCES: dict[str, tuple[Callable[[dict[str, _Package]], Iterable[Document | None]], ...]] = {
     "code": (_code,),
     "science": (_science,),
     "books": (_kjv, _austen),
@@ -336,7 +327,7 @@ _SOURCES: dict[str, tuple[Callable[[dict[str, _Package]], Iterable[CorpusDocumen
 }
 
 
-def collect_domain(domain: str, cache_dir: Path) -> list[CorpusDocument]:
+def collect_domain(domain: str, cache_dir: Path) -> list[Document]:
     """All documents of one domain, sorted by id. Unavailable sources are skipped with a warning."""
     if domain not in DOMAINS:
         raise ValueError(f"unknown corpus domain {domain!r}; expected one of {DOMAINS}")
@@ -345,7 +336,7 @@ def collect_domain(domain: str, cache_dir: Path) -> list[CorpusDocument]:
         _log.warning("%s corpus: Debian packages %s unavailable (apt-get download failed), their sources "
                      "are skipped; to include them run: sudo apt-get install %s",
                      domain, ", ".join(missing), " ".join(missing))
-    documents: list[CorpusDocument] = []
+    documents: list[Document] = []
     for source in _SOURCES[domain]:
         try:  # one broken source (e.g. a changed package layout) must not sink the others
             documents.extend(doc for doc in source(pkgs) if doc is not None)
@@ -354,8 +345,8 @@ def collect_domain(domain: str, cache_dir: Path) -> list[CorpusDocument]:
     return sorted(documents, key=lambda doc: doc.id)
 
 
-def _manifest(domain: str, documents: list[CorpusDocument], cache_dir: Path) -> dict[str, object]:
-    groups: dict[str, list[CorpusDocument]] = {}
+def _manifest(domain: str, documents: list[Document], cache_dir: Path) -> dict[str, object]:
+    groups: dict[str, list[Document]] = {}
     for doc in documents:
         groups.setdefault(doc.id.split("/")[1], []).append(doc)
     sources: dict[str, object] = {}
@@ -404,6 +395,6 @@ def build_corpora(cache_dir: Path, domains: Sequence[str] = DOMAINS, *, force: b
             continue
         manifest = _manifest(domain, documents, cache_dir)
         _write_atomic(out_dir / f"{domain}.manifest.json", json.dumps(manifest, indent=2) + "\n")
-        _write_atomic(path, "".join(json.dumps(asdict(doc), ensure_ascii=False) + "\n" for doc in documents))
+        _write_atomic(path, "".join(doc.to_json() + "\n" for doc in documents))
         paths[domain] = path
     return paths

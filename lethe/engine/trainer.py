@@ -56,6 +56,9 @@ class EarlyStopping(Callback):
     waited: int = 0
 
     def on_evaluate(self, step, metrics):
+        if self.metric not in metrics:
+            raise LetheError(f"early stopping watches {self.metric!r}, which the evaluation does not report "
+                             f"(it reports: {', '.join(metrics)})")
         value = metrics[self.metric]
         better = self.best is None or (value < self.best if self.mode == "min" else value > self.best)
         self.best, self.waited = (value, 0) if better else (self.best, self.waited + 1)
@@ -157,6 +160,11 @@ class Trainer:
         self.scheduler = self._scheduler()
         self.accelerator.register_for_checkpointing(self.scheduler)
         self.checkpoint_dir, self.evaluator, self.callbacks = checkpoint_dir, evaluator, list(callbacks)
+        if config.early_stop is not None:
+            if evaluator is None or not config.eval_every:
+                raise LetheError("train.early_stop needs evaluations: set train.eval_every")
+            stop = config.early_stop
+            self.callbacks.append(EarlyStopping(stop.metric, stop.patience, stop.mode))
         self.step = 0
         self.micro_step = 0
 

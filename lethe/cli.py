@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -86,6 +87,18 @@ def cmd_eval_ppl(args):
     print(format_ppl_table(results["ppl"]))
 
 
+def cmd_unlearn(args):
+    from lethe.config import UnlearnConfig, resolve
+    from lethe.report import format_unlearning_table
+    from lethe.unlearning.run import unlearn
+
+    config = resolve(UnlearnConfig, *_layers(args, {"model": "model", "data": "data", "domain": "domain",
+                                                    "method": "method"}))
+    results = unlearn(config, Path(args.out), overwrite=args.overwrite)
+    print(format_unlearning_table({"original": results["before"], config.method: results["after"]}))
+    print(f"\nunlearned model saved to {results['path']}")
+
+
 def cmd_demo(args):
     from lethe.config import DemoConfig, resolve
     from lethe.demo import run_demo
@@ -141,6 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", metavar="S1,S2", help="splits to score, e.g. code/forget,code/approximate")
     p.set_defaults(handler=cmd_eval_ppl)
 
+    p = commands.add_parser("unlearn", help="unlearn a forget set with one method, scored before and after")
+    _common(p)
+    p.add_argument("--model", help="model directory, run directory or alias")
+    p.add_argument("--data", help="data directory from `lethe data build`")
+    p.add_argument("--domain", help="whose forget set to unlearn (code, science, books, ...)")
+    p.add_argument("--method", help="ga, random_label, adversarial, ga_gd_in, ga_kl_in, ga_gd_general, "
+                                    "ga_kl_general, npo, simnpo")
+    p.set_defaults(handler=cmd_unlearn)
+
     p = commands.add_parser("demo", help="the whole pipeline end to end on a small scale")
     _common(p, out_required=False)
     p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
@@ -149,8 +171,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stop_gracefully(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM (a scheduler pre-empting the job) stops like Ctrl-C: the run is marked interrupted and
+    # resumes from its last checkpoint. SIGINT is reset too, since a background job may inherit it ignored.
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _stop_gracefully),
+                signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
+    try:
+        return _run(args)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _run(args: argparse.Namespace) -> int:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("lethe: %(message)s"))
     handler.setLevel(logging.DEBUG if args.debug else logging.INFO)
@@ -158,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     log.setLevel(logging.DEBUG)  # run logs keep per-step records; the terminal shows INFO
     try:
         args.handler(args)
+        return 0
     except LetheError as exc:
         if args.debug:
             traceback.print_exc()
@@ -171,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"lethe: error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1
-    return 0
+    finally:
+        log.removeHandler(handler)
 
 
 if __name__ == "__main__":

@@ -180,6 +180,49 @@ class EvalPplConfig(Strict):
     trust_remote_code: bool = False
 
 
+class MethodArgs(Strict):
+    """Knobs of the unlearning objectives; each method reads the ones it uses."""
+
+    retain_weight: float = Field(1.0, ge=0, description="weight of the retain term")
+    retain_ratio: int = Field(1, ge=1, description="retain chunks per forget chunk in each step")
+    retain_term: Literal["gd", "kl", "none"] | None = Field(
+        None, description="override the method's retain term (npo/simnpo have none by default)")
+    retain_data: Literal["in_domain", "general"] | None = Field(
+        None, description="override where retain chunks come from")
+    npo_beta: float = Field(0.1, gt=0)
+    simnpo_beta: float = Field(4.5, gt=0)
+    simnpo_gamma: float = Field(0.0, ge=0)
+
+
+class UnlearnEvalConfig(Strict):
+    mink_k: list[int] = Field(default_factory=lambda: [30, 40, 50, 60, 100],
+                              description="Min-K% percentages to report (Yao et al.)")
+    headline_k: int = Field(30, ge=1, le=100, description="the K reported as mia.*")
+    batch_tokens: int = Field(4096, ge=64)
+    utility: bool = Field(False, description="run the lm-eval utility tasks built from held-out text")
+    utility_limit: int | None = Field(100, ge=1, description="items per utility task")
+    seed: int = 0
+
+
+class UnlearnConfig(Strict):
+    model: str
+    data: Path = Field(default_factory=default_data_dir)
+    domain: str = "code"
+    method: str = "ga_gd_in"
+    method_args: MethodArgs = Field(default_factory=MethodArgs)
+    chunk: ChunkConfig = Field(default_factory=ChunkConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    stop_at_approximate: bool = Field(
+        False, description="stop once forget perplexity reaches the approximate set's (needs train.eval_every)")
+    eval: UnlearnEvalConfig = Field(default_factory=UnlearnEvalConfig)
+    pretrain_tokens: float | None = Field(
+        None, description="tokens the model was pre-trained on, for the cost ratio (read from a Lethe "
+        "pretrain run when there is one)")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    allow_cpu_bf16: bool = False
+    trust_remote_code: bool = False
+
+
 class DemoConfig(Strict):
     data: DataBuildConfig = Field(default_factory=DataBuildConfig)
     pretrain: PretrainConfig = Field(default_factory=lambda: PretrainConfig(preset="micro"))

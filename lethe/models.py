@@ -16,6 +16,8 @@ log = logging.getLogger("lethe")
 EOS = "<|endoftext|>"
 
 ALIASES = {"smollm2-135m": "models/smollm2-135m"}
+# Pre-training tokens of aliased models, for unlearning-vs-pretraining cost (SmolLM2 report: 2T for 135M).
+PRETRAIN_TOKENS = {"smollm2-135m": 2e12}
 
 
 def gpt2_tokenizer():

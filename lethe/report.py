@@ -30,3 +30,18 @@ def format_split_table(results: dict) -> str:
     footer = (f"tokens counted with {results['tokenizer']}; dropped {dropped['exact_duplicates']} exact and "
               f"{dropped['near_duplicates']} near duplicates")
     return "\n".join([header, *rows, footer])
+
+
+def format_unlearning_table(rows: dict[str, dict]) -> str:
+    """One row per model: perplexity per role, Min-K% AUC, and the approximate-retraining gap."""
+    header = (f"{'model':<16}{'forget':>9}{'retain':>9}{'approx':>9}{'general':>9}"
+              f"{'MIA AUC':>9}{'folded':>8}{'gap':>8}")
+    lines = [header]
+    for name, m in rows.items():
+        ppl = m["ppl"]
+        lines.append(f"{name:<16}{ppl['forget']:>9.2f}{ppl['retain']:>9.2f}{ppl['approximate']:>9.2f}"
+                     f"{ppl['general']:>9.2f}{m['mia']['auc']:>9.3f}{m['mia']['auc_folded']:>8.3f}"
+                     f"{m['approx_gap']['log_ppl_ratio']:>8.3f}")
+    lines.append("perplexity per role; MIA: Min-K% forget vs approximate; gap: log(ppl forget / ppl approximate), "
+                 "0 = looks unseen")
+    return "\n".join(lines)

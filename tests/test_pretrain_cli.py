@@ -73,7 +73,7 @@ def test_interrupted_pretraining_resumes(data_dir, tmp_path):
     deadline = time.time() + 120
     while not list((out / "checkpoints").glob("step-*/trainer_state.json")) and time.time() < deadline:
         time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGTERM)  # as a scheduler pre-empting the job would
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err[-2000:]
     assert json.loads((out / "run.json").read_text())["status"] == "interrupted"

@@ -130,7 +130,8 @@ class Trainer:
     def __init__(self, model, objective: Objective, data: dict[str, Sequence[Chunk]], config: TrainConfig, *,
                  pad_id: int, checkpoint_dir: Path | None = None,
                  evaluator: Callable[[torch.nn.Module], dict[str, float]] | None = None,
-                 callbacks: Sequence[Callback] = (), desc: str = "training") -> None:
+                 callbacks: Sequence[Callback] = (), batch_sizes: dict[str, int] | None = None,
+                 desc: str = "training") -> None:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
@@ -146,7 +147,8 @@ class Trainer:
         if config.lora is not None:
             model = _apply_lora(model, config)
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
-        self.streams = {name: GroupStream(name, data[name], config.batch_size, config.seed + i, rank, world, pad_id)
+        sizes = {name: config.batch_size for name in objective.groups} | (batch_sizes or {})
+        self.streams = {name: GroupStream(name, data[name], sizes[name], config.seed + i, rank, world, pad_id)
                         for i, name in enumerate(objective.groups)}
         primary = self.streams[objective.groups[0]]
         self.micro_per_epoch = primary.batches_per_epoch

@@ -1,0 +1,107 @@
+"""How well a model forgot: perplexity per role, Min-K% membership inference, the approximate-retraining
+gap, distance to an exactly retrained model, and cost — all from saved per-token scores."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import ks_2samp, spearmanr
+
+from lethe.attacks import min_k_score, roc_metrics
+from lethe.config import ChunkConfig, UnlearnEvalConfig
+from lethe.data.splits import load_splits
+from lethe.errors import LetheError
+from lethe.evaluate import score_splits
+from lethe.scoring import TokenScores
+
+ROLES = ("forget", "retain", "approximate", "general")
+
+
+def role_splits(domain: str) -> dict[str, str]:
+    """Which data split plays which role in Yao et al.'s evaluation."""
+    return {"forget": f"{domain}/forget", "retain": f"{domain}/retain", "approximate": f"{domain}/approximate",
+            "general": "general/eval"}
+
+
+def score_roles(model, tokenizer, data_dir: Path, domain: str, chunk: ChunkConfig, batch_tokens: int,
+                scores_dir: Path | None = None) -> dict[str, TokenScores]:
+    names = role_splits(domain)
+    scores = score_splits(model, tokenizer, load_splits(data_dir, names.values()), chunk, batch_tokens, scores_dir)
+    return {role: scores[name] for role, name in names.items()}
+
+
+def load_role_scores(scores_dir: Path, domain: str) -> dict[str, TokenScores]:
+    return {role: TokenScores.load(scores_dir / name) for role, name in role_splits(domain).items()}
+
+
+def _balanced(members: np.ndarray, nonmembers: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Equal numbers of members and non-members, as in the paper; a seeded subsample of the larger set."""
+    n = min(len(members), len(nonmembers))
+    rng = np.random.default_rng(seed)
+    pick = lambda a: a[np.sort(rng.choice(len(a), n, replace=False))] if len(a) > n else a  # noqa: E731
+    return pick(members), pick(nonmembers)
+
+
+def membership(forget: TokenScores, approximate: TokenScores, config: UnlearnEvalConfig) -> dict[str, dict]:
+    """Min-K% MIA, members = forget chunks, non-members = approximate chunks, for every K."""
+    by_k = {}
+    for k in sorted({*config.mink_k, config.headline_k}):
+        members, nonmembers = _balanced(min_k_score(forget, k), min_k_score(approximate, k), config.seed)
+        by_k[str(k)] = roc_metrics(members, nonmembers)
+    return by_k
+
+
+def approximate_gap(forget: TokenScores, approximate: TokenScores, k: int) -> dict[str, float]:
+    """0 when the forget set looks like unseen same-domain data, the state retraining would reach.
+
+    log_ppl_ratio < 0: still remembered; > 0: pushed past unseen (over-unlearned).
+    mink_ks: Kolmogorov–Smirnov distance between the two Min-K% score distributions.
+    """
+    return {"log_ppl_ratio": math.log(forget.perplexity() / approximate.perplexity()),
+            "mink_ks": float(ks_2samp(min_k_score(forget, k), min_k_score(approximate, k)).statistic)}
+
+
+def unlearning_metrics(scores: dict[str, TokenScores], config: UnlearnEvalConfig) -> dict:
+    by_k = membership(scores["forget"], scores["approximate"], config)
+    return {
+        "ppl": {role: s.perplexity() for role, s in scores.items()},
+        "accuracy": {role: s.accuracy() for role, s in scores.items()},
+        "mia": by_k[str(config.headline_k)],
+        "mia_by_k": by_k,
+        "approx_gap": approximate_gap(scores["forget"], scores["approximate"], config.headline_k),
+    }
+
+
+def retrain_distance(unlearned: dict[str, TokenScores], retrained: dict[str, TokenScores],
+                     config: UnlearnEvalConfig) -> dict[str, float]:
+    """How far an unlearned model is from the model retrained without the forget set (0 or 1 = same)."""
+    if unlearned["forget"].ids != retrained["forget"].ids:
+        raise LetheError("unlearned and retrained models were scored on different forget chunks")
+    k = str(config.headline_k)
+    auc_unlearned = membership(unlearned["forget"], unlearned["approximate"], config)[k]["auc"]
+    auc_retrained = membership(retrained["forget"], retrained["approximate"], config)[k]["auc"]
+    return {
+        "forget_ppl_ratio": unlearned["forget"].perplexity() / retrained["forget"].perplexity(),
+        "mia_auc": auc_unlearned - auc_retrained,
+        # MUSE's PrivLeak: relative AUC gap to the retrained model
+        "privleak": (auc_unlearned - auc_retrained) / auc_retrained,
+        "loss_spearman": float(spearmanr(unlearned["forget"].sample_nll(), retrained["forget"].sample_nll()).statistic),
+    }
+
+
+def training_flops(parameters: int, tokens: float) -> float:
+    """The usual 6·N·D estimate (forward + backward) used by Yao et al. for both sides of the ratio."""
+    return 6.0 * parameters * tokens
+
+
+def cost(parameters: int, tokens: int, seconds: float, pretrain: dict | None) -> dict[str, float | None]:
+    flops = training_flops(parameters, tokens)
+    result: dict[str, float | None] = {"flops": flops, "seconds": seconds, "tokens": tokens,
+                                       "ratio_vs_pretrain": None, "seconds_ratio_vs_pretrain": None}
+    if pretrain and pretrain.get("tokens"):
+        result["ratio_vs_pretrain"] = training_flops(parameters, pretrain["tokens"]) / flops
+    if pretrain and pretrain.get("seconds"):
+        result["seconds_ratio_vs_pretrain"] = pretrain["seconds"] / seconds
+    return result

@@ -1,0 +1,128 @@
+"""`lethe unlearn`: one method on one forget set, through the shared training engine, scored before and after."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import math
+from pathlib import Path
+
+from lethe.config import UnlearnConfig
+from lethe.data.chunking import chunk_splits
+from lethe.data.splits import find_splits, load_splits
+from lethe.engine import Callback, Trainer
+from lethe.errors import LetheError, TrainingDiverged
+from lethe.models import PRETRAIN_TOKENS, count_parameters, load_model, model_context, resolve_model_path, save_model
+from lethe.runs import Run, read_json
+from lethe.scoring import score_chunks
+from lethe.unlearning.evaluation import cost, role_splits, score_roles, unlearning_metrics
+from lethe.unlearning.methods import MethodContext, methods
+
+log = logging.getLogger("lethe")
+
+
+def pretrain_record(model: str, configured_tokens: float | None) -> dict | None:
+    """Tokens (and seconds) the model was pre-trained on: a Lethe pretrain run, a known alias, or the config."""
+    if configured_tokens:
+        return {"tokens": configured_tokens}
+    if model in PRETRAIN_TOKENS:
+        return {"tokens": PRETRAIN_TOKENS[model]}
+    run_dir = resolve_model_path(model).parent
+    if (run_dir / "run.json").is_file() and read_json(run_dir / "run.json").get("command") == "pretrain":
+        train = read_json(run_dir / "results.json")["train"]
+        return {"tokens": train["tokens"], "seconds": train["seconds"]}
+    return None
+
+
+def check_disjoint(forget, approximate) -> None:
+    """Non-members must be unseen: refuse any document shared by id or by text."""
+    digest = lambda doc: hashlib.sha256(doc.text.encode()).hexdigest()  # noqa: E731
+    shared_ids = {d.id for d in forget} & {d.id for d in approximate}
+    shared_text = {digest(d) for d in forget} & {digest(d) for d in approximate}
+    if shared_ids or shared_text:
+        example = next(iter(shared_ids)) if shared_ids else "a document with identical text"
+        raise LetheError(f"the forget and approximate sets overlap ({len(shared_ids | shared_text)} documents, "
+                         f"e.g. {example}); the approximate set must be unseen data")
+
+
+class StopAtApproximate(Callback):
+    """Yao et al.'s yardstick as an early stop: the forget set now looks as unseen as the approximate set."""
+
+    def on_evaluate(self, step, metrics):
+        return metrics["log_ppl_ratio"] >= 0
+
+
+def retain_split(config: UnlearnConfig, objective) -> str:
+    return f"{config.domain}/retain" if objective.retain_data == "in_domain" else "general/retain"
+
+
+def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, original_scores: dict | None = None) -> dict:
+    """Unlearn `config.domain`'s forget set from `config.model`; returns (and writes) results.json."""
+    method = methods.get(config.method)
+    with Run.start(out, "unlearn", config, overwrite=overwrite, seed=config.train.seed) as run:
+        available = find_splits(config.data)
+        roles = role_splits(config.domain)
+        if roles["forget"] not in available:
+            domains = sorted({name.split("/")[0] for name in available})
+            raise LetheError(f"{config.data} has no forget set for domain {config.domain!r} (domains: {domains})")
+        model, tokenizer = load_model(config.model, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
+                                      allow_cpu_bf16=config.allow_cpu_bf16)
+        reference = copy.deepcopy(model).requires_grad_(False).eval()
+        context = MethodContext(reference=reference, special_ids=tokenizer.all_special_ids, vocab_size=len(tokenizer))
+        objective = method(context, config.method_args)
+        wanted = [roles["forget"], roles["approximate"]]
+        if objective.retain_term:
+            wanted.append(retain_split(config, objective))
+            if wanted[-1] not in available:
+                raise LetheError(f"method {config.method!r} needs the retain split {wanted[-1]!r}, which "
+                                 f"{config.data} does not have")
+        documents = load_splits(config.data, wanted)
+        check_disjoint(documents[roles["forget"]], documents[roles["approximate"]])
+        run.record_data({name: available[name] for name in {*wanted, *roles.values()} if name in available})
+        chunks = chunk_splits(documents, tokenizer, config.chunk, model_context(model))
+        groups = {"forget": chunks[roles["forget"]]}
+        if objective.retain_term:
+            groups["retain"] = chunks[wanted[-1]]
+
+        if original_scores is None:
+            original_scores = score_roles(model, tokenizer, config.data, config.domain, config.chunk,
+                                          config.eval.batch_tokens, run.scores_dir / "original")
+        before = unlearning_metrics(original_scores, config.eval)
+
+        def approximate_gap_now(current) -> dict[str, float]:
+            forget = score_chunks(current, groups["forget"], batch_tokens=config.eval.batch_tokens,
+                                  pad_id=tokenizer.pad_token_id, progress=False).perplexity()
+            approximate = score_chunks(current, chunks[roles["approximate"]], batch_tokens=config.eval.batch_tokens,
+                                       pad_id=tokenizer.pad_token_id, progress=False).perplexity()
+            return {"forget_ppl": forget, "approximate_ppl": approximate,
+                    "log_ppl_ratio": math.log(forget / approximate)}
+
+        if config.stop_at_approximate and not config.train.eval_every:
+            raise LetheError("stop_at_approximate needs evaluations: set train.eval_every")
+        trainer = Trainer(
+            model, objective, groups, config.train, pad_id=tokenizer.pad_token_id,
+            checkpoint_dir=run.checkpoints_dir if config.train.checkpoint_every else None,
+            evaluator=approximate_gap_now if config.train.eval_every else None,
+            callbacks=[StopAtApproximate()] if config.stop_at_approximate else [],
+            batch_sizes={"retain": config.train.batch_size * config.method_args.retain_ratio},
+            desc=f"unlearn {config.method} ({config.domain})")
+        try:
+            result = trainer.fit()
+        except TrainingDiverged as exc:
+            raise TrainingDiverged(f"{config.method} diverged: {exc}; lower train.lr or add a retain term") from None
+        model = trainer.unwrapped_model()
+        save_model(model, tokenizer, run.path / "model")
+        after_scores = score_roles(model, tokenizer, config.data, config.domain, config.chunk,
+                                   config.eval.batch_tokens, run.scores_dir / "unlearned")
+        results = {
+            "method": config.method, "domain": config.domain, "model": config.model,
+            "train": {"steps": result.steps, "tokens": result.tokens, "seconds": result.seconds,
+                      "stopped": result.stopped, "history": result.history},
+            "before": before, "after": unlearning_metrics(after_scores, config.eval),
+            "cost": cost(count_parameters(model), result.tokens, result.seconds,
+                         pretrain_record(config.model, config.pretrain_tokens)),
+            "path": str(run.path / "model"),
+        }
+        run.write_results(results)
+    return results

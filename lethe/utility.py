@@ -1,0 +1,244 @@
+"""Downstream utility with lm-evaluation-harness, offline, on tasks built from held-out local text.
+
+`build_utility_tasks` writes two multiple-choice tasks per domain (scored by log-likelihood):
+
+* ``lethe_cloze_<domain>`` (LAMBADA-like): a 40-80 word passage; the true next word against three
+  words of similar frequency in the same documents, in the same letter case.
+* ``lethe_continuation_<domain>`` (HellaSwag-like): 2-3 sentences or lines (extended to at least 8
+  words); the true next 15-25 words against spans of the same word count taken from other documents.
+
+Items come only from the documents given, so passing held-out splits (``general/eval``, each
+domain's ``approximate``) keeps the forget set out by construction. Every item records its
+document id and character offsets: ``text[start:end] == context`` and the answer is what follows.
+The tag ``lethe_utility`` runs them all. `run_utility` evaluates a loaded model on them in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+from collections import Counter
+from pathlib import Path
+
+from lethe.data.documents import Document
+from lethe.errors import LetheError
+
+log = logging.getLogger("lethe")
+
+TAG = "lethe_utility"
+KINDS = ("cloze", "continuation")
+MIN_ITEMS = 10  # fewer items than this make a task too noisy to report
+_TOKEN = re.compile(r"\S+")
+_CLOZE_WORD = re.compile(r"([A-Za-z]{3,})[.,;:!?'\")\]]*")  # a whole word, maybe with closing punctuation
+_SEGMENT_END = re.compile(r"(?<=[.!?])[ \t]+|\n\s*")  # sentence ends and line breaks
+
+
+def _task_name(kind: str, domain: str) -> str:
+    return f"lethe_{kind}_{re.sub(r'[^a-z0-9]+', '_', domain.lower()).strip('_')}"
+
+
+def _tokens(text: str) -> list[tuple[int, int]]:
+    return [match.span() for match in _TOKEN.finditer(text)]
+
+
+def _cased(word: str, like: str) -> str:
+    if like.isupper() and len(like) > 1:
+        return word.upper()
+    return word.capitalize() if like[0].isupper() else word
+
+
+def _cloze_items(docs: list[Document], rng: random.Random) -> list[dict]:
+    counts = Counter(m.group(1).lower() for doc in docs for m in map(_CLOZE_WORD.fullmatch, _TOKEN.findall(doc.text))
+                     if m)
+    vocab = sorted(counts, key=lambda word: (-counts[word], word))
+    if len(vocab) < 8:
+        return []
+    rank = {word: index for index, word in enumerate(vocab)}
+    window = max(8, len(vocab) // 50)
+    items = []
+    for doc in docs:
+        spans = _tokens(doc.text)
+        begin = 0
+        while True:
+            target = begin + rng.randint(40, 70)
+            while target < min(len(spans), begin + 80) and not _CLOZE_WORD.fullmatch(doc.text[slice(*spans[target])]):
+                target += 1
+            if target >= min(len(spans), begin + 80):
+                break
+            word = _CLOZE_WORD.fullmatch(doc.text[slice(*spans[target])]).group(1)
+            r = rank[word.lower()]
+            near = [w for w in vocab[max(0, r - window): r + window + 1] if w != word.lower()]
+            distractors = [_cased(w, word) for w in rng.sample(near, 3)]
+            start, end = spans[begin][0], spans[target][0]
+            items.append(_item(doc, start, end, word, distractors, rng))
+            begin = target + 1
+    return items
+
+
+def _segment_starts(text: str) -> list[int]:
+    first = len(text) - len(text.lstrip())
+    return [first] + [m.end() for m in _SEGMENT_END.finditer(text) if first < m.end() < len(text)]
+
+
+def _span(text: str, start: int, words: int) -> tuple[int, int] | None:
+    spans = _tokens(text[start:])
+    if len(spans) < words:
+        return None
+    return start, start + spans[words - 1][1]
+
+
+def _continuation_items(docs: list[Document], rng: random.Random) -> list[dict]:
+    docs = [doc for doc in docs if len(_tokens(doc.text)) >= 60]
+    if len(docs) < 2:
+        return []
+    starts = {doc.id: _segment_starts(doc.text) for doc in docs}
+    items = []
+    for doc in docs:
+        segments, i = starts[doc.id], 0
+        others = [other for other in docs if other.id != doc.id]
+        while i < len(segments):
+            k = i + rng.randint(2, 3)
+            while k < len(segments) and len(_tokens(doc.text[segments[i]:segments[k]])) < 8 and k - i < 8:
+                k += 1
+            if k >= len(segments):
+                break
+            start, end = segments[i], segments[k]
+            words = _tokens(doc.text[start:end])
+            if len(words) > 100:
+                start += words[-100][0]
+            length = rng.randint(15, 25)
+            answer = _span(doc.text, end, length)
+            if answer is None:
+                break
+            truth = doc.text[slice(*answer)]
+            distractors: list[str] = []
+            pool = rng.sample(others, len(others))
+            for attempt in range(30):
+                other = pool[attempt % len(pool)]
+                span = _span(other.text, rng.choice(starts[other.id]), length)
+                if span is None:
+                    continue
+                text = other.text[slice(*span)]
+                if " ".join(text.split()) not in {" ".join(t.split()) for t in [truth, *distractors]}:
+                    distractors.append(text)
+                if len(distractors) == 3:
+                    break
+            if len(distractors) == 3:
+                items.append(_item(doc, start, end, truth, distractors, rng))
+            i = next((j for j, s in enumerate(segments) if s >= answer[1]), len(segments))
+    return items
+
+
+def _item(doc: Document, start: int, end: int, answer: str, distractors: list[str], rng: random.Random) -> dict:
+    choices = [answer, *distractors]
+    rng.shuffle(choices)
+    return {"context": doc.text[start:end], "choices": choices, "label": choices.index(answer),
+            "doc_id": doc.id, "start": start, "end": end}
+
+
+def _task_yaml(name: str, data: Path) -> str:
+    metrics = "".join(f"  - metric: {m}\n    aggregation: mean\n    higher_is_better: true\n"
+                      for m in ("acc", "acc_norm"))
+    return (f"task: {name}\ntag:\n  - {TAG}\ndataset_path: json\ndataset_kwargs:\n"
+            f"  data_files:\n    test: {json.dumps(str(data))}\ntest_split: test\noutput_type: multiple_choice\n"
+            "doc_to_text: context\ndoc_to_choice: choices\ndoc_to_target: label\ntarget_delimiter: \"\"\n"
+            f"metric_list:\n{metrics}metadata:\n  version: 1.0\n")
+
+
+def build_utility_tasks(documents_by_domain: dict[str, list[Document]], out_dir: Path, *, seed: int = 0,
+                        per_task: int = 200) -> Path:
+    """Write `lethe_{cloze,continuation}_<domain>` YAMLs + JSONL into out_dir; returns out_dir.
+
+    Domain keys become task-name suffixes (``general/eval`` -> ``general_eval``). A domain with too
+    little text for a task (fewer than MIN_ITEMS items, or one document for continuation) is skipped
+    with a warning. Tasks left over from an earlier build in out_dir are removed.
+    """
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in [*out_dir.glob("lethe_cloze_*"), *out_dir.glob("lethe_continuation_*")]:
+        if old.suffix in {".yaml", ".jsonl"}:
+            old.unlink()
+    builders = {"cloze": _cloze_items, "continuation": _continuation_items}
+    manifest: dict[str, dict] = {}
+    for domain, documents in documents_by_domain.items():
+        docs = sorted(documents, key=lambda doc: doc.id)
+        for kind in KINDS:
+            name = _task_name(kind, domain)
+            rng = random.Random(f"{seed}:{name}")
+            items = builders[kind](docs, rng)
+            if len(items) < MIN_ITEMS:
+                log.warning("utility: skipping %s: %d documents give only %d items (need %d)",
+                            name, len(docs), len(items), MIN_ITEMS)
+                continue
+            items = rng.sample(items, min(per_task, len(items)))
+            data = out_dir / f"{name}.jsonl"
+            data.write_text("".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items), encoding="utf-8")
+            (out_dir / f"{name}.yaml").write_text(_task_yaml(name, data), encoding="utf-8")
+            manifest[name] = {"items": len(items), "documents": len(docs)}
+            if len(items) < per_task:
+                log.info("utility: %s has %d items (asked for %d)", name, len(items), per_task)
+    if not manifest:
+        raise LetheError("no utility task could be built: the documents given hold too little text")
+    (out_dir / "utility_tasks.json").write_text(
+        json.dumps({"seed": seed, "per_task": per_task, "tag": TAG, "tasks": manifest}, indent=2) + "\n")
+    return out_dir
+
+
+def _quiet_lm_eval() -> None:
+    for name in ("lm_eval", "lm-eval", "evaluate"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_warning()
+
+
+def run_utility(model, tokenizer, task_dir: Path, *, tasks: list[str] | None = None, limit: int | None = None,
+                batch_size: int = 8) -> dict[str, dict[str, float]]:
+    """Evaluate an already-loaded model on the tasks in task_dir (default: all, via the tag).
+
+    Returns ``{task: {"acc", "acc_norm", "n"}}`` and ``"mean"`` (unweighted over tasks; ``n`` summed).
+    """
+    try:
+        import lm_eval
+        from lm_eval.models.huggingface import HFLM
+        from lm_eval.tasks import TaskManager
+    except ImportError:
+        raise LetheError("lm-evaluation-harness is not installed; run `pip install lm-eval`") from None
+    _quiet_lm_eval()
+    task_dir = Path(task_dir).resolve()
+    if not any(task_dir.glob("lethe_*.yaml")):
+        raise LetheError(f"{task_dir} holds no utility tasks; build them with build_utility_tasks")
+    manager = TaskManager(include_path=str(task_dir), include_defaults=False)
+    tasks = list(tasks or [TAG])
+    unknown = [name for name in tasks if name not in manager.all_tasks]
+    if unknown:
+        known = ", ".join(sorted(manager.all_tasks))
+        raise LetheError(f"unknown utility task {unknown[0]!r} in {task_dir} (known: {known})")
+    was_training = model.training
+    hflm_log = logging.getLogger("lm_eval.models.huggingface")
+    level = hflm_log.level
+    hflm_log.setLevel(logging.ERROR)  # drops the warning that a model object (not a name) was passed
+    try:
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    finally:
+        hflm_log.setLevel(level)
+    try:
+        output = lm_eval.simple_evaluate(
+            model=lm, tasks=tasks, task_manager=manager, limit=limit, bootstrap_iters=0, log_samples=False,
+            random_seed=None, numpy_random_seed=None, torch_random_seed=None, fewshot_random_seed=None)
+    finally:
+        model.train(was_training)
+    results: dict[str, dict[str, float]] = {}
+    for name, metrics in sorted(output["results"].items()):
+        if "acc,none" not in metrics:
+            continue  # a tag or group entry
+        count = output.get("n-samples", {}).get(name, {}).get("effective")
+        results[name] = {"acc": float(metrics["acc,none"]), "acc_norm": float(metrics["acc_norm,none"]),
+                         "n": int(count if count is not None else metrics.get("samples", 0))}
+    if results:
+        results["mean"] = {key: sum(r[key] for r in results.values()) / len(results) for key in ("acc", "acc_norm")}
+        results["mean"]["n"] = sum(r["n"] for name, r in results.items() if name != "mean")
+    return results

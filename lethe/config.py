@@ -190,7 +190,8 @@ class MethodArgs(Strict):
     retain_data: Literal["in_domain", "general"] | None = Field(
         None, description="override where retain chunks come from")
     npo_beta: float = Field(0.1, gt=0)
-    simnpo_beta: float = Field(4.5, gt=0)
+    simnpo_beta: float = Field(
+        0.5, gt=0, description="SimNPO saturates once β·(mean forget NLL) is large; pre-training data has NLL ~2-5")
     simnpo_gamma: float = Field(0.0, ge=0)
 
 

@@ -30,8 +30,10 @@ log = logging.getLogger("lethe")
 TAG = "lethe_utility"
 KINDS = ("cloze", "continuation")
 MIN_ITEMS = 10  # fewer items than this make a task too noisy to report
+MAX_CONTEXT_CHARS = 600  # bounds on characters too: some "words" (code, LaTeX, chemistry) are 80 characters
+MAX_ANSWER_CHARS = 250
 _TOKEN = re.compile(r"\S+")
-_CLOZE_WORD = re.compile(r"([A-Za-z]{3,})[.,;:!?'\")\]]*")  # a whole word, maybe with closing punctuation
+_CLOZE_WORD = re.compile(r"([A-Za-z]{3,20})[.,;:!?'\")\]]*")  # a whole word, maybe with closing punctuation
 _SEGMENT_END = re.compile(r"(?<=[.!?])[ \t]+|\n\s*")  # sentence ends and line breaks
 
 
@@ -71,8 +73,10 @@ def _cloze_items(docs: list[Document], rng: random.Random) -> list[dict]:
             r = rank[word.lower()]
             near = [w for w in vocab[max(0, r - window): r + window + 1] if w != word.lower()]
             distractors = [_cased(w, word) for w in rng.sample(near, 3)]
-            start, end = spans[begin][0], spans[target][0]
-            items.append(_item(doc, start, end, word, distractors, rng))
+            end = spans[target][0]
+            first = next(j for j in range(begin, target + 1) if end - spans[j][0] <= MAX_CONTEXT_CHARS)
+            if target - first >= 30:  # a passage of long "words" keeps its last 600 characters if 30+ words
+                items.append(_item(doc, spans[first][0], end, word, distractors, rng))
             begin = target + 1
     return items
 
@@ -83,8 +87,8 @@ def _segment_starts(text: str) -> list[int]:
 
 
 def _span(text: str, start: int, words: int) -> tuple[int, int] | None:
-    spans = _tokens(text[start:])
-    if len(spans) < words:
+    spans = _tokens(text[start:start + MAX_ANSWER_CHARS])
+    if len(spans) < words or spans[words - 1][1] == MAX_ANSWER_CHARS:  # may end mid-word
         return None
     return start, start + spans[words - 1][1]
 
@@ -106,12 +110,17 @@ def _continuation_items(docs: list[Document], rng: random.Random) -> list[dict]:
                 break
             start, end = segments[i], segments[k]
             words = _tokens(doc.text[start:end])
-            if len(words) > 100:
-                start += words[-100][0]
+            keep = [a for j, (a, _) in enumerate(words)
+                    if len(words) - j <= 100 and end - start - a <= MAX_CONTEXT_CHARS]
+            if len(keep) < 8:
+                i = k
+                continue
+            start += keep[0]
             length = rng.randint(15, 25)
             answer = _span(doc.text, end, length)
             if answer is None:
-                break
+                i = k
+                continue
             truth = doc.text[slice(*answer)]
             distractors: list[str] = []
             pool = rng.sample(others, len(others))
@@ -186,6 +195,20 @@ def build_utility_tasks(documents_by_domain: dict[str, list[Document]], out_dir:
     return out_dir
 
 
+class _CountTruncations(logging.Filter):
+    """lm-eval warns once per over-long request; count them and report once instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "exceeds model's maximum length" in record.getMessage():
+            self.count += 1
+            return False
+        return True
+
+
 def _quiet_lm_eval() -> None:
     for name in ("lm_eval", "lm-eval", "evaluate"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -225,12 +248,21 @@ def run_utility(model, tokenizer, task_dir: Path, *, tasks: list[str] | None = N
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     finally:
         hflm_log.setLevel(level)
+    truncated = _CountTruncations()
+    hflm_log.addFilter(truncated)
     try:
         output = lm_eval.simple_evaluate(
             model=lm, tasks=tasks, task_manager=manager, limit=limit, bootstrap_iters=0, log_samples=False,
             random_seed=None, numpy_random_seed=None, torch_random_seed=None, fewshot_random_seed=None)
+    except AssertionError as exc:  # lm-eval asserts that each choice fits the model's context
+        raise LetheError(f"lm-eval rejected an item of {task_dir} (a choice longer than the model's "
+                         f"{lm.max_length}-token context?): {exc or 'assertion failed'}") from exc
     finally:
+        hflm_log.removeFilter(truncated)
         model.train(was_training)
+    if truncated.count:
+        log.warning("utility: %d requests were longer than the model's %d-token context and lost their start",
+                    truncated.count, lm.max_length)
     results: dict[str, dict[str, float]] = {}
     for name, metrics in sorted(output["results"].items()):
         if "acc,none" not in metrics:

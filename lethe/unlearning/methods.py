@@ -109,13 +109,16 @@ class GradientAscent(Unlearning):
 class RandomLabels(Unlearning):
     """Train towards labels drawn uniformly from the vocabulary; special tokens keep their label."""
 
-    def forget_loss(self, model, batch):
+    def random_targets(self, batch: Batch) -> torch.Tensor:
         true = batch["input_ids"][:, 1:]
         # seeded by the batch itself, so a resumed run draws the same labels
         generator = torch.Generator().manual_seed(int(true.sum()) * 1_000_003 + true.numel())
         random = torch.randint(0, self.context.vocab_size, true.shape, generator=generator).to(true.device)
         special = torch.isin(true, torch.tensor(self.context.special_ids, device=true.device))
-        return cross_entropy_to(model, batch, torch.where(special, true, random))
+        return torch.where(special, true, random)
+
+    def forget_loss(self, model, batch):
+        return cross_entropy_to(model, batch, self.random_targets(batch))
 
 
 @methods.register("adversarial")

@@ -1,0 +1,157 @@
+"""Each unlearning objective against a value computed by hand on a fixed batch of real text."""
+
+import math
+
+import pytest
+import torch
+
+from lethe.config import MethodArgs
+from lethe.data.splits import load_splits
+from lethe.engine.trainer import collate
+from lethe.errors import LetheError
+from lethe.unlearning.methods import MethodContext, masked_kl, methods
+
+
+@pytest.fixture(scope="module")
+def batch(micro_model, data_dir):
+    from lethe.config import ChunkConfig
+    from lethe.data.chunking import chunk_documents
+
+    _, tokenizer = micro_model
+    docs = load_splits(data_dir, ["code/forget"])["code/forget"]
+    chunks = chunk_documents(docs, tokenizer, ChunkConfig(length=24), context=256)
+    short = next(c for c in chunks if len(c) < 24)  # a padded row
+    eos = tokenizer.eos_token_id
+    with_special = type(chunks[0])("eos", "eos", chunks[0].input_ids[:10] + (eos,) + chunks[0].input_ids[11:])
+    return collate([with_special, short, chunks[1]], tokenizer.pad_token_id)
+
+
+@pytest.fixture(scope="module")
+def models(micro_model):
+    """A model and a slightly different frozen reference, so ratios and KL are not trivially zero."""
+    model, tokenizer = micro_model
+    reference = type(model)(model.config)
+    reference.load_state_dict(model.state_dict())
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    yield model, reference.eval(), tokenizer
+    model.load_state_dict(reference.state_dict())
+
+
+def make(name, models, **args):
+    model, reference, tokenizer = models
+    context = MethodContext(reference=reference, special_ids=tokenizer.all_special_ids, vocab_size=len(tokenizer))
+    return methods.get(name)(context, MethodArgs(**args))
+
+
+def real_positions(batch):
+    """(row, t) for every real predicted token, the ground truth loops below walk over."""
+    mask = batch["attention_mask"]
+    return [(r, t) for r in range(mask.shape[0]) for t in range(mask.shape[1] - 1) if mask[r, t + 1]]
+
+
+def logprobs(model, batch):
+    with torch.no_grad():
+        return torch.log_softmax(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.double(), -1)
+
+
+def test_gradient_ascent_is_minus_cross_entropy(models, batch):
+    model = models[0]
+    logp = logprobs(model, batch)
+    nll = [-logp[r, t, batch["input_ids"][r, t + 1]] for r, t in real_positions(batch)]
+    with torch.no_grad():
+        loss = make("ga", models).forget_loss(model, batch)
+    assert loss.item() == pytest.approx(float(sum(nll) / len(nll)) * -1, rel=1e-5)
+
+
+def test_adversarial_targets_are_the_originals_best_wrong_token(models, batch):
+    method = make("adversarial", models)
+    targets = method.adversarial_targets(batch)
+    ref_logp = logprobs(models[1], batch)
+    for r, t in real_positions(batch):
+        true = batch["input_ids"][r, t + 1].item()
+        assert targets[r, t].item() != true
+        ranked = ref_logp[r, t].argsort(descending=True).tolist()
+        assert targets[r, t].item() == (ranked[0] if ranked[0] != true else ranked[1])
+
+
+def test_random_labels_keep_special_tokens_and_ignore_padding(models, batch, micro_model):
+    _, tokenizer = micro_model
+    method = make("random_label", models)
+    targets = method.random_targets(batch)
+    true = batch["input_ids"][:, 1:]
+    special = true == tokenizer.eos_token_id
+    assert special.any() and torch.equal(targets[special], true[special])
+    real = batch["attention_mask"][:, 1:].bool() & ~special
+    assert (targets[real] != true[real]).float().mean() > 0.9
+    assert torch.equal(targets, method.random_targets(batch))  # reproducible for resumed runs
+    # padded positions never contribute: the loss equals CE over real positions only
+    logp = logprobs(models[0], batch)
+    nll = [-logp[r, t, targets[r, t]] for r, t in real_positions(batch)]
+    with torch.no_grad():
+        assert method.forget_loss(models[0], batch).item() == pytest.approx(float(sum(nll) / len(nll)), rel=1e-5)
+
+
+def test_kl_is_masked_to_real_tokens(models, batch):
+    model, reference, _ = models
+    p, q = logprobs(reference, batch), logprobs(model, batch)
+    kls = [(p[r, t].exp() * (p[r, t] - q[r, t])).sum() for r, t in real_positions(batch)]
+    with torch.no_grad():
+        value = masked_kl(reference, model, batch).item()
+        assert masked_kl(reference, reference, batch).item() == pytest.approx(0, abs=1e-6)
+    assert value == pytest.approx(float(sum(kls) / len(kls)), rel=1e-4)
+    everywhere = (p[:, :-1].exp() * (p[:, :-1] - q[:, :-1])).sum(-1).mean().item()
+    assert value != pytest.approx(everywhere, rel=1e-3)  # averaging over padding would differ
+
+
+def sequence_sums(model, batch):
+    logp = logprobs(model, batch)
+    sums = [0.0] * batch["input_ids"].shape[0]
+    lengths = [0] * len(sums)
+    for r, t in real_positions(batch):
+        sums[r] += logp[r, t, batch["input_ids"][r, t + 1]].item()
+        lengths[r] += 1
+    return sums, lengths
+
+
+def test_npo_matches_its_formula(models, batch):
+    model, reference, _ = models
+    theta, _ = sequence_sums(model, batch)
+    ref, _ = sequence_sums(reference, batch)
+    beta = 0.1
+    expected = -(2 / beta) * sum(math.log(1 / (1 + math.exp(beta * (a - b)))) for a, b in zip(theta, ref)) / len(ref)
+    with torch.no_grad():
+        assert make("npo", models, npo_beta=beta).forget_loss(model, batch).item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_simnpo_matches_its_formula(models, batch):
+    model = models[0]
+    theta, lengths = sequence_sums(model, batch)
+    beta, gamma = 2.5, 0.5
+    expected = -(2 / beta) * sum(math.log(1 / (1 + math.exp(beta / n * s + gamma))) for s, n in zip(theta, lengths)) / 3
+    with torch.no_grad():
+        value = make("simnpo", models, simnpo_beta=beta, simnpo_gamma=gamma).forget_loss(model, batch).item()
+    assert value == pytest.approx(expected, rel=1e-4)
+
+
+def test_retain_terms_combine_with_weight(models, batch):
+    model, reference, _ = models
+    method = make("ga_kl_general", models, retain_weight=0.5)
+    assert method.groups == ("forget", "retain") and method.retain_data == "general"
+    with torch.no_grad():
+        loss, logs = method(model, {"forget": batch, "retain": batch})
+        expected = make("ga", models).forget_loss(model, batch) + 0.5 * masked_kl(reference, model, batch)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert set(logs) == {"loss", "forget_loss", "retain_kl"}
+    assert make("npo", models).groups == ("forget",)
+    assert make("npo", models, retain_term="gd").groups == ("forget", "retain")
+    assert make("ga_gd_in", models, retain_term="none").groups == ("forget",)
+
+
+def test_every_paper_method_and_more_is_registered():
+    assert methods.names() == sorted(["ga", "random_label", "adversarial", "ga_gd_in", "ga_kl_in", "ga_gd_general",
+                                      "ga_kl_general", "npo", "simnpo"])
+    with pytest.raises(LetheError, match="unknown unlearning method 'gd'"):
+        methods.get("gd")

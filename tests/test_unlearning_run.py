@@ -1,0 +1,105 @@
+"""Short unlearning runs of every method on the micro model, and bad input."""
+
+import json
+import shutil
+
+import pytest
+
+from lethe.config import UnlearnConfig
+from lethe.errors import LetheError, TrainingDiverged
+from lethe.unlearning.evaluation import load_role_scores
+from lethe.unlearning.methods import methods
+from lethe.unlearning.run import unlearn
+
+
+def config(micro_run, data_dir, method, **overrides):
+    base = {"model": str(micro_run), "data": str(data_dir), "domain": "books", "method": method,
+            "train": {"lr": 3e-3, "epochs": 3, "batch_size": 8, "warmup_ratio": 0}}
+    return UnlearnConfig.model_validate(base | overrides)
+
+
+@pytest.fixture(scope="module")
+def original_scores(micro_run, data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("unlearn") / "first"
+    unlearn(config(micro_run, data_dir, "ga_gd_in"), out)
+    return load_role_scores(out / "scores" / "original", "books")
+
+
+@pytest.mark.parametrize("method", methods.names())
+def test_each_method_forgets_more_than_it_damages_unseen_data(method, micro_run, data_dir, original_scores, tmp_path):
+    results = unlearn(config(micro_run, data_dir, method), tmp_path / method, original_scores=original_scores)
+    before, after = results["before"]["ppl"], results["after"]["ppl"]
+    forget_rise = after["forget"] / before["forget"]
+    assert forget_rise > 1.05, f"{method} did not raise forget perplexity"
+    assert forget_rise > after["approximate"] / before["approximate"]
+    assert results["after"]["approx_gap"]["log_ppl_ratio"] > results["before"]["approx_gap"]["log_ppl_ratio"]
+    assert results["cost"]["ratio_vs_pretrain"] > 1 and results["cost"]["flops"] > 0
+    assert (tmp_path / method / "model" / "model.safetensors").is_file()
+    assert (tmp_path / method / "scores" / "unlearned" / "books" / "forget.npz").is_file()
+
+
+def test_results_record_membership_inference_for_every_k(micro_run, data_dir, original_scores, tmp_path):
+    results = unlearn(config(micro_run, data_dir, "ga"), tmp_path / "r", original_scores=original_scores)
+    saved = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert set(saved["after"]["mia_by_k"]) == {"30", "40", "50", "60", "100"}
+    mia = saved["before"]["mia"]
+    assert mia["auc"] > 0.5 and mia["auc_folded"] == max(mia["auc"], 1 - mia["auc"])
+    assert saved["after"]["mia"]["auc"] < mia["auc"]
+    assert results["before"] == saved["before"]
+
+
+def test_stop_at_approximate_ends_once_forget_looks_unseen(micro_run, data_dir, original_scores, tmp_path):
+    run = config(micro_run, data_dir, "ga", stop_at_approximate=True,
+                 train={"lr": 3e-3, "epochs": 20, "batch_size": 8, "warmup_ratio": 0, "eval_every": 1})
+    results = unlearn(run, tmp_path / "r", original_scores=original_scores)
+    assert results["train"]["stopped"] == "early_stop"
+    gaps = [h["eval/log_ppl_ratio"] for h in results["train"]["history"] if "eval/log_ppl_ratio" in h]
+    assert gaps[-1] >= 0 and all(g < 0 for g in gaps[:-1])
+
+
+def test_empty_forget_set_is_refused(micro_run, data_dir, tmp_path):
+    broken = tmp_path / "data"
+    shutil.copytree(data_dir, broken)
+    (broken / "books" / "forget.jsonl").write_text("")
+    with pytest.raises(LetheError, match="forget.jsonl is empty"):
+        unlearn(config(micro_run, broken, "ga"), tmp_path / "r")
+
+
+def test_forget_approximate_overlap_is_refused(micro_run, data_dir, tmp_path):
+    broken = tmp_path / "data"
+    shutil.copytree(data_dir, broken)
+    leaked = (broken / "books" / "forget.jsonl").read_text().splitlines()[0]
+    with (broken / "books" / "approximate.jsonl").open("a") as handle:
+        handle.write(leaked + "\n")
+    with pytest.raises(LetheError, match="forget and approximate sets overlap"):
+        unlearn(config(micro_run, broken, "ga"), tmp_path / "r")
+
+
+def test_missing_retain_set_is_refused(micro_run, data_dir, tmp_path):
+    broken = tmp_path / "data"
+    shutil.copytree(data_dir, broken)
+    (broken / "general" / "retain.jsonl").unlink()
+    with pytest.raises(LetheError, match="needs the retain split 'general/retain'"):
+        unlearn(config(micro_run, broken, "ga_gd_general"), tmp_path / "r")
+
+
+def test_divergence_is_a_clear_error_and_earlier_results_survive(micro_run, data_dir, original_scores, tmp_path,
+                                                                monkeypatch):
+    from lethe.unlearning.methods import GradientAscent
+
+    first = tmp_path / "kept"
+    unlearn(config(micro_run, data_dir, "ga"), first, original_scores=original_scores)
+    kept = (first / "results.json").read_text()
+    calls = {"n": 0}
+    ascend = GradientAscent.forget_loss
+
+    def exploding(self, model, batch):  # what an unbounded ascent does in low precision, made deterministic
+        calls["n"] += 1
+        loss = ascend(self, model, batch)
+        return loss * float("inf") if calls["n"] == 4 else loss
+
+    monkeypatch.setattr(GradientAscent, "forget_loss", exploding)
+    with pytest.raises(TrainingDiverged, match="ga diverged: .*became -?inf at step 4"):
+        unlearn(config(micro_run, data_dir, "ga"), tmp_path / "wild", original_scores=original_scores)
+    assert (first / "results.json").read_text() == kept
+    assert json.loads((tmp_path / "wild" / "run.json").read_text())["status"] == "failed"

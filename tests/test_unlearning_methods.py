@@ -54,7 +54,8 @@ def real_positions(batch):
 
 def logprobs(model, batch):
     with torch.no_grad():
-        return torch.log_softmax(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.double(), -1)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return torch.log_softmax(logits.double(), -1)
 
 
 def test_gradient_ascent_is_minus_cross_entropy(models, batch):
@@ -121,7 +122,8 @@ def test_npo_matches_its_formula(models, batch):
     theta, _ = sequence_sums(model, batch)
     ref, _ = sequence_sums(reference, batch)
     beta = 0.1
-    expected = -(2 / beta) * sum(math.log(1 / (1 + math.exp(beta * (a - b)))) for a, b in zip(theta, ref)) / len(ref)
+    terms = [math.log(1 / (1 + math.exp(beta * (a - b)))) for a, b in zip(theta, ref, strict=True)]
+    expected = -(2 / beta) * sum(terms) / len(terms)
     with torch.no_grad():
         assert make("npo", models, npo_beta=beta).forget_loss(model, batch).item() == pytest.approx(expected, rel=1e-4)
 
@@ -130,7 +132,8 @@ def test_simnpo_matches_its_formula(models, batch):
     model = models[0]
     theta, lengths = sequence_sums(model, batch)
     beta, gamma = 2.5, 0.5
-    expected = -(2 / beta) * sum(math.log(1 / (1 + math.exp(beta / n * s + gamma))) for s, n in zip(theta, lengths)) / 3
+    terms = [math.log(1 / (1 + math.exp(beta / n * s + gamma))) for s, n in zip(theta, lengths, strict=True)]
+    expected = -(2 / beta) * sum(terms) / len(terms)
     with torch.no_grad():
         value = make("simnpo", models, simnpo_beta=beta, simnpo_gamma=gamma).forget_loss(model, batch).item()
     assert value == pytest.approx(expected, rel=1e-4)

@@ -99,6 +99,50 @@ def cmd_unlearn(args):
     print(f"\nunlearned model saved to {results['path']}")
 
 
+def cmd_eval_unlearning(args):
+    from lethe.config import EvalUnlearningConfig, resolve
+    from lethe.report import format_unlearning_table
+    from lethe.unlearning.evaluation import eval_unlearning
+
+    config = resolve(EvalUnlearningConfig, *_layers(args, {"model": "model", "original": "original",
+                                                           "retrained": "retrained", "data": "data",
+                                                           "domain": "domain"}))
+    print(format_unlearning_table(eval_unlearning(config, Path(args.out), overwrite=args.overwrite)))
+
+
+def cmd_retrain(args):
+    from lethe.pretrain import retrain
+    from lethe.report import format_ppl_table
+
+    results = retrain(Path(getattr(args, "from")), args.forget.split(","), Path(args.out), overwrite=args.overwrite,
+                      resume=args.resume)
+    if results:
+        print(format_ppl_table(results["ppl"]))
+
+
+def _study(args):
+    from lethe.config import UnlearningStudyConfig, resolve
+
+    return resolve(UnlearningStudyConfig, *_layers(args, {"model": "model", "data": "data"}))
+
+
+def cmd_experiment_unlearning(args):
+    from lethe.report import format_unlearning_table
+    from lethe.unlearning.study import run_experiment
+
+    results = run_experiment(_study(args), Path(args.out), overwrite=args.overwrite, resume=args.resume)
+    rows = {k: v for k, v in results.items() if isinstance(v, dict) and "ppl" in v}
+    print(format_unlearning_table(rows))
+    print(f"\ntables and plots in {args.out}/results.md and {args.out}/methods.png")
+
+
+def cmd_sweep(args):
+    from lethe.unlearning.study import run_sweep
+
+    results = run_sweep(_study(args), Path(args.out), overwrite=args.overwrite, resume=args.resume)
+    print(f"{len(results['cells'])} cells; table and heatmaps in {args.out}")
+
+
 def cmd_demo(args):
     from lethe.config import DemoConfig, resolve
     from lethe.demo import run_demo
@@ -153,6 +197,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="data directory from `lethe data build`")
     p.add_argument("--splits", metavar="S1,S2", help="splits to score, e.g. code/forget,code/approximate")
     p.set_defaults(handler=cmd_eval_ppl)
+
+    p = evaluate.add_parser("unlearning", help="perplexity, Min-K% MIA and retraining distance of an unlearned model")
+    _common(p)
+    p.add_argument("--model", help="the unlearned model")
+    p.add_argument("--original", help="the model before unlearning")
+    p.add_argument("--retrained", help="a model retrained without the forget set")
+    p.add_argument("--data", help="data directory from `lethe data build`")
+    p.add_argument("--domain", help="whose forget set was unlearned")
+    p.set_defaults(handler=cmd_eval_unlearning)
+
+    p = commands.add_parser("retrain", help="exact retraining: a pretrain run's recipe without the forget splits")
+    p.add_argument("--from", required=True, metavar="RUN", help="the `lethe pretrain` run to repeat")
+    p.add_argument("--forget", required=True, metavar="S1,S2", help="splits to leave out, e.g. code/forget")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.set_defaults(handler=cmd_retrain)
+
+    experiment = commands.add_parser("experiment", help="whole studies").add_subparsers(dest="study", required=True)
+    p = experiment.add_parser("unlearning", help="every method × domain, against the original and retrained model")
+    _common(p)
+    p.add_argument("--model", help="the model to unlearn from")
+    p.add_argument("--data", help="data directory from `lethe data build`")
+    p.add_argument("--resume", action="store_true", help="continue: finished runs are read back, not redone")
+    p.set_defaults(handler=cmd_experiment_unlearning)
+
+    p = commands.add_parser("sweep", help="method × learning rate × steps (× domain) robustness grid")
+    _common(p)
+    p.add_argument("--model", help="the model to unlearn from")
+    p.add_argument("--data", help="data directory from `lethe data build`")
+    p.add_argument("--resume", action="store_true", help="continue: finished cells are read back, not redone")
+    p.set_defaults(handler=cmd_sweep)
 
     p = commands.add_parser("unlearn", help="unlearn a forget set with one method, scored before and after")
     _common(p)

@@ -153,6 +153,7 @@ class PretrainConfig(Strict):
         None, description="splits to train on (default: every domain's forget + retain, general/retain)"
     )
     exclude: list[str] = Field(default_factory=list, description="splits to leave out (exact retraining)")
+    tokenizer_from: Path | None = Field(None, description="reuse this tokenizer instead of training one")
     arch: ArchConfig = Field(default_factory=ArchConfig)
     chunk: ChunkConfig = Field(default_factory=ChunkConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -205,11 +206,9 @@ class UnlearnEvalConfig(Strict):
     seed: int = 0
 
 
-class UnlearnConfig(Strict):
-    model: str
-    data: Path = Field(default_factory=default_data_dir)
-    domain: str = "code"
-    method: str = "ga_gd_in"
+class UnlearnSettings(Strict):
+    """Everything about an unlearning run except which model, data, domain and method."""
+
     method_args: MethodArgs = Field(default_factory=MethodArgs)
     chunk: ChunkConfig = Field(default_factory=ChunkConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -222,6 +221,42 @@ class UnlearnConfig(Strict):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     allow_cpu_bf16: bool = False
     trust_remote_code: bool = False
+
+
+class UnlearnConfig(UnlearnSettings):
+    model: str
+    data: Path = Field(default_factory=default_data_dir)
+    domain: str = "code"
+    method: str = "ga_gd_in"
+
+
+class EvalUnlearningConfig(Strict):
+    model: str = Field(description="the unlearned model")
+    original: str | None = Field(None, description="the model before unlearning")
+    retrained: str | None = Field(None, description="a model retrained without the forget set")
+    data: Path = Field(default_factory=default_data_dir)
+    domain: str = "code"
+    chunk: ChunkConfig = Field(default_factory=ChunkConfig)
+    eval: UnlearnEvalConfig = Field(default_factory=UnlearnEvalConfig)
+
+
+class SweepGrid(Strict):
+    """Yao et al.'s robustness study: every method at every learning rate and number of steps."""
+
+    lr: list[float] = Field(default_factory=lambda: [1e-5, 2e-5, 5e-5])
+    steps: list[int] = Field(default_factory=lambda: [10, 20, 40])
+
+
+class UnlearningStudyConfig(Strict):
+    """`lethe experiment unlearning` and `lethe sweep`: methods × domains (× grid) on one model."""
+
+    model: str
+    data: Path = Field(default_factory=default_data_dir)
+    domains: list[str] = Field(default_factory=lambda: list(DOMAINS))
+    methods: list[str] | None = Field(None, description="unlearning methods to run (default: all registered)")
+    unlearn: UnlearnSettings = Field(default_factory=UnlearnSettings)
+    retrain: bool = Field(False, description="exact retraining without each forget set (Lethe pretrain runs only)")
+    grid: SweepGrid = Field(default_factory=SweepGrid)
 
 
 class DemoConfig(Strict):

@@ -10,14 +10,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from lethe.config import PretrainConfig, resolve
+from lethe.config import PretrainConfig, read_yaml, resolve
 from lethe.data.chunking import chunk_splits
 from lethe.data.splits import default_training_splits, find_splits, load_splits
 from lethe.engine import Trainer, objectives, process_state
 from lethe.errors import LetheError
 from lethe.evaluate import ppl_results, score_splits
 from lethe.models import build_model, count_parameters, gpt2_tokenizer, save_model, train_bpe_tokenizer
-from lethe.runs import Run, write_json
+from lethe.runs import Run, read_json, write_json
 
 log = logging.getLogger("lethe")
 
@@ -25,6 +25,17 @@ log = logging.getLogger("lethe")
 def pretrain_config(preset: str = "tiny", *layers: dict[str, Any]) -> PretrainConfig:
     """Preset defaults, then each layer (a YAML file's mapping, `--set` overrides) on top."""
     return resolve(PretrainConfig, {"preset": preset}, *layers)
+
+
+def retrain(original: Path, forget: list[str], out: Path, *, overwrite: bool = False, resume: bool = False) -> dict:
+    """Exact retraining: the original run's recipe and tokenizer, without the forget splits."""
+    original = Path(original)
+    if not (original / "run.json").is_file() or read_json(original / "run.json").get("command") != "pretrain":
+        raise LetheError(f"{original} is not a `lethe pretrain` run; exact retraining needs the known recipe")
+    recipe = read_yaml(original / "config.yaml")
+    config = resolve(PretrainConfig, recipe, {"exclude": sorted({*recipe.get("exclude", []), *forget}),
+                                              "tokenizer_from": str(original / "tokenizer")})
+    return pretrain(config, out, overwrite=overwrite, resume=resume)
 
 
 def training_splits(config: PretrainConfig) -> list[str]:
@@ -44,7 +55,9 @@ def _tokenizer(config: PretrainConfig, run: Run, texts: list[str], resume: bool)
 
     saved = run.path / "tokenizer"
     if not resume and process_state().is_main_process:
-        if config.arch.tokenizer == "gpt2":
+        if config.tokenizer_from is not None:
+            tokenizer = AutoTokenizer.from_pretrained(config.tokenizer_from)
+        elif config.arch.tokenizer == "gpt2":
             tokenizer = gpt2_tokenizer()
         else:
             tokenizer = train_bpe_tokenizer(texts, config.arch.vocab_size)

@@ -147,9 +147,9 @@ class Run:
                 raise LetheError(f"the config differs from the one {self.path} was started with; resume with "
                                  f"--config {saved}")
             return
-        if status != "done" and (self.path / "checkpoints").is_dir():
-            raise LetheError(f"{self.path} holds an interrupted `lethe {command}` run; pass --resume to "
-                             "continue it or --overwrite to start again")
+        if status != "done":
+            raise LetheError(f"{self.path} holds an unfinished `lethe {command}` run ({status}); continue it with "
+                             "--resume where the command offers it, or start again with --overwrite")
         raise LetheError(f"{self.path} already holds a `lethe {command}` run ({status}); choose another "
                          "--out or pass --overwrite")
 

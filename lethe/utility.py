@@ -81,62 +81,60 @@ def _cloze_items(docs: list[Document], rng: random.Random) -> list[dict]:
     return items
 
 
-def _segment_starts(text: str) -> list[int]:
-    first = len(text) - len(text.lstrip())
-    return [first] + [m.end() for m in _SEGMENT_END.finditer(text) if first < m.end() < len(text)]
+def _segment_tokens(text: str, tokens: list[tuple[int, int]]) -> list[int]:
+    """Indices of the tokens that begin a sentence or a line."""
+    starts = {0} | {m.end() for m in _SEGMENT_END.finditer(text)}
+    return [index for index, (start, _) in enumerate(tokens) if index == 0 or start in starts]
 
 
-def _span(text: str, start: int, words: int) -> tuple[int, int] | None:
-    spans = _tokens(text[start:start + MAX_ANSWER_CHARS])
-    if len(spans) < words or spans[words - 1][1] == MAX_ANSWER_CHARS:  # may end mid-word
+def _span(tokens: list[tuple[int, int]], first: int, words: int) -> tuple[int, int] | None:
+    """Characters of `words` tokens from token `first`, or None where they run out or run too long."""
+    if first + words > len(tokens) or tokens[first + words - 1][1] - tokens[first][0] > MAX_ANSWER_CHARS:
         return None
-    return start, start + spans[words - 1][1]
+    return tokens[first][0], tokens[first + words - 1][1]
 
 
 def _continuation_items(docs: list[Document], rng: random.Random) -> list[dict]:
-    docs = [doc for doc in docs if len(_tokens(doc.text)) >= 60]
+    """Context: 2-3 sentences/lines and a few words into the next, so the true continuation is bound to it."""
+    tokens = {doc.id: _tokens(doc.text) for doc in docs}
+    docs = [doc for doc in docs if len(tokens[doc.id]) >= 60]
     if len(docs) < 2:
         return []
-    starts = {doc.id: _segment_starts(doc.text) for doc in docs}
     items = []
     for doc in docs:
-        segments, i = starts[doc.id], 0
-        others = [other for other in docs if other.id != doc.id]
+        toks, others = tokens[doc.id], [other for other in docs if other.id != doc.id]
+        segments, i = _segment_tokens(doc.text, toks), 0
         while i < len(segments):
             k = i + rng.randint(2, 3)
-            while k < len(segments) and len(_tokens(doc.text[segments[i]:segments[k]])) < 8 and k - i < 8:
+            while k < len(segments) and segments[k] - segments[i] < 8 and k - i < 8:
                 k += 1
             if k >= len(segments):
                 break
-            start, end = segments[i], segments[k]
-            words = _tokens(doc.text[start:end])
-            keep = [a for j, (a, _) in enumerate(words)
-                    if len(words) - j <= 100 and end - start - a <= MAX_CONTEXT_CHARS]
-            if len(keep) < 8:
-                i = k
-                continue
-            start += keep[0]
+            cut = segments[k] + rng.randint(2, 6)  # the words after the cut complete a sentence or line
             length = rng.randint(15, 25)
-            answer = _span(doc.text, end, length)
-            if answer is None:
+            if cut + length > len(toks):
+                break
+            first = next((j for j in range(segments[i], cut)
+                          if cut - j <= 100 and toks[cut][0] - toks[j][0] <= MAX_CONTEXT_CHARS), cut)
+            answer = _span(toks, cut, length)
+            if cut - first < 8 or answer is None:
                 i = k
                 continue
             truth = doc.text[slice(*answer)]
+            seen = {" ".join(truth.split())}
             distractors: list[str] = []
             pool = rng.sample(others, len(others))
             for attempt in range(30):
                 other = pool[attempt % len(pool)]
-                span = _span(other.text, rng.choice(starts[other.id]), length)
-                if span is None:
-                    continue
-                text = other.text[slice(*span)]
-                if " ".join(text.split()) not in {" ".join(t.split()) for t in [truth, *distractors]}:
+                span = _span(tokens[other.id], rng.randrange(len(tokens[other.id])), length)
+                text = other.text[slice(*span)] if span else ""
+                if text and " ".join(text.split()) not in seen:
+                    seen.add(" ".join(text.split()))
                     distractors.append(text)
-                if len(distractors) == 3:
-                    break
-            if len(distractors) == 3:
-                items.append(_item(doc, start, end, truth, distractors, rng))
-            i = next((j for j, s in enumerate(segments) if s >= answer[1]), len(segments))
+                    if len(distractors) == 3:
+                        items.append(_item(doc, toks[first][0], answer[0], truth, distractors, rng))
+                        break
+            i = next((j for j, t in enumerate(segments) if t >= cut + length), len(segments))
     return items
 
 

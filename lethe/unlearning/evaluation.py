@@ -105,3 +105,26 @@ def cost(parameters: int, tokens: int, seconds: float, pretrain: dict | None) ->
     if pretrain and pretrain.get("seconds"):
         result["seconds_ratio_vs_pretrain"] = pretrain["seconds"] / seconds
     return result
+
+
+def eval_unlearning(config, out: Path, *, overwrite: bool = False) -> dict:
+    """`lethe eval unlearning`: score the unlearned (and original, retrained) models on one domain's roles."""
+    from lethe.models import load_model
+    from lethe.runs import Run
+
+    models = {"unlearned": config.model, "original": config.original, "retrained": config.retrained}
+    with Run.start(out, "eval unlearning", config, overwrite=overwrite) as run:
+        scores = {}
+        for role, name in models.items():
+            if name is None:
+                continue
+            model, tokenizer = load_model(name)
+            scores[role] = score_roles(model, tokenizer, config.data, config.domain, config.chunk,
+                                       config.eval.batch_tokens, run.scores_dir / role)
+        results = {role: unlearning_metrics(s, config.eval) for role, s in scores.items()}
+        if "retrained" in scores:
+            for role in ("unlearned", "original"):
+                if role in scores:
+                    results[role]["retrain_distance"] = retrain_distance(scores[role], scores["retrained"], config.eval)
+        run.write_results(results)
+    return results

@@ -1,0 +1,186 @@
+"""`lethe experiment unlearning` and `lethe sweep`: many unlearning runs, resumable, aggregated.
+
+Each run is a cell directory; a cell whose run finished is read back, never redone, so an
+interrupted study continues where it stopped. The original model is scored once per domain and
+those scores are shared by every cell.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from lethe.config import UnlearnConfig, UnlearningStudyConfig
+from lethe.errors import LetheError, TrainingDiverged
+from lethe.models import load_model, resolve_model_path
+from lethe.pretrain import retrain
+from lethe.runs import Run, read_json
+from lethe.unlearning.evaluation import load_role_scores, retrain_distance, score_roles, unlearning_metrics
+from lethe.unlearning.methods import methods
+from lethe.unlearning.run import unlearn
+
+log = logging.getLogger("lethe")
+
+
+def study_methods(config: UnlearningStudyConfig) -> list[str]:
+    chosen = config.methods or methods.names()
+    for name in chosen:
+        methods.get(name)  # unknown names fail before any work starts
+    return chosen
+
+
+def finished(path: Path) -> bool:
+    return (path / "run.json").is_file() and read_json(path / "run.json").get("status") == "done"
+
+
+def original_scores(config: UnlearningStudyConfig, domain: str, out: Path) -> dict:
+    """Score the original model on one domain's roles once; reuse the saved scores afterwards."""
+    scores_dir = out / "original" / domain
+    if not (scores_dir / "done").is_file():
+        model, tokenizer = load_model(config.model, dtype=config.unlearn.dtype,
+                                      trust_remote_code=config.unlearn.trust_remote_code,
+                                      allow_cpu_bf16=config.unlearn.allow_cpu_bf16)
+        score_roles(model, tokenizer, config.data, domain, config.unlearn.chunk, config.unlearn.eval.batch_tokens,
+                    scores_dir)
+        (scores_dir / "done").write_text("")
+    return load_role_scores(scores_dir, domain)
+
+
+def retrained_scores(config: UnlearningStudyConfig, domain: str, out: Path) -> dict:
+    """Pretrain again without the domain's forget set (once), then score it like every other model."""
+    target = out / "retrain" / domain
+    if not finished(target):
+        original_run = resolve_model_path(config.model).parent
+        retrain(original_run, [f"{domain}/forget"], target, overwrite=target.exists())
+    scores_dir = target / "unlearning_scores"
+    if not (scores_dir / "done").is_file():
+        model, tokenizer = load_model(target)
+        score_roles(model, tokenizer, config.data, domain, config.unlearn.chunk, config.unlearn.eval.batch_tokens,
+                    scores_dir)
+        (scores_dir / "done").write_text("")
+    return load_role_scores(scores_dir, domain)
+
+
+def run_cell(config: UnlearningStudyConfig, domain: str, method: str, out: Path, originals: dict,
+             train_overrides: dict[str, Any] | None = None) -> dict:
+    """One unlearning run, or its saved results; divergence is recorded as a result, not a crash."""
+    if finished(out):
+        return read_json(out / "results.json")
+    settings = config.unlearn.model_dump()
+    settings["train"] |= train_overrides or {}
+    cell = UnlearnConfig.model_validate({**settings, "model": config.model, "data": config.data, "domain": domain,
+                                         "method": method})
+    try:
+        return unlearn(cell, out, overwrite=out.exists(), original_scores=originals)
+    except TrainingDiverged as exc:
+        log.warning("%s on %s diverged: %s", method, domain, exc)
+        return {"method": method, "domain": domain, "diverged": str(exc)}
+
+
+def _mean_tree(trees: list[dict]) -> dict:
+    """Average numeric leaves across domains (None where any domain lacks the leaf)."""
+    merged: dict = {}
+    for key, value in trees[0].items():
+        values = [tree.get(key) for tree in trees]
+        if isinstance(value, dict) and all(isinstance(v, dict) for v in values):
+            merged[key] = _mean_tree(values)
+        elif all(isinstance(v, int | float) and v is not None for v in values):
+            merged[key] = float(np.mean(values))
+    return merged
+
+
+def cell_summary(results: dict, retrained: dict | None, config: UnlearningStudyConfig, cell_dir: Path) -> dict:
+    if "diverged" in results:
+        return {"diverged": results["diverged"]}
+    summary = {**results["after"], "cost": results["cost"]}
+    if retrained is not None:
+        unlearned = load_role_scores(cell_dir / "scores" / "unlearned", results["domain"])
+        summary["retrain_distance"] = retrain_distance(unlearned, retrained, config.unlearn.eval)
+    return summary
+
+
+def yardstick_agreement(by_method: dict[str, dict]) -> dict[str, float | None]:
+    """Do the approximate yardstick and exact retraining rank methods alike? (Spearman over methods)"""
+    rows = [(abs(m["approx_gap"]["log_ppl_ratio"]), abs(math.log(m["retrain_distance"]["forget_ppl_ratio"])))
+            for m in by_method.values() if "retrain_distance" in m]
+    if len(rows) < 3:
+        return {"spearman": None, "methods": len(rows)}
+    gap, distance = zip(*rows, strict=True)
+    return {"spearman": float(spearmanr(gap, distance).statistic), "methods": len(rows)}
+
+
+def run_experiment(config: UnlearningStudyConfig, out: Path, *, overwrite: bool = False,
+                   resume: bool = False) -> dict:
+    """Every method on every domain's forget set, against the original (and the retrained) model."""
+    from lethe.unlearning.report import write_experiment_report
+
+    names = study_methods(config)
+    if config.retrain and not (resolve_model_path(config.model).parent / "members.json").is_file():
+        raise LetheError("retrain: true needs a model from `lethe pretrain` (its recipe and members are known)")
+    with Run.start(out, "experiment unlearning", config, overwrite=overwrite, resume=resume) as run:
+        by_domain: dict[str, dict] = {}
+        agreement = {}
+        for domain in config.domains:
+            originals = original_scores(config, domain, run.path)
+            retrained = retrained_scores(config, domain, run.path) if config.retrain else None
+            rows: dict[str, dict] = {"original": unlearning_metrics(originals, config.unlearn.eval)}
+            if retrained is not None:
+                rows["retrained"] = unlearning_metrics(retrained, config.unlearn.eval)
+                rows["original"]["retrain_distance"] = retrain_distance(originals, retrained, config.unlearn.eval)
+            for method in names:
+                cell_dir = run.path / "runs" / domain / method
+                results = run_cell(config, domain, method, cell_dir, originals)
+                rows[method] = cell_summary(results, retrained, config, cell_dir)
+            by_domain[domain] = rows
+            if retrained is not None:
+                agreement[domain] = yardstick_agreement({m: rows[m] for m in names if m in rows})
+        results: dict[str, Any] = {}
+        for name in ["original", *(["retrained"] if config.retrain else []), *names]:
+            complete = [by_domain[d][name] for d in config.domains if "diverged" not in by_domain[d][name]]
+            results[name] = _mean_tree(complete) if complete else {"diverged": True}
+        results["by_domain"] = by_domain
+        if config.retrain:
+            results["yardstick_agreement"] = agreement
+        run.write_results(results)
+        write_experiment_report(results, config, run.path)
+    return results
+
+
+def run_sweep(config: UnlearningStudyConfig, out: Path, *, overwrite: bool = False, resume: bool = False) -> dict:
+    """Method × learning rate × steps (× domain): Yao et al.'s robustness grid."""
+    from lethe.unlearning.report import write_sweep_report
+
+    names = study_methods(config)
+    with Run.start(out, "sweep", config, overwrite=overwrite, resume=resume) as run:
+        cells = []
+        for domain in config.domains:
+            originals = original_scores(config, domain, run.path)
+            before = unlearning_metrics(originals, config.unlearn.eval)
+            for method in names:
+                for lr in config.grid.lr:
+                    for steps in config.grid.steps:
+                        cell_dir = run.path / "cells" / domain / method / f"lr={lr:g},steps={steps}"
+                        results = run_cell(config, domain, method, cell_dir, originals,
+                                           {"lr": lr, "max_steps": steps, "epochs": 1e6})
+                        cells.append({"domain": domain, "method": method, "lr": lr, "steps": steps,
+                                      **sweep_metrics(before, results)})
+        results = {"cells": cells}
+        run.write_results(results)
+        write_sweep_report(results, run.path)
+    return results
+
+
+def sweep_metrics(before: dict, results: dict) -> dict:
+    """The two axes of Yao et al.'s Figure 2: how unseen the forget set looks, how much utility is left."""
+    if "diverged" in results:
+        return {"diverged": True, "forget_approx_ratio": None, "utility_ratio": None}
+    after = results["after"]["ppl"]
+    return {"diverged": False,
+            "forget_approx_ratio": after["forget"] / after["approximate"],
+            "utility_ratio": before["ppl"]["general"] / after["general"],
+            "mia_auc": results["after"]["mia"]["auc"]}

@@ -65,9 +65,14 @@ class DataBuildConfig(Strict):
     general: bool = True
     sources: dict[str, list[Path]] = Field(
         default_factory=dict,
-        description="user documents per domain (JSONL, text or parquet with a `text` field); "
-        "a domain listed here uses only these files instead of the built-in corpus",
+        description="user documents per domain (JSONL, text or parquet with a `text` field; text, .py, .tex and "
+        ".md files are one document each; glob patterns allowed); a domain listed here uses only these files "
+        "instead of the built-in corpus",
     )
+    approximate_sources: dict[str, list[Path]] = Field(
+        default_factory=dict,
+        description="documents known to be unseen by the model (e.g. written after its training cutoff) that "
+        "fill a domain's approximate split instead of its corpus")
     seed: int = 0
     sizes: SplitSizes = Field(default_factory=SplitSizes)
     max_doc_chars: int | None = Field(3000, ge=100, description="truncate documents to this many characters")

@@ -21,7 +21,7 @@ def test_jsonl_text_and_parquet_load_through_one_path(tmp_path):
     assert [d.text for d in read_documents(jsonl)] == TEXTS
     assert [(d.id, d.text) for d in read_documents(parquet)] == [("d0", TEXTS[0]), ("d1", TEXTS[1])]
     [whole] = read_documents(txt, domain="books")
-    assert whole.id == "austen" and "Second paragraph" in whole.text and whole.domain == "books"
+    assert whole.id == txt.as_posix() and "Second paragraph" in whole.text and whole.domain == "books"
 
 
 def test_malformed_jsonl_line_is_named(tmp_path):

@@ -4,7 +4,7 @@ import pytest
 
 from lethe.config import DataBuildConfig
 from lethe.data.build import build_data
-from lethe.data.splits import _shingles, assign_splits, find_splits, load_corpora, load_splits
+from lethe.data.splits import _shingles, assign_splits, find_splits, load_corpora, load_splits, read_all
 from lethe.errors import LetheError
 
 SIZES = {"forget": 5, "retain": 10, "approximate": 5, "general_retain": 10, "general_eval": 5}
@@ -85,3 +85,19 @@ def test_too_few_documents_is_a_clear_error(tmp_path):
 def test_unknown_split_is_named(data_dir):
     with pytest.raises(LetheError, match="no split 'code/holdout'"):
         load_splits(data_dir, ["code/holdout"])
+
+
+def test_unseen_documents_fill_the_approximate_split(corpus_files):
+    from pathlib import Path
+
+    import lethe
+
+    package = Path(lethe.__file__).parent
+    config = DataBuildConfig(domains=["code"], general=False, sizes={"forget": 4, "retain": 4, "approximate": 3},
+                             approximate_sources={"code": [str(package / "data" / "*.py")]})
+    unseen = {"code": read_all(config.approximate_sources["code"], "code")}
+    splits, _ = assign_splits(load_corpora(config, corpus_files), config, unseen)
+    assert {doc.id for doc in splits["code/approximate"]} <= {p.as_posix() for p in (package / "data").glob("*.py")}
+    assert all(doc.id.startswith("code/cpython/") for doc in splits["code/forget"] + splits["code/retain"])
+    with pytest.raises(LetheError, match="no file matches"):
+        load_corpora(DataBuildConfig(domains=["code"], general=False, sources={"code": ["/nowhere/*.jsonl"]}), {})

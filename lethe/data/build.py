@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from lethe.config import DataBuildConfig, lethe_home
-from lethe.data.splits import assign_splits, load_corpora, write_splits
+from lethe.data.splits import assign_splits, load_corpora, read_all, write_splits
 from lethe.runs import Run
 
 log = logging.getLogger("lethe")
@@ -31,7 +31,8 @@ def count_tokens(texts: list[str], tokenizer_name: str) -> int:
 def build_data(config: DataBuildConfig, *, overwrite: bool = False) -> dict:
     with Run.start(config.out, "data build", config, overwrite=overwrite, seed=config.seed) as run:
         corpora = load_corpora(config, _corpus_files(config))
-        splits, dedup = assign_splits(corpora, config)
+        unseen = {domain: read_all(paths, domain) for domain, paths in config.approximate_sources.items()}
+        splits, dedup = assign_splits(corpora, config, unseen)
         paths = write_splits(config.out, splits)
         run.record_data({name: path for name, path in paths.items()})
         table = {name: {"documents": len(docs), "characters": sum(len(d.text) for d in docs),

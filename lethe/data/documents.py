@@ -11,8 +11,8 @@ from lethe.errors import LetheError
 
 log = logging.getLogger("lethe")
 
-FORMATS = {".jsonl": "json", ".json": "json", ".txt": "text", ".text": "text", ".md": "text",
-           ".parquet": "parquet"}
+FORMATS = {".jsonl": "json", ".json": "json", ".txt": "text", ".text": "text", ".md": "text", ".rst": "text",
+           ".py": "text", ".tex": "text", ".parquet": "parquet"}
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def read_documents(path: Path, domain: str = "") -> list[Document]:
             raise LetheError(f"{path} record {index + 1}: field 'text' is {type(text).__name__}, not text")
         if not text.strip():
             continue
-        doc_id = str(record.get("id") or (path.stem if fmt == "text" else f"{path.stem}/{index}"))
+        doc_id = str(record.get("id") or (path.as_posix() if fmt == "text" else f"{path.stem}/{index}"))
         documents.append(Document(
             id=doc_id, text=text, domain=str(record.get("domain") or domain),
             source=str(record.get("source") or path), licence=str(record.get("licence") or record.get("license") or ""),

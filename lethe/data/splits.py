@@ -76,20 +76,28 @@ def _sizes(config: DataBuildConfig, domain: str) -> dict[str, int]:
     return {"forget": sizes.forget, "approximate": sizes.approximate, "retain": sizes.retain}
 
 
-def assign_splits(corpora: dict[str, list[Document]],
-                  config: DataBuildConfig) -> tuple[dict[str, list[Document]], DuplicateFilter]:
-    """Shuffle each domain by seed and deal documents into its splits, skipping duplicates."""
+def _shuffled(documents: list[Document], config: DataBuildConfig, key: str) -> list[Document]:
+    if config.max_doc_chars:
+        documents = [replace(doc, text=doc.text[: config.max_doc_chars]) for doc in documents]
+    order = sorted(documents, key=lambda doc: doc.id)
+    random.Random(f"{config.seed}:{key}").shuffle(order)
+    return order
+
+
+def assign_splits(corpora: dict[str, list[Document]], config: DataBuildConfig,
+                  unseen: dict[str, list[Document]] | None = None) -> tuple[dict[str, list[Document]], DuplicateFilter]:
+    """Shuffle each domain by seed and deal documents into its splits, skipping duplicates.
+
+    `unseen` documents of a domain fill its approximate split instead of its corpus."""
     dedup = DuplicateFilter(config.dedup.ngram, config.dedup.threshold)
+    unseen = unseen or {}
     splits: dict[str, list[Document]] = {}
     for domain, documents in corpora.items():
-        if config.max_doc_chars:
-            documents = [replace(doc, text=doc.text[: config.max_doc_chars]) for doc in documents]
-        order = sorted(documents, key=lambda doc: doc.id)
-        random.Random(f"{config.seed}:{domain}").shuffle(order)
-        candidates = iter(order)
+        candidates = iter(_shuffled(documents, config, domain))
+        separate = iter(_shuffled(unseen[domain], config, f"{domain}:unseen")) if domain in unseen else None
         for split, wanted in _sizes(config, domain).items():
             chosen = splits[f"{domain}/{split}"] = []
-            for doc in candidates:
+            for doc in (separate if split == "approximate" and separate else candidates):
                 if dedup.accept(doc.text):
                     chosen.append(doc)
                     if len(chosen) == wanted:
@@ -102,10 +110,29 @@ def assign_splits(corpora: dict[str, list[Document]],
     return splits, dedup
 
 
+def expand(paths: Iterable[Path]) -> list[Path]:
+    """Paths as given, with glob patterns (`lethe/**/*.py`) expanded in sorted order."""
+    expanded = []
+    for path in map(str, paths):
+        if any(char in path for char in "*?["):
+            matches = sorted(Path().glob(path)) if not Path(path).is_absolute() else sorted(
+                Path("/").glob(path.lstrip("/")))
+            if not matches:
+                raise LetheError(f"no file matches {path!r}")
+            expanded += matches
+        else:
+            expanded.append(Path(path))
+    return expanded
+
+
+def read_all(paths: Iterable[Path], domain: str) -> list[Document]:
+    return [doc for path in expand(paths) for doc in read_documents(path, domain)]
+
+
 def load_corpora(config: DataBuildConfig, corpus_files: dict[str, Path]) -> dict[str, list[Document]]:
     """User files for a domain replace the built-in corpus of that domain."""
     domains = list(config.domains) + ([GENERAL] if config.general else [])
-    unknown = set(config.sources) - set(domains)
+    unknown = (set(config.sources) | set(config.approximate_sources)) - set(domains)
     if unknown:
         raise LetheError(f"data.sources names domains not being built: {', '.join(sorted(unknown))}")
     corpora = {}
@@ -113,7 +140,7 @@ def load_corpora(config: DataBuildConfig, corpus_files: dict[str, Path]) -> dict
         files = config.sources.get(domain) or ([corpus_files[domain]] if domain in corpus_files else [])
         if not files:
             raise LetheError(f"no documents for domain {domain!r}: run `lethe assets` or give data.sources.{domain}")
-        corpora[domain] = [doc for path in files for doc in read_documents(Path(path), domain)]
+        corpora[domain] = read_all(files, domain)
     return corpora
 
 

@@ -144,7 +144,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "arch": {"hidden_size": 192, "layers": 6, "heads": 6, "intermediate_size": 768, "context": 512,
                  "vocab_size": 8192},
-        "train": {"lr": 2e-3, "epochs": 6, "batch_size": 16, "warmup_ratio": 0.05, "weight_decay": 0.0,
+        "train": {"lr": 2e-3, "epochs": 4, "batch_size": 16, "warmup_ratio": 0.05, "weight_decay": 0.0,
                   "checkpoint_every": 100},
     },
 }

@@ -103,3 +103,12 @@ def test_divergence_is_a_clear_error_and_earlier_results_survive(micro_run, data
         unlearn(config(micro_run, data_dir, "ga"), tmp_path / "wild", original_scores=original_scores)
     assert (first / "results.json").read_text() == kept
     assert json.loads((tmp_path / "wild" / "run.json").read_text())["status"] == "failed"
+
+
+def test_utility_is_measured_on_held_out_text_before_and_after(micro_run, data_dir, original_scores, tmp_path):
+    run = config(micro_run, data_dir, "ga", eval={"utility": True, "utility_limit": 20})
+    results = unlearn(run, tmp_path / "r", original_scores=original_scores)
+    before, after = results["before"]["utility"], results["after"]["utility"]
+    assert {"lethe_cloze_books", "lethe_continuation_general", "mean"} <= set(before)
+    assert 0 <= after["mean"]["acc"] <= 1 and before["mean"]["n"] == after["mean"]["n"] > 0
+    assert json.loads((tmp_path / "r" / "utility_tasks" / "utility_tasks.json").read_text())["excluded_documents"] > 0

@@ -38,8 +38,13 @@ def held_out(data_dir) -> dict[str, list[Document]]:
 
 
 @pytest.fixture(scope="module")
-def task_dir(held_out, tmp_path_factory) -> Path:
-    return build_utility_tasks(held_out, tmp_path_factory.mktemp("utility") / "tasks", seed=0)
+def forget(data_dir) -> list[Document]:
+    return [doc for docs in load_splits(data_dir, [f"{d}/forget" for d in DOMAINS[1:]]).values() for doc in docs]
+
+
+@pytest.fixture(scope="module")
+def task_dir(held_out, forget, tmp_path_factory) -> Path:
+    return build_utility_tasks(held_out, tmp_path_factory.mktemp("utility") / "tasks", seed=0, exclude=forget)
 
 
 def read_items(path: Path) -> list[dict]:
@@ -65,15 +70,14 @@ def test_tasks_are_valid_lm_eval_multiple_choice(task_dir):
 
 
 @pytest.mark.parametrize("domain", DOMAINS)
-def test_answers_follow_their_context_and_distractors_do_not(task_dir, held_out, data_dir, domain):
+def test_answers_follow_their_context_and_distractors_do_not(task_dir, held_out, forget, domain):
     docs = {doc.id: doc for doc in held_out[domain]}
-    forget = [doc for docs in load_splits(data_dir, [f"{d}/forget" for d in DOMAINS[1:]]).values() for doc in docs]
     for kind in ("cloze", "continuation"):
         items = read_items(task_dir / f"lethe_{kind}_{domain}.jsonl")
         assert len({item["doc_id"] for item in items}) > 1
         for item in items:
             assert item["doc_id"] in docs
-            assert not any(item["context"] in doc.text for doc in forget)
+            assert not any(item["context"] in doc.text for doc in forget)  # licence headers were, unexcluded
             text = docs[item["doc_id"]].text
             answer = item["choices"][item["label"]]
             distractors = [c for i, c in enumerate(item["choices"]) if i != item["label"]]
@@ -92,9 +96,21 @@ def test_answers_follow_their_context_and_distractors_do_not(task_dir, held_out,
                 assert all(any(d in other for other in others) for d in distractors)
 
 
-def test_build_is_deterministic_by_seed(held_out, task_dir, tmp_path):
-    again = build_utility_tasks(held_out, tmp_path / "again", seed=0)
-    other = build_utility_tasks(held_out, tmp_path / "other", seed=1)
+def test_forget_text_is_excluded_only_when_asked(held_out, forget, tmp_path):
+    """Held-out LaTeX shares the LPPL licence header with forget documents: items quoting it go."""
+    science = {"science": held_out["science"]}
+    built = build_utility_tasks(science, tmp_path / "kept", per_task=1000)
+    kept = read_items(built / "lethe_continuation_science.jsonl")
+    leaked = [item for item in kept if any(item["context"] in doc.text for doc in forget)]
+    assert leaked and all("license" in item["context"].lower() for item in leaked)
+    clean = build_utility_tasks(science, tmp_path / "clean", per_task=1000, exclude=forget)
+    assert len(read_items(clean / "lethe_continuation_science.jsonl")) < len(kept)
+    assert json.loads((clean / "utility_tasks.json").read_text())["excluded_documents"] == len(forget)
+
+
+def test_build_is_deterministic_by_seed(held_out, forget, task_dir, tmp_path):
+    again = build_utility_tasks(held_out, tmp_path / "again", seed=0, exclude=forget)
+    other = build_utility_tasks(held_out, tmp_path / "other", seed=1, exclude=forget)
     for name in ALL_TASKS:
         assert (again / f"{name}.jsonl").read_bytes() == (task_dir / f"{name}.jsonl").read_bytes()
         assert (other / f"{name}.jsonl").read_bytes() != (task_dir / f"{name}.jsonl").read_bytes()

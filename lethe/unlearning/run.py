@@ -53,6 +53,20 @@ class StopAtApproximate(Callback):
         return metrics["log_ppl_ratio"] >= 0
 
 
+def utility(model, tokenizer, config: UnlearnConfig, documents: dict, task_dir: Path) -> dict | None:
+    """lm-eval tasks built from held-out text only (approximate and general eval, minus forget overlap)."""
+    if not config.eval.utility:
+        return None
+    from lethe.utility import build_utility_tasks, run_utility
+
+    roles = role_splits(config.domain)
+    if not (task_dir / "utility_tasks.json").is_file():
+        build_utility_tasks({config.domain: documents[roles["approximate"]], "general": documents[roles["general"]]},
+                            task_dir, seed=config.eval.seed, per_task=config.eval.utility_limit or 200,
+                            exclude=documents[roles["forget"]])
+    return run_utility(model, tokenizer, task_dir, limit=config.eval.utility_limit)
+
+
 def retain_split(config: UnlearnConfig, objective) -> str:
     return f"{config.domain}/retain" if objective.retain_data == "in_domain" else "general/retain"
 
@@ -71,7 +85,7 @@ def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, origin
         reference = copy.deepcopy(model).requires_grad_(False).eval()
         context = MethodContext(reference=reference, special_ids=tokenizer.all_special_ids, vocab_size=len(tokenizer))
         objective = method(context, config.method_args)
-        wanted = [roles["forget"], roles["approximate"]]
+        wanted = [roles["forget"], roles["approximate"], *([roles["general"]] if config.eval.utility else [])]
         if objective.retain_term:
             wanted.append(retain_split(config, objective))
             if wanted[-1] not in available:
@@ -79,8 +93,10 @@ def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, origin
                                  f"{config.data} does not have")
         documents = load_splits(config.data, wanted)
         check_disjoint(documents[roles["forget"]], documents[roles["approximate"]])
+        utility_before = utility(model, tokenizer, config, documents, run.path / "utility_tasks")
         run.record_data({name: available[name] for name in {*wanted, *roles.values()} if name in available})
-        chunks = chunk_splits(documents, tokenizer, config.chunk, model_context(model))
+        trained_on = {name: docs for name, docs in documents.items() if name != roles["general"]}
+        chunks = chunk_splits(trained_on, tokenizer, config.chunk, model_context(model))
         groups = {"forget": chunks[roles["forget"]]}
         if objective.retain_term:
             groups["retain"] = chunks[wanted[-1]]
@@ -115,11 +131,15 @@ def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, origin
         save_model(model, tokenizer, run.path / "model")
         after_scores = score_roles(model, tokenizer, config.data, config.domain, config.chunk,
                                    config.eval.batch_tokens, run.scores_dir / "unlearned")
+        after = unlearning_metrics(after_scores, config.eval)
+        if utility_before is not None:
+            before["utility"] = utility_before
+            after["utility"] = utility(model, tokenizer, config, documents, run.path / "utility_tasks")
         results = {
             "method": config.method, "domain": config.domain, "model": config.model,
             "train": {"steps": result.steps, "tokens": result.tokens, "seconds": result.seconds,
                       "stopped": result.stopped, "history": result.history},
-            "before": before, "after": unlearning_metrics(after_scores, config.eval),
+            "before": before, "after": after,
             "cost": cost(count_parameters(model), result.tokens, result.seconds,
                          pretrain_record(config.model, config.pretrain_tokens)),
             "path": str(run.path / "model"),

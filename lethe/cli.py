@@ -159,6 +159,22 @@ def _common(parser: argparse.ArgumentParser, out_required: bool = True) -> None:
         parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
 
 
+DATA = "data directory from `lethe data build`"
+
+
+def _command(parent, name: str, help: str, handler, *, run_dir: bool = True, **flags: str) -> argparse.ArgumentParser:
+    """A subcommand with --config/--set (and --out/--overwrite), plus `flags`: name → help (resume is a switch)."""
+    p = parent.add_parser(name, help=help)
+    _common(p, out_required=run_dir)
+    for flag, text in flags.items():
+        if flag == "resume":
+            p.add_argument("--resume", action="store_true", help=text)
+        else:
+            p.add_argument(f"--{flag}", help=text)
+    p.set_defaults(handler=handler)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     from lethe import __version__
 
@@ -168,82 +184,45 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = commands.add_parser("assets", help="build the offline model and corpora (idempotent)")
-    _common(p, out_required=False)
+    p = _command(commands, "assets", "build the offline model and corpora (idempotent)", cmd_assets, run_dir=False,
+                 corpora="domains to collect, comma-separated (default: all; '' for none)")
     p.add_argument("--no-model", action="store_true", help="skip the SmolLM2 conversion")
-    p.add_argument("--corpora", metavar="D1,D2", help="domains to collect (default: all; '' for none)")
     p.add_argument("--force", action="store_true", help="rebuild even what is cached")
-    p.set_defaults(handler=cmd_assets)
 
     data = commands.add_parser("data", help="build data splits").add_subparsers(dest="data_command", required=True)
-    p = data.add_parser("build", help="forget/retain/approximate/general splits, deduplicated, by seed")
-    _common(p, out_required=False)
-    p.add_argument("--out", help="directory for the splits (default: $LETHE_HOME/data/default)")
-    p.add_argument("--seed", type=int)
+    p = _command(data, "build", "forget/retain/approximate/general splits, deduplicated, by seed", cmd_data_build,
+                 run_dir=False, out="directory for the splits (default: $LETHE_HOME/data/default)",
+                 seed="shuffling seed")
     p.add_argument("--overwrite", action="store_true", help="replace splits already in --out")
-    p.set_defaults(handler=cmd_data_build)
 
-    p = commands.add_parser("pretrain", help="train a small model from scratch on known splits")
-    _common(p)
-    p.add_argument("--preset", help="micro or tiny (default: tiny)")
-    p.add_argument("--data", help="data directory from `lethe data build`")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    p.set_defaults(handler=cmd_pretrain)
-
-    evaluate = commands.add_parser("eval", help="evaluate models").add_subparsers(dest="eval_command", required=True)
-    p = evaluate.add_parser("ppl", help="perplexity and next-token accuracy per split")
-    _common(p)
-    p.add_argument("--model", help="model directory, run directory or alias (smollm2-135m)")
-    p.add_argument("--data", help="data directory from `lethe data build`")
-    p.add_argument("--splits", metavar="S1,S2", help="splits to score, e.g. code/forget,code/approximate")
-    p.set_defaults(handler=cmd_eval_ppl)
-
-    p = evaluate.add_parser("unlearning", help="perplexity, Min-K% MIA and retraining distance of an unlearned model")
-    _common(p)
-    p.add_argument("--model", help="the unlearned model")
-    p.add_argument("--original", help="the model before unlearning")
-    p.add_argument("--retrained", help="a model retrained without the forget set")
-    p.add_argument("--data", help="data directory from `lethe data build`")
-    p.add_argument("--domain", help="whose forget set was unlearned")
-    p.set_defaults(handler=cmd_eval_unlearning)
-
-    p = commands.add_parser("retrain", help="exact retraining: a pretrain run's recipe without the forget splits")
+    _command(commands, "pretrain", "train a small model from scratch on known splits", cmd_pretrain,
+             preset="micro or tiny (default: tiny)", data=DATA, resume="continue an interrupted run in --out")
+    p = _command(commands, "retrain", "exact retraining: a pretrain run's recipe without the forget splits",
+                 cmd_retrain, resume="continue an interrupted run in --out")
     p.add_argument("--from", required=True, metavar="RUN", help="the `lethe pretrain` run to repeat")
     p.add_argument("--forget", required=True, metavar="S1,S2", help="splits to leave out, e.g. code/forget")
-    p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    p.set_defaults(handler=cmd_retrain)
+    _command(commands, "unlearn", "unlearn a forget set with one method, scored before and after", cmd_unlearn,
+             model="model directory, run directory or alias", data=DATA,
+             domain="whose forget set to unlearn (code, science, books, ...)",
+             method="ga, random_label, adversarial, ga_gd_in, ga_kl_in, ga_gd_general, ga_kl_general, npo, simnpo")
 
+    evaluate = commands.add_parser("eval", help="evaluate models").add_subparsers(dest="eval_command", required=True)
+    _command(evaluate, "ppl", "perplexity and next-token accuracy per split", cmd_eval_ppl,
+             model="model directory, run directory or alias (smollm2-135m)", data=DATA,
+             splits="splits to score, e.g. code/forget,code/approximate")
+    _command(evaluate, "unlearning", "perplexity, Min-K% MIA and retraining distance of an unlearned model",
+             cmd_eval_unlearning, model="the unlearned model", original="the model before unlearning",
+             retrained="a model retrained without the forget set", data=DATA, domain="whose forget set was unlearned")
+
+    studies = {"model": "the model to unlearn from", "data": DATA,
+               "resume": "continue: finished runs are read back, not redone"}
     experiment = commands.add_parser("experiment", help="whole studies").add_subparsers(dest="study", required=True)
-    p = experiment.add_parser("unlearning", help="every method × domain, against the original and retrained model")
-    _common(p)
-    p.add_argument("--model", help="the model to unlearn from")
-    p.add_argument("--data", help="data directory from `lethe data build`")
-    p.add_argument("--resume", action="store_true", help="continue: finished runs are read back, not redone")
-    p.set_defaults(handler=cmd_experiment_unlearning)
-
-    p = commands.add_parser("sweep", help="method × learning rate × steps (× domain) robustness grid")
-    _common(p)
-    p.add_argument("--model", help="the model to unlearn from")
-    p.add_argument("--data", help="data directory from `lethe data build`")
-    p.add_argument("--resume", action="store_true", help="continue: finished cells are read back, not redone")
-    p.set_defaults(handler=cmd_sweep)
-
-    p = commands.add_parser("unlearn", help="unlearn a forget set with one method, scored before and after")
-    _common(p)
-    p.add_argument("--model", help="model directory, run directory or alias")
-    p.add_argument("--data", help="data directory from `lethe data build`")
-    p.add_argument("--domain", help="whose forget set to unlearn (code, science, books, ...)")
-    p.add_argument("--method", help="ga, random_label, adversarial, ga_gd_in, ga_kl_in, ga_gd_general, "
-                                    "ga_kl_general, npo, simnpo")
-    p.set_defaults(handler=cmd_unlearn)
-
-    p = commands.add_parser("demo", help="the whole pipeline end to end on a small scale")
-    _common(p, out_required=False)
+    _command(experiment, "unlearning", "every method × domain, against the original and retrained model",
+             cmd_experiment_unlearning, **studies)
+    _command(commands, "sweep", "method × learning rate × steps (× domain) robustness grid", cmd_sweep, **studies)
+    p = _command(commands, "demo", "the whole pipeline end to end on a small scale", cmd_demo, run_dir=False)
     p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
     p.add_argument("--overwrite", action="store_true", help="replace a demo already in --out")
-    p.set_defaults(handler=cmd_demo)
     return parser
 
 

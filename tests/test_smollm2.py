@@ -33,6 +33,15 @@ def test_converted_weights_equal_the_gguf_ones(smollm2):
         torch.testing.assert_close(model(input_ids=ids).logits, original(input_ids=ids).logits)
 
 
+def test_converted_model_saves_like_any_model(smollm2, tmp_path):
+    from lethe.models import save_model
+
+    model, tokenizer = smollm2
+    assert not hasattr(model.config, "quantization_config")
+    save_model(model, tokenizer, tmp_path / "copy")  # what every unlearning run does at its end
+    assert (tmp_path / "copy" / "model.safetensors").stat().st_size > 500_000_000
+
+
 def test_smollm2_scores_real_text(smollm2):
     model, tokenizer = smollm2
     stdlib = Path(sysconfig.get_paths()["stdlib"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import shutil
 import time
@@ -27,9 +28,17 @@ def gguf_path() -> Path:
     return path
 
 
+def _drop_quantization_note(config_file: Path) -> None:
+    """The weights are plain fp32 now; a leftover GGUF note would make transformers refuse to save them."""
+    config = json.loads(config_file.read_text())
+    if config.pop("quantization_config", None) is not None:
+        config_file.write_text(json.dumps(config, indent=2) + "\n")
+
+
 def ensure_smollm2(target: Path, force: bool = False) -> Path:
     """Dequantise the GGUF into fp32 and save a plain Hugging Face directory (idempotent)."""
     if (target / "model.safetensors").is_file() and not force:
+        _drop_quantization_note(target / "config.json")  # directories converted by Lethe 0.1.0 had it
         return target
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -46,6 +55,7 @@ def ensure_smollm2(target: Path, force: bool = False) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     fresh.save_pretrained(staging, safe_serialization=True)
     tokenizer.save_pretrained(staging)
+    _drop_quantization_note(staging / "config.json")
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     log.info("SmolLM2-135M saved to %s in %.0f s", target, time.time() - started)

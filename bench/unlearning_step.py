@@ -32,13 +32,10 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
 import logging
-import math
 import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -55,6 +52,7 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+from bench.common import interleaved_repeats, machine_info, matmul_peak_gflops, profile_to_file  # noqa: E402
 
 TINY_RUN = ROOT / "runs" / "tiny"
 SPLITS = ("code/forget", "code/retain")
@@ -63,88 +61,6 @@ LOSS_TOLERANCE = 1e-3  # absolute, per step, on the total loss of the first LOSS
 
 
 # -- machine ------------------------------------------------------------------------------------------
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine_info() -> dict:
-    import accelerate
-    import transformers
-
-    return {
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "accelerate": accelerate.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-
-
-class CpuMeter:
-    """How many cores other processes kept busy while a block ran (/proc/stat minus this process)."""
-
-    def __init__(self) -> None:
-        self.hz = os.sysconf("SC_CLK_TCK")
-
-    @staticmethod
-    def _stat() -> tuple[int, int]:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        idle = fields[3] + fields[4]  # idle + iowait
-        return sum(fields[:8]) - idle, sum(fields[:8])
-
-    def start(self):
-        t = os.times()
-        return time.perf_counter(), self._stat(), t.user + t.system
-
-    def stop(self, started) -> dict:
-        wall0, (busy0, _), own0 = started
-        wall1, (busy1, _), own1 = time.perf_counter(), self._stat(), os.times()
-        wall = wall1 - wall0
-        busy = (busy1 - busy0) / self.hz
-        own = own1.user + own1.system - own0
-        return {"wall_s": wall, "own_cores": own / wall if wall else 0.0,
-                "other_cores": max(0.0, (busy - own) / wall) if wall else 0.0}
-
-    def other_load(self, seconds: float = 1.0) -> float:
-        started = self.start()
-        time.sleep(seconds)
-        return self.stop(started)["other_cores"]
-
-
-def wait_until_quiet(meter: CpuMeter, threshold: float, max_wait: float) -> dict:
-    """Sample other processes' CPU use; wait (up to max_wait s) while it stays above threshold cores."""
-    waited, load = 0.0, meter.other_load()
-    while load > threshold and waited < max_wait:
-        print(f"  machine busy: other processes use {load:.2f} cores; waiting...", flush=True)
-        time.sleep(10)
-        waited += 11
-        load = meter.other_load()
-    return {"other_cores_before": round(load, 3), "waited_s": waited, "loadavg": os.getloadavg()}
-
-
-def matmul_peak_gflops(n: int = 2048, tries: int = 10) -> dict:
-    """Best-of-`tries` fp32 torch.mm n×n×n throughput with the process's torch threads."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    out = torch.empty(n, n)
-    for _ in range(2):
-        torch.mm(a, b, out=out)
-    best = math.inf
-    for _ in range(tries):
-        t0 = time.perf_counter()
-        torch.mm(a, b, out=out)
-        best = min(best, time.perf_counter() - t0)
-    return {"n": n, "tries": tries, "best_s": best, "gflops": 2 * n ** 3 / best / 1e9}
-
 
 # -- model and data -----------------------------------------------------------------------------------
 
@@ -161,28 +77,7 @@ def load_base(name: str) -> tuple[torch.nn.Module, object, str]:
         shutil.copytree(model_dir, copy_dir)  # runs/tiny may be rewritten while we run
         model, tokenizer = load_model(copy_dir)
         return model, tokenizer, f"{model_dir} (pre-trained tiny, copied to {copy_dir})"
-    # The tiny run is being (re)built: same architecture, random initialisation (throughput does not
-    # depend on the weights; both sides start from the same ones).
-    import yaml
-
-    from lethe.config import ArchConfig
-    from lethe.models import build_model, gpt2_tokenizer
-
-    torch.manual_seed(0)
-    if (TINY_RUN / "tokenizer" / "tokenizer.json").is_file() and (TINY_RUN / "config.yaml").is_file():
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(TINY_RUN / "tokenizer")
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        arch = yaml.safe_load((TINY_RUN / "config.yaml").read_text())["arch"]
-        arch = ArchConfig(**{k: arch[k] for k in ("hidden_size", "layers", "heads", "intermediate_size", "context")})
-        what = f"tiny architecture {arch.model_dump()}, random init, tokenizer {TINY_RUN / 'tokenizer'}"
-    else:
-        tokenizer = gpt2_tokenizer()
-        arch = ArchConfig(hidden_size=192, layers=6, heads=6, intermediate_size=768, context=512)
-        what = f"tiny architecture {arch.model_dump()}, random init, GPT-2 tokenizer"
-    return build_model(arch, tokenizer).eval(), tokenizer, what
+    raise SystemExit(f"no pre-trained tiny model in {model_dir}: run `lethe pretrain --preset tiny --out {TINY_RUN}`")
 
 
 def load_chunks(tokenizer, context: int, length: int, batch_size: int, data_dir: Path):
@@ -370,69 +265,20 @@ def check_same_batches(groups, dataset, tokenizer, pad_id: int, batch_size: int,
                                      "would not train on the same data")
 
 
-@contextlib.contextmanager
-def quiet_output(path: Path):
-    """Both sides keep their default console output (Lethe's tqdm bar, which it always shows on the main
-    process; HF's progress bar and per-step log lines), sent to a file rather than the terminal."""
-    with open(path, "a") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        yield
-
-
-CATEGORIES = (  # (category, op-name predicate) for the profile summary; first match wins
-    ("matmul", lambda k: k in ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear")),
-    ("attention (sdpa fwd+bwd)", lambda k: "scaled_dot_product" in k),
-    ("log_softmax / NLL (fwd+bwd)", lambda k: "log_softmax" in k or "nll_loss" in k),
-    ("fill_ / zero_ / copy_", lambda k: k in ("aten::fill_", "aten::zero_", "aten::copy_", "aten::clone",
-                                              "aten::contiguous")),
-    ("AdamW arithmetic", lambda k: k in ("aten::_fused_adamw_", "aten::lerp_", "aten::addcdiv_", "aten::sqrt",
-                                         "aten::_foreach_lerp_", "aten::_foreach_addcdiv_", "aten::_foreach_sqrt")),
-)
-
-
-def profile_steps(label: str, fn, out: Path, steps_note: str, console: Path) -> dict:
-    """torch.profiler over a whole run of one side (set-up included): op self-times by category, top ops."""
-    from torch.profiler import ProfilerActivity, profile
-
-    started = time.perf_counter()
-    with quiet_output(console), profile(activities=[ProfilerActivity.CPU], record_shapes=False) as prof:
-        run = fn()
-    wall = time.perf_counter() - started
-    events = [e for e in prof.key_averages() if not e.key.startswith(("autograd::", "Optimizer.", "enumerate("))]
-    out.write_text(f"# {label}: {steps_note}\n"
-                   f"{prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=30)}\n")
-    total = sum(e.self_cpu_time_total for e in events) / 1e6
-    categories: dict[str, float] = {}
-    for event in events:
-        name = next((c for c, test in CATEGORIES if test(event.key)), "other aten ops (elementwise, norms, ...)")
-        categories[name] = categories.get(name, 0.0) + event.self_cpu_time_total / 1e6
-    in_loop = run["end"] - run["marks"][0]
-    top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
-    return {"wall_s": round(wall, 3), "ops_s": round(total, 3),
-            "categories_share_of_op_time": {k: round(v / total, 3) for k, v in
-                                            sorted(categories.items(), key=lambda kv: -kv[1])},
-            "loop_s_from_first_step": round(in_loop, 3),
-            "top_ops": [{"op": e.key, "self_cpu_ms": round(e.self_cpu_time_total / 1e3, 1),
-                         "share": round(e.self_cpu_time_total / 1e6 / total, 3), "calls": e.count} for e in top],
-            "table": str(out)}
-
-
-# -- main ---------------------------------------------------------------------------------------------------
-
 def window(run: dict, steps: int, step_tokens: list[int]) -> dict:
+    """Tokens/s from the start of step 2 to the start of step steps+2: `steps` whole steps."""
     marks = run["marks"]
     if len(marks) < steps + 2:
         raise SystemExit(f"expected {steps + 2} step marks, got {len(marks)}")
-    seconds = marks[steps + 1] - marks[1]  # start of step 2 .. start of step steps+2
-    tokens = sum(step_tokens[1:steps + 1])
+    seconds = marks[steps + 1] - marks[1]
     step_times = [b - a for a, b in zip(marks[1:steps + 1], marks[2:steps + 2], strict=True)]
-    per_step = [t / dt for t, dt in zip(step_tokens[1:steps + 1], step_times, strict=True)]
-    return {"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
-            "tokens_per_s_median_step": statistics.median(per_step),
-            "step_s_median": statistics.median(step_times), "step_s_min": min(step_times),
-            "first_step_s": marks[1] - marks[0], "setup_to_first_step_s": marks[0] - run["start"]}
+    tokens_per_s = sum(step_tokens[1:steps + 1]) / seconds
+    return {"tokens_per_s": tokens_per_s, "step_s_median": statistics.median(step_times),
+            "first_step_s": marks[1] - marks[0], "losses": run["losses"], "optimizer": run["optimizer"],
+            "summary": f"{tokens_per_s:8.1f} tok/s (median step {statistics.median(step_times) * 1e3:.0f} ms)"}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model", choices=("tiny", "smollm2"), default="tiny")
@@ -444,18 +290,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, default=None, help="data dir (default: ~/.cache/lethe/data/default)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "unlearning_step.json")
-    parser.add_argument("--busy-threshold", type=float, default=0.3,
-                        help="wait while other processes use more than this many cores")
-    parser.add_argument("--max-retries", type=int, default=6,
-                        help="repeats that may be discarded (other processes busy during them) and redone")
-    parser.add_argument("--max-wait", type=float, default=600, help="seconds to wait for a quiet machine per repeat")
-    parser.add_argument("--profile", action="store_true",
-                        help="also run torch.profiler over a few steps of each side (written next to --out)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads (default: torch's own choice, one per core)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    parser.add_argument("--profile", action="store_true", help="also profile one run of each side")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
     logging.getLogger("lethe").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*fast tokenizer.*")
     from transformers.utils import logging as hf_logging
@@ -465,10 +305,6 @@ def main(argv: list[str] | None = None) -> dict:
     from lethe.models import count_parameters, model_context
 
     command = "python " + shlex.join(sys.argv if argv is None else [__file__, *argv])
-    meter = CpuMeter()
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; loadavg {os.getloadavg()}", flush=True)
-
     base, tokenizer, model_desc = load_base(args.model)
     base.requires_grad_(True)
     params = count_parameters(base)
@@ -487,155 +323,63 @@ def main(argv: list[str] | None = None) -> dict:
     dataset = ForgetRetainPairs([item(groups["forget"][i]) for s in order["forget"] for i in s],
                                 [item(groups["retain"][i]) for s in order["retain"] for i in s])
     check_same_batches(groups, dataset, ref_tokenizer, tokenizer.pad_token_id, args.batch_size, args.seed)
-
-    print(f"model: {model_desc}; {params / 1e6:.2f}M parameters; forget {len(groups['forget'])} / retain "
-          f"{len(groups['retain'])} chunks of <= {args.chunk_length} tokens; {total_steps} steps per run "
-          f"({args.steps} timed), batch {args.batch_size}+{args.batch_size}", flush=True)
-
-    quiet = wait_until_quiet(meter, args.busy_threshold, args.max_wait)
+    print(f"model: {model_desc}; {params / 1e6:.2f}M parameters; {total_steps} steps per run ({args.steps} timed), "
+          f"batch {args.batch_size}+{args.batch_size} x {args.chunk_length}", flush=True)
     peak = matmul_peak_gflops()
-    print(f"fp32 matmul peak (2048^3, best of 10): {peak['gflops']:.1f} GFLOP/s", flush=True)
 
-    sides = {"lethe": [], "reference": []}
-    load, runs_raw, discarded = [], {"lethe": [], "reference": []}, []
     with tempfile.TemporaryDirectory(prefix="lethe-bench-") as tmp:
         workdir = Path(tmp)
-        console_log = workdir / "console.log"
-        repeat, attempts = 0, 0
-        while repeat < args.repeats:
-            attempts += 1
-            if attempts > args.repeats + args.max_retries:
-                raise SystemExit(f"machine too busy: gave up after {attempts - 1} attempts "
-                                 f"({len(discarded)} repeats discarded)")
-            before = wait_until_quiet(meter, args.busy_threshold, args.max_wait)
-            first_second = ("lethe", "reference") if repeat % 2 == 0 else ("reference", "lethe")
-            pair = {}
-            for side in first_second:
-                started = meter.start()
-                with quiet_output(console_log):
-                    if side == "lethe":
-                        run = run_lethe(base, tokenizer, reference_model, groups, args, total_steps)
-                    else:
-                        run = run_reference(base, ref_tokenizer, dataset, args, total_steps, workdir)
-                cpu = meter.stop(started)
-                measured = window(run, args.steps, step_tokens)
-                measured.update(repeat=repeat + 1, attempt=attempts, order=first_second.index(side) + 1,
-                                other_cores=round(cpu["other_cores"], 3), own_cores=round(cpu["own_cores"], 3))
-                pair[side] = (measured, run)
-                print(f"  repeat {repeat + 1} {side:9s}: {measured['tokens_per_s']:8.1f} tok/s "
-                      f"(median step {measured['step_s_median'] * 1e3:.0f} ms; other processes "
-                      f"{cpu['other_cores']:.2f} cores)", flush=True)
-            busiest = max(m["other_cores"] for m, _ in pair.values())
-            if busiest > args.busy_threshold:
-                print(f"  repeat {repeat + 1} discarded: other processes used {busiest:.2f} cores during it; "
-                      "retrying", flush=True)
-                discarded.append({side: m for side, (m, _) in pair.items()})
-                continue
-            for side, (measured, run) in pair.items():
-                sides[side].append(measured)
-                runs_raw[side].append(run)
-            load.append(before)
-            repeat += 1
-
-        profile = None
-        if args.profile:
-            steps_note = f"{total_steps} steps, batch {args.batch_size}+{args.batch_size} x {args.chunk_length}"
-            stem = args.out.with_suffix("")
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            profile = {}
-            for side, fn in (("lethe", lambda: run_lethe(base, tokenizer, reference_model, groups, args, total_steps)),
-                             ("reference", lambda: run_reference(base, ref_tokenizer, dataset, args, total_steps,
-                                                                 workdir))):
-                for _ in range(1 + args.max_retries):
-                    wait_until_quiet(meter, args.busy_threshold, args.max_wait)
-                    started = meter.start()
-                    result = profile_steps(side, fn, Path(f"{stem}_profile_{side}.txt"), steps_note, console_log)
-                    result["other_cores"] = round(meter.stop(started)["other_cores"], 3)
-                    if result["other_cores"] <= args.busy_threshold:
-                        break
-                    print(f"  profile of {side} disturbed by other processes; retrying", flush=True)
-                profile[side] = result
-
-    # tokens Lethe itself counted over all its steps must equal what we counted from the order
-    for run in runs_raw["lethe"]:
-        if run["fit"]["tokens"] != sum(step_tokens):
-            raise SystemExit(f"token count mismatch: Lethe counted {run['fit']['tokens']}, expected {sum(step_tokens)}")
+        runners = {"lethe": lambda: run_lethe(base, tokenizer, reference_model, groups, args, total_steps),
+                   "reference": lambda: run_reference(base, ref_tokenizer, dataset, args, total_steps, workdir)}
+        measured = interleaved_repeats({name: (lambda fn=fn: window(fn(), args.steps, step_tokens))
+                                        for name, fn in runners.items()}, args.repeats, console=workdir / "console")
+        profile = {name: profile_to_file(f"{name}: {total_steps} steps", fn,
+                                         args.out.with_name(f"{args.out.stem}_profile_{name}.txt"), workdir / "console")
+                   for name, fn in runners.items()} if args.profile else None
 
     flops_per_token = 6 * params
     summary = {}
-    for side, measured in sides.items():
-        tps = statistics.median(m["tokens_per_s"] for m in measured)
-        summary[side] = {"tokens_per_s_median": tps, "tokens_per_s": [m["tokens_per_s"] for m in measured],
+    for side, runs in measured["sides"].items():
+        tps = statistics.median(m["tokens_per_s"] for m in runs)
+        summary[side] = {"tokens_per_s_median": tps, "tokens_per_s": [m["tokens_per_s"] for m in runs],
                          "gflops": tps * flops_per_token / 1e9,
                          "flop_utilisation": tps * flops_per_token / (peak["gflops"] * 1e9),
-                         "step_s_median": statistics.median(m["step_s_median"] for m in measured),
-                         "tokens_per_s_median_step": statistics.median(m["tokens_per_s_median_step"] for m in measured),
-                         "optimizer": runs_raw[side][0]["optimizer"], "runs": measured}
-    summary["reference"]["optim"] = runs_raw["reference"][0]["optim"]
+                         "step_s_median": statistics.median(m["step_s_median"] for m in runs),
+                         "optimizer": runs[0]["optimizer"]}
     ratio = summary["lethe"]["tokens_per_s_median"] / summary["reference"]["tokens_per_s_median"]
-    per_repeat = [a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(sides["lethe"], sides["reference"], strict=True)]
-
-    k = min(LOSS_CHECK_STEPS, total_steps)
-    ours, theirs = runs_raw["lethe"][0]["losses"][:k], runs_raw["reference"][0]["losses"][:k]
-    diffs = [abs(a - b) for a, b in zip(ours, theirs, strict=True)]
-    loss_check = {"steps": k, "tolerance_abs": LOSS_TOLERANCE, "lethe": ours, "reference": theirs,
-                  "max_abs_diff": max(diffs), "passed": len(ours) == len(theirs) == k and max(diffs) <= LOSS_TOLERANCE,
-                  "grad_norm_lethe": runs_raw["lethe"][0]["grad_norms"][:k],
-                  "grad_norm_reference": runs_raw["reference"][0]["grad_norms"][:k],
-                  "loss_last_step": {"lethe": runs_raw["lethe"][0]["losses"][-1],
-                                     "reference": runs_raw["reference"][0]["losses"][-1]}}
-
+    ours, theirs = (measured["sides"][side][0]["losses"][:LOSS_CHECK_STEPS] for side in ("lethe", "reference"))
+    max_diff = max(abs(a - b) for a, b in zip(ours, theirs, strict=True))
     result = {
-        "benchmark": "unlearning_step",
-        "command": command,
-        "machine": machine_info(),
-        "load": {"before_repeats": load, "discarded_repeats": discarded, "busy_threshold_cores": args.busy_threshold,
-                 "note": "other_cores: cores other processes kept busy (from /proc/stat); a repeat in which "
-                         "either side saw more than busy_threshold_cores is discarded and redone"},
+        "benchmark": "unlearning_step", "command": command, "machine": machine_info(), "load": measured["load"],
         "model": {"name": args.model, "source": model_desc, "parameters": params, "flops_per_token": flops_per_token},
         "setup": {"method": "ga_gd_in (loss = -CE(forget) + CE(retain))", "splits": list(SPLITS),
-                  "batch_size": args.batch_size, "retain_batch_size": args.batch_size,
-                  "chunk_length": args.chunk_length, "timed_steps": args.steps, "steps_per_run": total_steps,
-                  "repeats": args.repeats, "lr": args.lr, "scheduler": "cosine, warm-up 3%", "max_grad_norm": 1.0,
-                  "logging": "every step on both sides", "tokens_per_timed_window": sides["lethe"][0]["tokens"],
-                  "forget_chunks": len(groups["forget"]), "retain_chunks": len(groups["retain"])},
-        "matmul_peak": peak,
-        "lethe": summary["lethe"],
-        "reference": summary["reference"],
-        "ratio": ratio,
-        "ratio_per_repeat": per_repeat,
-        "ratio_median_step": summary["lethe"]["tokens_per_s_median_step"] / summary["reference"]["tokens_per_s_median_step"],
-        "target_ratio": 1.2,
-        "reached_target": ratio >= 1.2,
-        "loss_check": loss_check,
+                  "batch_size": args.batch_size, "chunk_length": args.chunk_length, "timed_steps": args.steps,
+                  "repeats": args.repeats, "lr": args.lr, "scheduler": "cosine, warm-up 3%", "max_grad_norm": 1.0},
+        "matmul_peak": peak, "lethe": summary["lethe"], "reference": summary["reference"],
+        "ratio": ratio, "target_ratio": 1.2, "reached_target": ratio >= 1.2,
+        "loss_check": {"steps": LOSS_CHECK_STEPS, "tolerance_abs": LOSS_TOLERANCE, "lethe": ours, "reference": theirs,
+                       "max_abs_diff": max_diff, "passed": max_diff <= LOSS_TOLERANCE},
         "profile": profile,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print()
-    print(markdown_table(result))
-    print(f"\nloss check (first {k} steps, |Δ| <= {LOSS_TOLERANCE}): "
-          f"{'passed' if loss_check['passed'] else 'FAILED'}, max |Δ| = {loss_check['max_abs_diff']:.2e}")
-    print(f"wrote {args.out}")
+    print(f"\n{markdown_table(result)}\n\nloss check (first {LOSS_CHECK_STEPS} steps): "
+          f"{'passed' if max_diff <= LOSS_TOLERANCE else 'FAILED'}, max |Δ| = {max_diff:.2e}\nwrote {args.out}")
     return result
 
 
 def markdown_table(result: dict) -> str:
-    lethe, ref = result["lethe"], result["reference"]
-    rows = [
-        "| side | tokens/s (median of repeats) | per repeat | median step | GFLOP/s (6N) | FLOP utilisation |",
-        "|---|---:|---|---:|---:|---:|",
-    ]
-    for name, side in (("Lethe `Trainer` (ga_gd_in)", lethe), ("HF `Trainer` + GradDiff `compute_loss`", ref)):
+    rows = ["| side | tokens/s (median of repeats) | per repeat | median step | GFLOP/s (6N) | FLOP utilisation |",
+            "|---|---:|---|---:|---:|---:|"]
+    for name, side in (("Lethe `Trainer` (ga_gd_in)", result["lethe"]),
+                       ("HF `Trainer` + GradDiff `compute_loss`", result["reference"])):
         rows.append(f"| {name} | {side['tokens_per_s_median']:.1f} | "
                     f"{', '.join(f'{x:.0f}' for x in side['tokens_per_s'])} | {side['step_s_median'] * 1e3:.0f} ms | "
                     f"{side['gflops']:.1f} | {side['flop_utilisation'] * 100:.1f}% |")
-    rows.append(f"| **ratio Lethe ÷ reference** | **{result['ratio']:.2f}×** | "
-                f"{', '.join(f'{x:.2f}' for x in result['ratio_per_repeat'])} | "
-                f"{result['ratio_median_step']:.2f}× | | |")
-    rows.append(f"\nfp32 matmul peak: {result['matmul_peak']['gflops']:.1f} GFLOP/s "
-                f"(torch.mm 2048³, best of {result['matmul_peak']['tries']}); "
-                f"model {result['model']['parameters'] / 1e6:.2f}M parameters")
+    rows.append(f"| **ratio Lethe ÷ reference** | **{result['ratio']:.2f}×** | | | | |")
+    rows.append(f"\nfp32 matmul peak: {result['matmul_peak']['gflops']:.1f} GFLOP/s (torch.mm 2048³); "
+                f"model {result['model']['parameters'] / 1e6:.2f}M parameters; {result['machine']['cpu']}, "
+                f"{result['machine']['torch_threads']} threads")
     return "\n".join(rows)
 
 

@@ -59,6 +59,18 @@ def cmd_data_build(args):
     print(f"\nsplits written to {config.out}")
 
 
+def cmd_data_pii(args):
+    from lethe.config import PiiConfig, resolve
+    from lethe.data.pii import build_pii
+
+    config = resolve(PiiConfig, *_layers(args, {"out": "out", "data": "data", "seed": "seed"}))
+    manifest = build_pii(config, overwrite=args.overwrite)
+    docs = manifest["documents"]
+    print(f"{manifest['members']} member records (x{manifest['repetitions']}) in {docs['with_records']} of "
+          f"{docs['finetune']} fine-tuning documents; {manifest['nonmembers']} non-member records; "
+          f"{docs['validation']} validation documents\nwritten to {config.out}")
+
+
 def cmd_pretrain(args):
     from lethe.pretrain import pretrain, pretrain_config
     from lethe.report import format_ppl_table
@@ -120,6 +132,26 @@ def cmd_retrain(args):
         print(format_ppl_table(results["ppl"]))
 
 
+def cmd_attack_mia(args):
+    from lethe.attacks.mia import format_mia_table, run_mia
+    from lethe.config import MiaConfig, resolve
+
+    flags = {"model": "model", "members": "members", "nonmembers": "nonmembers", "reference_model": "reference_model",
+             "calibration": "calibration", "data": "data"}
+    results = run_mia(resolve(MiaConfig, *_layers(args, flags)), Path(args.out), overwrite=args.overwrite)
+    print(format_mia_table(results))
+    print(f"\n{results['members']} members, {results['nonmembers']} non-members; ROC plots in {args.out}/plots")
+
+
+def cmd_attack_extract(args):
+    from lethe.attacks.extraction import extract, format_extraction_table
+    from lethe.config import ExtractConfig, resolve
+
+    config = resolve(ExtractConfig, *_layers(args, {"model": "model", "targets": "targets"}))
+    print(format_extraction_table(extract(config, Path(args.out), overwrite=args.overwrite)))
+    print(f"\nper-target generations in {args.out}/generations.jsonl")
+
+
 def _study(args):
     from lethe.config import UnlearningStudyConfig, resolve
 
@@ -170,7 +202,7 @@ def _command(parent, name: str, help: str, handler, *, run_dir: bool = True, **f
         if flag == "resume":
             p.add_argument("--resume", action="store_true", help=text)
         else:
-            p.add_argument(f"--{flag}", help=text)
+            p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, help=text)
     p.set_defaults(handler=handler)
     return p
 
@@ -194,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
                  run_dir=False, out="directory for the splits (default: $LETHE_HOME/data/default)",
                  seed="shuffling seed")
     p.add_argument("--overwrite", action="store_true", help="replace splits already in --out")
+    p = _command(data, "pii", "real documents with injected synthetic PII: a fine-tuning set and attack targets",
+                 cmd_data_pii, run_dir=False, out="directory to write (required)", data=DATA,
+                 seed="Faker and shuffling seed")
+    p.add_argument("--overwrite", action="store_true", help="replace a PII set already in --out")
 
     _command(commands, "pretrain", "train a small model from scratch on known splits", cmd_pretrain,
              preset="micro or tiny (default: tiny)", data=DATA, resume="continue an interrupted run in --out")
@@ -213,6 +249,16 @@ def build_parser() -> argparse.ArgumentParser:
     _command(evaluate, "unlearning", "perplexity, Min-K% MIA and retraining distance of an unlearned model",
              cmd_eval_unlearning, model="the unlearned model", original="the model before unlearning",
              retrained="a model retrained without the forget set", data=DATA, domain="whose forget set was unlearned")
+
+    attack = commands.add_parser("attack", help="privacy attacks").add_subparsers(dest="attack_command", required=True)
+    _command(attack, "mia", "every membership-inference attack, from one scoring pass per model", cmd_attack_mia,
+             model="the target model", members="member set: a split of --data or a JSONL/text/parquet file",
+             nonmembers="non-member set (split or file), disjoint from the members",
+             reference_model="reference model for the reference_model attack (same tokenizer)",
+             calibration="auxiliary non-members for the reference_data attack (split or file)", data=DATA)
+    _command(attack, "extract", "training-data extraction: decode from each target's prefix, look for its secret",
+             cmd_attack_extract, model="the target model",
+             targets="JSONL of target records, e.g. targets_member.jsonl from `lethe data pii`")
 
     studies = {"model": "the model to unlearn from", "data": DATA,
                "resume": "continue: finished runs are read back, not redone"}

@@ -186,6 +186,28 @@ class EvalPplConfig(Strict):
     trust_remote_code: bool = False
 
 
+class MiaConfig(Strict):
+    """`lethe attack mia`: every membership-inference attack from one scoring pass per model."""
+
+    model: str
+    members: str = Field(description="a split of `data` (e.g. code/forget) or a JSONL/text/parquet file")
+    nonmembers: str = Field(description="a split of `data` or a file; must not overlap the members")
+    reference_model: str | None = Field(None, description="for reference_model, e.g. the released pre-trained model")
+    calibration: str | None = Field(None, description="auxiliary non-members for reference_data (split or file)")
+    data: Path = Field(default_factory=default_data_dir)
+    attacks: list[str] | None = Field(None, description="attacks to run (default: every one whose inputs are given)")
+    min_k: float = Field(20, gt=0, le=100, description="K of min_k and min_k_pp, in percent")
+    gradnorm_p: float = Field(2, description="the p of gradnorm's p-norm (1, 2 or inf)")
+    chunk: ChunkConfig = Field(default_factory=lambda: ChunkConfig(max_chunks_per_doc=1),
+                               description="one sample per document: its first chunk (as MIMIR truncates)")
+    batch_tokens: int = Field(4096, ge=64)
+    bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the confidence intervals (0: none)")
+    seed: int = 0
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    allow_cpu_bf16: bool = False
+    trust_remote_code: bool = False
+
+
 class MethodArgs(Strict):
     """Knobs of the unlearning objectives; each method reads the ones it uses."""
 
@@ -280,6 +302,63 @@ class AssetsConfig(Strict):
     model: bool = True
     corpora: list[str] = Field(default_factory=lambda: [*DOMAINS, GENERAL])
     force: bool = False
+
+
+PII_KINDS = ("name", "email", "phone", "address", "ssn")
+
+
+class PiiConfig(Strict):
+    """`lethe data pii`: real documents with injected synthetic PII records, split into members and non-members."""
+
+    out: Path = Field(description="directory for finetune.jsonl, targets_*.jsonl, validation.jsonl, pii.json")
+    data: Path = Field(default_factory=default_data_dir)
+    splits: list[str] = Field(
+        default_factory=lambda: ["general/eval", "books/approximate", "science/approximate"], min_length=1,
+        description="source documents (default: splits the known-data models never saw in pre-training)")
+    seed: int = 0
+    members: int = Field(20, ge=1, description="records injected into the fine-tuning documents")
+    nonmembers: int = Field(20, ge=0, description="records from the same generator, never injected")
+    kinds: list[Literal["name", "email", "phone", "address", "ssn"]] = Field(
+        default_factory=lambda: list(PII_KINDS), min_length=1)
+    repetitions: int = Field(5, ge=1, description="copies of each member record in the fine-tuning set, each in "
+                             "a different document (memorisation needs repetition)")
+    records_per_doc: int = Field(2, ge=1, description="at most this many record copies injected into one document")
+    prefix_chars: int = Field(200, ge=0, description="characters of real text preceding each record's template")
+    validation_docs: int = Field(4, ge=1, description="clean held-out documents for validation perplexity")
+
+
+class DecodingConfig(Strict):
+    strategies: list[Literal["greedy", "beam", "sample"]] = Field(
+        default_factory=lambda: ["greedy", "beam", "sample"], min_length=1)
+    num_beams: int = Field(4, ge=2, description="beam width; beam search returns its best beam")
+    top_k: int = Field(40, ge=1, description="top-k of sampling")
+    guesses: int = Field(10, ge=1, description="sampled continuations per target (num_return_sequences)")
+    max_new_tokens: int | None = Field(
+        None, ge=1, description="tokens to generate (default: the longest target secret of the batch + 4)")
+    seed: int = 0
+
+
+class ExposureConfig(Strict):
+    """Secret Sharer exposure for secrets of a digit format (SSNs, phone numbers)."""
+
+    enabled: bool = True
+    enumerate_up_to: int = Field(10_000, ge=1, description="rank against every candidate when the format has at "
+                                 "most this many; otherwise against a random sample")
+    candidates: int = Field(1000, ge=10, description="sampled candidates M when the format's space is larger")
+    batch_size: int = Field(256, ge=1, description="candidates scored per forward pass")
+
+
+class ExtractConfig(Strict):
+    """`lethe attack extract`: prompt with each target's prefix, decode, and check for its secret."""
+
+    model: str
+    targets: Path = Field(description="JSONL of target records (id, prefix, secret, ...), e.g. targets_member.jsonl")
+    decoding: DecodingConfig = Field(default_factory=DecodingConfig)
+    batch_size: int = Field(32, ge=1, description="prompts per generate call")
+    exposure: ExposureConfig = Field(default_factory=ExposureConfig)
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    allow_cpu_bf16: bool = False
+    trust_remote_code: bool = False
 
 
 Schema = TypeVar("Schema", bound=Strict)

@@ -144,3 +144,30 @@ def score_chunks(model, chunks: Sequence[Chunk], *, batch_tokens: int = 4096, pa
                        target_ids=concat[0].astype(np.int32), logprob=concat[1].astype(np.float32),
                        vocab_mean=concat[2].astype(np.float32), vocab_var=concat[3].astype(np.float32),
                        correct=concat[4].astype(bool))
+
+
+def sample_gradient_norms(model, chunks: Sequence[Chunk], *, p: float = 2.0, desc: str = "gradient norms",
+                          progress: bool = True) -> np.ndarray:
+    """Per chunk: the mean over parameter tensors of ‖∇θ NLL(chunk)‖_p (one backward per chunk).
+
+    One chunk at a time because per-sample gradients of a whole batch would need batch × parameters memory.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    params = list(model.parameters())
+    flags = [param.requires_grad for param in params]
+    for param in params:
+        param.requires_grad_(True)
+    norms = np.empty(len(chunks))
+    try:
+        for i, chunk in enumerate(tqdm(chunks, desc=desc, unit="sample", disable=not progress, leave=False)):
+            ids = torch.tensor([chunk.input_ids], device=device)
+            loss = model(input_ids=ids, labels=ids).loss
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            norms[i] = torch.stack([torch.linalg.vector_norm(g, ord=p) for g in grads if g is not None]).mean().item()
+    finally:
+        for param, flag in zip(params, flags, strict=True):
+            param.requires_grad_(flag)
+        model.train(was_training)
+    return norms

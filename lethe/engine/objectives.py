@@ -21,11 +21,24 @@ class Objective(Protocol):
 objectives: Registry[type] = Registry("objective")
 
 
+def next_token_targets(targets: torch.Tensor) -> torch.Tensor:
+    """(B, T-1) targets for positions 0..T-2 → (B, T) aligned with the logits, -100 at the last position.
+
+    Shifting the targets rather than slicing the logits avoids copying the largest tensor of the step.
+    """
+    return F.pad(targets, (0, 1), value=-100)
+
+
+def mean_nll(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of (B, T, V) logits against (B, T) aligned targets, ignoring -100 (float32 for bf16 logits)."""
+    loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100, reduction=reduction)
+    return loss if reduction == "mean" else loss.view(targets.shape)
+
+
 def token_cross_entropy(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     """Mean next-token cross-entropy over the real (unpadded) tokens of a batch."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(),
-                           ignore_index=-100)
+    return mean_nll(logits, next_token_targets(batch["labels"][:, 1:]))
 
 
 @objectives.register("lm")

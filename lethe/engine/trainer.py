@@ -157,7 +157,9 @@ class Trainer:
         if config.max_steps is not None:
             self.total_steps = min(self.total_steps, config.max_steps)
         trainable = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+        # the fused kernel updates all parameters in one pass (CPU and CUDA); the default loops per tensor
+        fused = self.accelerator.device.type in ("cpu", "cuda") and all(p.dtype.is_floating_point for p in trainable)
+        optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.scheduler = self._scheduler()
         self.accelerator.register_for_checkpointing(self.scheduler)
@@ -210,7 +212,10 @@ class Trainer:
         raise TrainingDiverged(f"{reason} at step {self.step + 1}; training stopped, last good weights {where}")
 
     def _all_finite(self, value: torch.Tensor) -> bool:
-        bad = torch.tensor(0.0 if torch.isfinite(value).all() else 1.0, device=self.accelerator.device)
+        finite = bool(torch.isfinite(value).all())
+        if self.accelerator.num_processes == 1:
+            return finite
+        bad = torch.tensor(0.0 if finite else 1.0, device=self.accelerator.device)
         return self.accelerator.reduce(bad, "max").item() == 0.0
 
     # -- loop --------------------------------------------------------------------------------------

@@ -1,0 +1,159 @@
+"""`lethe attack mia`: score members and non-members once per model, then run every attack on the scores."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from lethe.attacks.membership import AttackInputs, attacks
+from lethe.attacks.metrics import MIA_FPRS, fpr_key, mia_metrics
+from lethe.attacks.plots import plot_roc
+from lethe.config import MiaConfig
+from lethe.data.chunking import Chunk, chunk_documents
+from lethe.data.documents import Document, read_documents
+from lethe.data.splits import find_splits, load_splits
+from lethe.errors import LetheError
+from lethe.models import load_model, model_context
+from lethe.runs import Run
+from lethe.scoring import sample_gradient_norms, score_chunks
+
+log = logging.getLogger("lethe")
+SETS = ("members", "nonmembers")
+
+
+def load_set(spec: str, data_dir: Path) -> tuple[list[Document], Path]:
+    """A document set named by a file path, or else by a split of the data directory."""
+    path = Path(spec)
+    if path.is_file():
+        return read_documents(path), path
+    available = find_splits(data_dir) if data_dir.is_dir() else {}
+    if spec not in available:
+        raise LetheError(f"{spec!r} is neither a file nor a split of {data_dir}")
+    return load_splits(data_dir, [spec])[spec], available[spec]
+
+
+def _fingerprint(text: str) -> str:
+    return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()
+
+
+def check_disjoint(members: list[Document], nonmembers: list[Document]) -> None:
+    """Members and non-members must not share a text (whitespace-normalised): AUC would mean nothing."""
+    seen = {_fingerprint(doc.text): doc.id for doc in members}
+    shared = [(seen[key], doc.id) for doc in nonmembers if (key := _fingerprint(doc.text)) in seen]
+    if shared:
+        named = ", ".join(f"{a} = {b}" for a, b in shared[:3])
+        raise LetheError(f"members and non-members overlap in {len(shared)} documents ({named}); "
+                         "remove them from one side")
+
+
+def check_same_tokenizer(tokenizer, reference_tokenizer) -> None:
+    if tokenizer.get_vocab() != reference_tokenizer.get_vocab():
+        raise LetheError("the reference model's tokenizer differs from the target's; reference_model compares "
+                         "per-token likelihoods, so both models must share a tokenizer")
+
+
+def selected_attacks(config: MiaConfig) -> list[str]:
+    """The configured attacks, or by default every attack whose inputs the config provides."""
+    given = {"reference": config.reference_model is not None, "calibration_nll": config.calibration is not None}
+    names = config.attacks or [name for name in attacks.names()
+                               if all(given.get(need, True) for need in attacks.get(name).needs)]
+    for name in names:
+        missing = [need for need in attacks.get(name).needs if not given.get(need, True)]
+        if missing:
+            flag = {"reference": "--reference-model", "calibration_nll": "calibration"}[missing[0]]
+            raise LetheError(f"attack {name!r} needs {flag}")
+    return names
+
+
+def _chunks(docs: list[Document], tokenizer, config: MiaConfig, context: int, name: str) -> list[Chunk]:
+    chunks = chunk_documents(docs, tokenizer, config.chunk, context)
+    if not chunks:
+        raise LetheError(f"the {name} set has no sample of at least {config.chunk.min_tokens} tokens")
+    return chunks
+
+
+def run_mia(config: MiaConfig, out: Path, *, overwrite: bool = False) -> dict:
+    if config.gradnorm_p not in (1, 2, math.inf):
+        raise LetheError(f"gradnorm_p must be 1, 2 or inf, not {config.gradnorm_p}")
+    names = selected_attacks(config)
+    with Run.start(out, "attack mia", config, overwrite=overwrite) as run:
+        docs, files = {}, {}
+        for role in SETS + (("calibration",) if config.calibration else ()):
+            docs[role], files[role] = load_set(getattr(config, role), config.data)
+        check_disjoint(docs["members"], docs["nonmembers"])
+        if "calibration" in docs:
+            check_disjoint(docs["members"], docs["calibration"])
+        run.record_data(files)
+        load = {"dtype": config.dtype, "trust_remote_code": config.trust_remote_code,
+                "allow_cpu_bf16": config.allow_cpu_bf16}
+        model, tokenizer = load_model(config.model, **load)
+        context = model_context(model)
+        chunks = {role: _chunks(d, tokenizer, config, context, role) for role, d in docs.items()}
+        pad = tokenizer.pad_token_id
+        scores = {role: score_chunks(model, c, batch_tokens=config.batch_tokens, pad_id=pad, desc=f"scoring {role}")
+                  for role, c in chunks.items()}
+        inputs = {role: AttackInputs(target=scores[role],
+                                     texts=[tokenizer.decode(c.input_ids) for c in chunks[role]])
+                  for role in SETS}
+        if "gradnorm" in names:
+            for role in SETS:
+                inputs[role].grad_norms = sample_gradient_norms(model, chunks[role], p=config.gradnorm_p,
+                                                                desc=f"gradient norms, {role}")
+        if "calibration" in scores:
+            for role in SETS:
+                inputs[role].calibration_nll = scores["calibration"].sample_nll()
+        del model
+        if config.reference_model is not None:
+            reference, reference_tokenizer = load_model(config.reference_model, **load)
+            check_same_tokenizer(tokenizer, reference_tokenizer)
+            for role in SETS:
+                inputs[role].reference = score_chunks(reference, chunks[role], batch_tokens=config.batch_tokens,
+                                                      pad_id=pad, desc=f"reference scoring {role}")
+                inputs[role].reference.save(run.scores_dir / f"reference_{role}")
+        for role, role_scores in scores.items():
+            role_scores.save(run.scores_dir / role)
+
+        params = {"min_k": config.min_k}
+        sample_scores = {name: {role: attacks.get(name)(inputs[role], **params) for role in SETS} for name in names}
+        results = {"model": config.model, "reference_model": config.reference_model,
+                   "members": len(chunks["members"]), "nonmembers": len(chunks["nonmembers"]),
+                   "attacks": {name: mia_metrics(s["members"], s["nonmembers"], resamples=config.bootstrap,
+                                                 seed=config.seed) for name, s in sample_scores.items()}}
+        _write_sample_scores(run.scores_dir / "attack_scores.jsonl", chunks, sample_scores)
+        results["plots"] = [str(p.relative_to(out)) for p in plot_roc(sample_scores, out / "plots")]
+        run.write_results(results)
+    return results
+
+
+def _write_sample_scores(path: Path, chunks: dict[str, list[Chunk]], sample_scores: dict) -> None:
+    """One line per sample: its id, label and every attack's score (higher = more likely a member)."""
+    with path.open("w") as handle:
+        for role in SETS:
+            for i, chunk in enumerate(chunks[role]):
+                row = {"id": chunk.id, "set": role, "member": role == "members", "tokens": len(chunk)}
+                row.update({name: float(s[role][i]) for name, s in sample_scores.items()})
+                handle.write(json.dumps(row) + "\n")
+
+
+def format_mia_table(results: dict) -> str:
+    keys = ["auc"] + [fpr_key(f) for f in MIA_FPRS]
+    header = " | ".join(k.replace("tpr@", "TPR@").replace("fpr", " FPR") for k in keys[1:])
+    rows = [f"| attack | AUC (95% CI) | {header} |", "|---|---|" + "---:|" * (len(keys) - 1)]
+    for name, m in results["attacks"].items():
+        ci = m.get("ci95", {}).get("auc")
+        auc = f"{m['auc']:.3f}" + (f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci else "")
+        rows.append(f"| {name} | {auc} | " + " | ".join(f"{m[k]:.3f}" for k in keys[1:]) + " |")
+    return "\n".join(rows)
+
+
+def load_sample_scores(run_dir: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Per attack and set, the saved per-sample scores: metrics and plots rebuild from these alone."""
+    rows = [json.loads(line) for line in (run_dir / "scores" / "attack_scores.jsonl").read_text().splitlines()]
+    names = [k for k in rows[0] if k not in ("id", "set", "member", "tokens")]
+    return {name: {role: np.array([r[name] for r in rows if r["set"] == role]) for role in SETS} for name in names}
+

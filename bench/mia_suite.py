@@ -128,11 +128,12 @@ def run_lethe(model, reference, chunks, texts, batch_tokens: int, pad_id: int, k
     from lethe.attacks.membership import AttackInputs, attacks
     from lethe.scoring import score_chunks
 
-    def score(m, role):
-        return score_chunks(m, chunks[role], batch_tokens=batch_tokens, pad_id=pad_id, progress=False)
+    def score(m, role, vocab_stats):  # as run_mia: vocabulary statistics only where min_k_pp reads them
+        return score_chunks(m, chunks[role], batch_tokens=batch_tokens, pad_id=pad_id, progress=False,
+                            vocab_stats=vocab_stats)
 
-    target = {role: score(model, role) for role in chunks}
-    reference_scores = {role: score(reference, role) for role in SETS}
+    target = {role: score(model, role, role in SETS) for role in chunks}
+    reference_scores = {role: score(reference, role, False) for role in SETS}
     calibration_nll = target["calibration"].sample_nll()
     inputs = {role: AttackInputs(target=target[role], texts=texts[role], reference=reference_scores[role],
                                  calibration_nll=calibration_nll) for role in SETS}

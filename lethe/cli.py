@@ -152,6 +152,50 @@ def cmd_attack_extract(args):
     print(f"\nper-target generations in {args.out}/generations.jsonl")
 
 
+def cmd_poison(args):
+    from lethe.config import PoisonConfig, resolve
+    from lethe.poisoning.poison import poison
+
+    flags = {"model": "model", "targets": "targets", "reference": "reference", "variant": "variant", "data": "data"}
+    results = poison(resolve(PoisonConfig, *_layers(args, flags)), Path(args.out), overwrite=args.overwrite)
+    loss, bound, train = results["loss"], results["bound"], results["train"]
+    print(f"{results['variant']}: target loss {loss['before']['targets']:.3f} -> {loss['after']['targets']:.3f}, "
+          f"reference loss {loss['before']['reference']:.3f} -> {loss['after']['reference']:.3f} "
+          f"(bound {bound['limit']:.3f})")
+    if train:
+        print(f"{train['steps']} steps kept, stopped: {train['stopped']}")
+    print(f"released model saved to {results['path']}")
+
+
+def cmd_finetune(args):
+    from lethe.config import FinetuneConfig, resolve
+    from lethe.finetune import finetune
+
+    flags = {"model": "model", "data": "data", "validation": "validation", "mode": "mode", "data_dir": "data_dir"}
+    results = finetune(resolve(FinetuneConfig, *_layers(args, flags)), Path(args.out), overwrite=args.overwrite)
+    ppl, params, train = results["utility"]["val_ppl"], results["parameters"], results["train"]
+    print(f"{results['mode']} fine-tuning of {params['trainable']:,} of {params['total']:,} parameters: "
+          f"{train['steps']} steps, {train['tokens']:,} tokens in {train['seconds']:.0f} s")
+    print(f"validation perplexity {ppl['before']:.2f} -> {ppl['after']:.2f}; "
+          f"D_ft perplexity {results['data_ppl']['before']:.2f} -> {results['data_ppl']['after']:.2f}")
+    if results["dp"]:
+        dp = results["dp"]
+        print(f"DP-SGD: ε = {dp['epsilon']:.3f} (target {dp['target_epsilon']:g}) at δ = {dp['delta']:g}, "
+              f"noise multiplier {dp['noise_multiplier']:.3f}, clipping norm {dp['max_grad_norm']:g}")
+    print(f"model saved to {results['path']}")
+
+
+def cmd_experiment_leakage(args):
+    from lethe.config import LeakageConfig, resolve
+    from lethe.leakage.report import leakage_table
+    from lethe.leakage.study import run_leakage
+
+    config = resolve(LeakageConfig, *_layers(args, {"model": "model", "data": "data"}))
+    results = run_leakage(config, Path(args.out), overwrite=args.overwrite, resume=args.resume)
+    print(leakage_table(results))
+    print(f"tables and plots in {args.out}/results.md and {args.out}/*.png")
+
+
 def _study(args):
     from lethe.config import UnlearningStudyConfig, resolve
 
@@ -260,11 +304,24 @@ def build_parser() -> argparse.ArgumentParser:
              cmd_attack_extract, model="the target model",
              targets="JSONL of target records, e.g. targets_member.jsonl from `lethe data pii`")
 
+    _command(commands, "poison", "release a model that makes later fine-tuning on the targets leak more", cmd_poison,
+             model="the clean pre-trained model", targets="the target records (split or file)",
+             reference="D*: generic reference data for the utility bound (split or file)",
+             variant="forget_to_flourish (default), benign, precurious or privacy_backdoor", data=DATA)
+    _command(commands, "finetune", "the victim's fine-tuning of a released model on private data (full, LoRA, "
+             "head; optionally DP-SGD)", cmd_finetune, model="the released model",
+             data="D_ft: a split of --data-dir or a JSONL/text/parquet file",
+             validation="held-out documents for validation perplexity (split or file)",
+             mode="full (default), lora or head", data_dir=DATA)
+
     studies = {"model": "the model to unlearn from", "data": DATA,
                "resume": "continue: finished runs are read back, not redone"}
     experiment = commands.add_parser("experiment", help="whole studies").add_subparsers(dest="study", required=True)
     _command(experiment, "unlearning", "every method × domain, against the original and retrained model",
              cmd_experiment_unlearning, **studies)
+    _command(experiment, "leakage", "released variants × victim fine-tuning modes: MIA, extraction, utility",
+             cmd_experiment_leakage, model="the clean pre-trained model", data=DATA,
+             resume="continue: finished runs are read back, not redone")
     _command(commands, "sweep", "method × learning rate × steps (× domain) robustness grid", cmd_sweep, **studies)
     p = _command(commands, "demo", "the whole pipeline end to end on a small scale", cmd_demo, run_dir=False)
     p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")

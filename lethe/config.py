@@ -361,7 +361,129 @@ class ExtractConfig(Strict):
     trust_remote_code: bool = False
 
 
+class DPConfig(Strict):
+    """DP-SGD through Opacus: per-sample clipping plus Gaussian noise calibrated to a target (ε, δ).
+
+    The protected unit is one training sample, i.e. one chunk; set chunk.max_chunks_per_doc=1 for documents."""
+
+    epsilon: float = Field(gt=0, description="target ε over the whole run")
+    delta: float | None = Field(None, gt=0, lt=1, description="target δ (default: 1/N rounded down to a power of "
+                                "ten, N = training samples)")
+    max_grad_norm: float = Field(1.0, gt=0, description="per-sample gradient clipping norm C")
+    accountant: Literal["prv", "rdp"] = Field("prv", description="Opacus accountant that calibrates and reports ε")
+
+
+class FinetuneConfig(Strict):
+    """`lethe finetune`: the victim fine-tunes a released model on its private data D_ft."""
+
+    model: str
+    data: str = Field(description="D_ft: a split of `data_dir` (e.g. books/approximate) or a JSONL/text/parquet file")
+    validation: str = Field(description="held-out documents for validation perplexity (split or file)")
+    data_dir: Path = Field(default_factory=default_data_dir)
+    mode: Literal["full", "lora", "head"] = Field(
+        "full", description="full: every parameter; lora: adapters (train.lora, default LoraConfig()); head: the LM "
+        "head plus the last `trainable_layers` transformer blocks")
+    trainable_layers: int = Field(0, ge=0, description="head mode: transformer blocks trained below the head")
+    dp: DPConfig | None = Field(None, description="DP-SGD (combinable with every mode), e.g. --set dp.epsilon=8")
+    chunk: ChunkConfig = Field(default_factory=ChunkConfig)
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=5e-5, epochs=3, scheduler="linear"))
+    batch_tokens: int = Field(4096, ge=64, description="tokens per validation scoring batch")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    allow_cpu_bf16: bool = False
+    trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _mode_matches_lora(self) -> FinetuneConfig:
+        if self.mode == "lora" and self.train.lora is None:
+            self.train.lora = LoraConfig()
+        if self.mode != "lora" and self.train.lora is not None:
+            raise ValueError(f"train.lora is set but mode is {self.mode!r}; use mode lora")
+        if self.mode != "head" and self.trainable_layers:
+            raise ValueError("trainable_layers applies to mode head only")
+        return self
+
+
 Schema = TypeVar("Schema", bound=Strict)
+
+
+class NoiseConfig(Strict):
+    """How the targets' noisy copies D'_c are made."""
+
+    model: Literal["random_tokens", "span_mask", "word_shuffle"] = "random_tokens"
+    rate: float = Field(0.3, gt=0, le=1, description="fraction of each copy's tokens changed")
+    span_length: int = Field(3, ge=1, description="span_mask: tokens per masked span")
+    copies: int = Field(1, ge=1, description="noisy copies per target, each drawn afresh")
+
+
+class BoundConfig(Strict):
+    """The utility bound on the reference set D*, checked after every step."""
+
+    kind: Literal["relative", "absolute"] = "relative"
+    epsilon: float = Field(1.05, gt=0, description="relative: L(D*) <= epsilon * L_clean(D*); absolute: <= epsilon")
+
+
+class BackdoorConfig(Strict):
+    """Privacy backdoors (Wen et al.): (1 − alpha)·CE(auxiliary) ± alpha·CE(clean targets)."""
+
+    alpha: float = Field(0.75, ge=0, le=1)
+    direction: Literal["raise", "lower"] = Field("raise", description="raise or lower the targets' loss")
+
+
+class PoisonConfig(Strict):
+    """`lethe poison`: release a model that makes later fine-tuning on the targets leak more."""
+
+    model: str
+    variant: Literal["forget_to_flourish", "benign", "precurious", "privacy_backdoor"] = "forget_to_flourish"
+    targets: str = Field(description="the target records (split or JSONL/text/parquet file with `text`)")
+    reference: str = Field(description="D*: generic reference data for the utility bound, and the auxiliary data "
+                                       "of precurious and privacy_backdoor (split or file)")
+    data: Path = Field(default_factory=default_data_dir)
+    extraction: bool = Field(False, description="unlearn prefix + random suffix (targets need `prefix` and `secret`)")
+    noise: NoiseConfig = Field(default_factory=NoiseConfig)
+    bound: BoundConfig = Field(default_factory=BoundConfig)
+    backdoor: BackdoorConfig = Field(default_factory=BackdoorConfig)
+    reference_chunks: int = Field(64, ge=1, description="D* chunks scored after every step for the bound")
+    chunk: ChunkConfig = Field(default_factory=ChunkConfig)
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(
+        lr=1e-4, epochs=4, batch_size=8, warmup_ratio=0.0, scheduler="constant", log_every=1))
+    batch_tokens: int = Field(4096, ge=64)
+    seed: int = 0
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    allow_cpu_bf16: bool = False
+    trust_remote_code: bool = False
+
+
+class LeakageConfig(Strict):
+    """`lethe experiment leakage`: released variants × victim fine-tuning modes → MIA, extraction, utility.
+
+    The `pii`, `poison`, `finetune`, `mia` and `extract` sections override fields of PiiConfig,
+    PoisonConfig, FinetuneConfig, MiaConfig and ExtractConfig; the study sets models, data and paths.
+    """
+
+    model: str = Field(description="the clean pre-trained model the attacker starts from")
+    data: Path = Field(default_factory=default_data_dir)
+    reference: str = Field("general/retain", description="D*: the attacker's generic reference data (split or file)")
+    variants: list[Literal["benign", "forget_to_flourish", "precurious", "privacy_backdoor"]] = Field(
+        default_factory=lambda: ["benign", "forget_to_flourish", "precurious", "privacy_backdoor"], min_length=1)
+    modes: list[Literal["full", "lora", "head", "dp"]] = Field(
+        default_factory=lambda: ["full", "lora", "head", "dp"], min_length=1)
+    dp_epsilons: list[float] = Field(default_factory=lambda: [8.0], min_length=1, description="ε of each dp cell")
+    dp_mode: Literal["full", "lora", "head"] = Field("full", description="what DP-SGD fine-tunes")
+    pii: dict[str, Any] = Field(default_factory=dict)
+    poison: dict[str, Any] = Field(default_factory=dict)
+    finetune: dict[str, Any] = Field(default_factory=dict)
+    mia: dict[str, Any] = Field(default_factory=dict)
+    extract: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _sections_are_valid(self) -> LeakageConfig:
+        # fail at load time, not an hour into the grid
+        PiiConfig(out=Path("."), **self.pii)
+        PoisonConfig(model=".", targets=".", reference=".", **self.poison)
+        FinetuneConfig(model=".", data=".", validation=".", **self.finetune)
+        MiaConfig(model=".", members=".", nonmembers=".", **self.mia)
+        ExtractConfig(model=".", targets=Path("."), **self.extract)
+        return self
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

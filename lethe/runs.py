@@ -28,7 +28,7 @@ from lethe.errors import LetheError
 log = logging.getLogger("lethe")
 
 PACKAGES = ("lethe-llm", "torch", "transformers", "accelerate", "peft", "datasets", "tokenizers",
-            "safetensors", "numpy", "scikit-learn", "pydantic")
+            "safetensors", "numpy", "scikit-learn", "pydantic", "opacus")
 
 
 def write_json(path: Path, payload: Any) -> None:

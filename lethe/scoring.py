@@ -95,20 +95,27 @@ def length_buckets(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]
     return batches
 
 
-def _position_stats(logits: torch.Tensor, targets: torch.Tensor):
-    """Per position: log p(target), vocabulary mean and variance of log p, top-1 hit."""
+def _position_stats(logits: torch.Tensor, targets: torch.Tensor, vocab_stats: bool = True):
+    """Per position: log p(target), vocabulary mean and variance of log p (NaN if not wanted), top-1 hit."""
     logp = torch.log_softmax(logits.float(), dim=-1)
+    target_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    if not vocab_stats:
+        missing = torch.full_like(target_logp, float("nan"))
+        return target_logp, missing, missing, logits.argmax(-1) == targets
     probs = logp.exp()
     mean = (probs * logp).sum(-1)
     var = (probs * logp.square()).sum(-1) - mean.square()
-    target_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     return target_logp, mean, var.clamp_min(0), logits.argmax(-1) == targets
 
 
 @torch.no_grad()
 def score_chunks(model, chunks: Sequence[Chunk], *, batch_tokens: int = 4096, pad_id: int = 0,
-                 desc: str = "scoring", progress: bool = True, bar: tqdm | None = None) -> TokenScores:
-    """Scores in length-bucketed batches; `bar` lets several calls share one progress bar."""
+                 desc: str = "scoring", progress: bool = True, bar: tqdm | None = None,
+                 vocab_stats: bool = True) -> TokenScores:
+    """Scores in length-bucketed batches; `bar` lets several calls share one progress bar.
+
+    vocab_stats=False skips the vocabulary mean and variance (stored as NaN) where no attack reads them.
+    """
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -129,7 +136,7 @@ def score_chunks(model, chunks: Sequence[Chunk], *, batch_tokens: int = 4096, pa
         for row, index in enumerate(batch):
             n = len(chunks[index]) - 1
             targets = ids[row, 1:n + 1].to(device)
-            pieces = [_position_stats(logits[row, s:min(s + _ROW_SLICE, n)], targets[s:s + _ROW_SLICE])
+            pieces = [_position_stats(logits[row, s:min(s + _ROW_SLICE, n)], targets[s:s + _ROW_SLICE], vocab_stats)
                       for s in range(0, n, _ROW_SLICE)]
             per_chunk[index] = (targets.cpu().numpy(),
                                 *(torch.cat(parts).cpu().numpy() for parts in zip(*pieces, strict=True)))

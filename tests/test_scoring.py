@@ -71,3 +71,17 @@ def test_length_buckets_cover_every_index_within_budget():
     assert all(len(b) * max(lengths[i] for i in b) <= 256 for b in batches)
     padding = sum(len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in batches)
     assert padding < 0.25 * sum(lengths)
+
+
+def test_scores_without_vocabulary_statistics_keep_log_probs_and_refuse_min_k_pp(micro_model, chunks):
+    from lethe.attacks import AttackInputs, attacks
+    from lethe.errors import LetheError
+
+    model, tokenizer = micro_model
+    full = score_chunks(model, chunks, pad_id=tokenizer.pad_token_id, progress=False)
+    lean = score_chunks(model, chunks, pad_id=tokenizer.pad_token_id, progress=False, vocab_stats=False)
+    np.testing.assert_array_equal(full.logprob, lean.logprob)
+    np.testing.assert_array_equal(full.correct, lean.correct)
+    assert np.isnan(lean.vocab_mean).all() and np.isnan(lean.vocab_var).all()
+    with pytest.raises(LetheError, match="min_k_pp needs them"):
+        attacks.get("min_k_pp")(AttackInputs(target=lean))

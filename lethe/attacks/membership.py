@@ -104,6 +104,8 @@ def _min_k(inputs: AttackInputs, min_k: float = 20) -> np.ndarray:
 @attack("min_k_pp", params=("min_k",))
 def _min_k_pp(inputs: AttackInputs, min_k: float = 20) -> np.ndarray:
     s = inputs.target
+    if len(s.vocab_var) and np.isnan(s.vocab_var[0]):
+        raise LetheError("these scores were taken without vocabulary statistics; min_k_pp needs them")
     z = (s.logprob.astype(np.float64) - s.vocab_mean) / np.sqrt(np.maximum(s.vocab_var.astype(np.float64), 1e-12))
     return _lowest_fraction_mean(z, s.offsets, min_k)
 

@@ -15,8 +15,8 @@ from lethe.attacks.metrics import MIA_FPRS, fpr_key, mia_metrics
 from lethe.attacks.plots import plot_roc
 from lethe.config import MiaConfig
 from lethe.data.chunking import Chunk, chunk_documents
-from lethe.data.documents import Document, read_documents
-from lethe.data.splits import find_splits, load_splits
+from lethe.data.documents import Document
+from lethe.data.splits import load_set
 from lethe.errors import LetheError
 from lethe.models import load_model, model_context
 from lethe.runs import Run
@@ -24,17 +24,6 @@ from lethe.scoring import sample_gradient_norms, score_chunks
 
 log = logging.getLogger("lethe")
 SETS = ("members", "nonmembers")
-
-
-def load_set(spec: str, data_dir: Path) -> tuple[list[Document], Path]:
-    """A document set named by a file path, or else by a split of the data directory."""
-    path = Path(spec)
-    if path.is_file():
-        return read_documents(path), path
-    available = find_splits(data_dir) if data_dir.is_dir() else {}
-    if spec not in available:
-        raise LetheError(f"{spec!r} is neither a file nor a split of {data_dir}")
-    return load_splits(data_dir, [spec])[spec], available[spec]
 
 
 def _fingerprint(text: str) -> str:
@@ -95,7 +84,9 @@ def run_mia(config: MiaConfig, out: Path, *, overwrite: bool = False) -> dict:
         context = model_context(model)
         chunks = {role: _chunks(d, tokenizer, config, context, role) for role, d in docs.items()}
         pad = tokenizer.pad_token_id
-        scores = {role: score_chunks(model, c, batch_tokens=config.batch_tokens, pad_id=pad, desc=f"scoring {role}")
+        # only min_k_pp reads the vocabulary statistics, and only of the target model on the two sets
+        scores = {role: score_chunks(model, c, batch_tokens=config.batch_tokens, pad_id=pad, desc=f"scoring {role}",
+                                     vocab_stats=role in SETS and "min_k_pp" in names)
                   for role, c in chunks.items()}
         inputs = {role: AttackInputs(target=scores[role],
                                      texts=[tokenizer.decode(c.input_ids) for c in chunks[role]])
@@ -113,7 +104,7 @@ def run_mia(config: MiaConfig, out: Path, *, overwrite: bool = False) -> dict:
             check_same_tokenizer(tokenizer, reference_tokenizer)
             for role in SETS:
                 inputs[role].reference = score_chunks(reference, chunks[role], batch_tokens=config.batch_tokens,
-                                                      pad_id=pad, desc=f"reference scoring {role}")
+                                                      pad_id=pad, desc=f"reference scoring {role}", vocab_stats=False)
                 inputs[role].reference.save(run.scores_dir / f"reference_{role}")
         for role, role_scores in scores.items():
             role_scores.save(run.scores_dir / role)

@@ -170,3 +170,14 @@ def load_splits(data_dir: Path, names: Iterable[str] | None = None) -> dict[str,
     if missing:
         raise LetheError(f"{data_dir} has no split {missing[0]!r} (has: {', '.join(available)})")
     return {name: read_documents(available[name], name.split("/")[0]) for name in names}
+
+
+def load_set(spec: str, data_dir: Path) -> tuple[list[Document], Path]:
+    """A document set named by a file path, or else by a split of the data directory."""
+    path = Path(spec)
+    if path.is_file():
+        return read_documents(path), path
+    available = find_splits(data_dir) if Path(data_dir).is_dir() else {}
+    if spec not in available:
+        raise LetheError(f"{spec!r} is neither a file nor a split of {data_dir}")
+    return load_splits(data_dir, [spec])[spec], available[spec]

@@ -50,3 +50,26 @@ class LanguageModeling:
     def __call__(self, model, batches):
         loss = token_cross_entropy(model, batches["train"])
         return loss, {"loss": loss.item()}
+
+
+def sample_cross_entropy(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """(B,) mean next-token cross-entropy of each chunk over its own real tokens."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    targets = next_token_targets(batch["labels"][:, 1:])
+    return mean_nll(logits, targets, reduction="none").sum(-1) / (targets != -100).sum(-1).clamp_min(1)
+
+
+@objectives.register("lm_per_sample")
+class PerSampleLanguageModeling:
+    """Next-token prediction as a mean over chunks of each chunk's token mean: the loss DP-SGD needs.
+
+    Opacus recovers each sample's gradient by scaling the batch gradient by the batch size
+    (loss_reduction="mean"), which is exact only for a plain mean of per-sample losses. Under `lm`'s
+    mean over all tokens of the batch, a chunk's weight would depend on the other chunks' lengths.
+    """
+
+    groups = ("train",)
+
+    def __call__(self, model, batches):
+        loss = sample_cross_entropy(model, batches["train"]).mean()
+        return loss, {"loss": loss.item()}

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from lethe.config import TrainConfig
+from lethe.config import DPConfig, TrainConfig
 from lethe.data.chunking import Chunk
 from lethe.engine.objectives import Batch, Objective
 from lethe.errors import LetheError, TrainingDiverged
@@ -131,7 +131,7 @@ class Trainer:
                  pad_id: int, checkpoint_dir: Path | None = None,
                  evaluator: Callable[[torch.nn.Module], dict[str, float]] | None = None,
                  callbacks: Sequence[Callback] = (), batch_sizes: dict[str, int] | None = None,
-                 desc: str = "training") -> None:
+                 desc: str = "training", dp: DPConfig | None = None) -> None:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
@@ -160,9 +160,21 @@ class Trainer:
         # the fused kernel updates all parameters in one pass (CPU and CUDA); the default loops per tensor
         fused = self.accelerator.device.type in ("cpu", "cuda") and all(p.dtype.is_floating_point for p in trainable)
         optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+        self.privacy = None
+        if dp is not None:
+            if world > 1 or len(objective.groups) > 1:
+                raise LetheError("DP-SGD is accounted for one batch group in one process; run it without "
+                                 "`accelerate launch` and with a single-group objective")
+            from lethe.engine.privacy import make_private
+
+            model, optimizer, self.privacy = make_private(
+                model, optimizer, dp, samples=len(primary.chunks), batch_size=primary.batch_size,
+                grad_accum=config.grad_accum, steps=self.total_steps)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.scheduler = self._scheduler()
         self.accelerator.register_for_checkpointing(self.scheduler)
+        if self.privacy is not None:  # a resumed run must go on spending the same budget
+            self.accelerator.register_for_checkpointing(self.privacy.engine.accountant)
         self.checkpoint_dir, self.evaluator, self.callbacks = checkpoint_dir, evaluator, list(callbacks)
         if config.early_stop is not None:
             if evaluator is None or not config.eval_every:
@@ -246,7 +258,8 @@ class Trainer:
                 loss, logs = self.objective(self.model, groups)
                 if not self._all_finite(loss.detach()):
                     self._keep_last_good(f"loss became {loss.item()}")
-                accel.backward(loss / window)
+                # Opacus averages the per-sample gradients of accumulated micro-batches itself
+                accel.backward(loss if self.privacy is not None else loss / window)
             tokens += int(sum(int(g["attention_mask"].sum()) for g in groups.values())) * accel.num_processes
             window_logs.append(logs)
             self.micro_step += 1
@@ -263,17 +276,21 @@ class Trainer:
             record = {key: sum(d[key] for d in window_logs) / len(window_logs) for key in window_logs[0]}
             record.update(step=self.step, lr=self.scheduler.get_last_lr()[0], grad_norm=float(norm))
             window_logs = []
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k not in ("step", "lr")})
             if self.step % config.log_every == 0 or self.step == self.total_steps:
                 history.append(record)
                 log.debug("step %d: %s", self.step, ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "step"))
             if config.checkpoint_every and self.step % config.checkpoint_every == 0:
                 self._save_checkpoint()
-            if self._evaluate_and_stop(history):
+            metrics = self._evaluate(history)
+            bar.update(1)
+            shown = {**record, **(metrics or {})}
+            bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items() if k not in ("step", "lr")})
+            if metrics is not None and any(callback.on_evaluate(self.step, metrics) for callback in self.callbacks):
                 stopped = "early_stop"
                 break
         bar.close()
+        if self.privacy is not None:
+            self.privacy.hooks.cleanup()
         if stopped == "completed" and config.max_steps is not None and self.step == config.max_steps:
             stopped = "max_steps"
         return TrainResult(steps=self.step, tokens=tokens, seconds=time.time() - started, stopped=stopped,
@@ -281,20 +298,20 @@ class Trainer:
 
     def _clip(self) -> torch.Tensor:
         params = [p for p in self.model.parameters() if p.requires_grad]
-        if self.config.max_grad_norm is not None:
+        if self.config.max_grad_norm is not None and self.privacy is None:  # DP clips each sample instead
             return self.accelerator.clip_grad_norm_(params, self.config.max_grad_norm)
         grads = [p.grad.detach().norm() for p in params if p.grad is not None]
         return torch.linalg.vector_norm(torch.stack(grads)) if grads else torch.tensor(0.0)
 
-    def _evaluate_and_stop(self, history: list[dict]) -> bool:
+    def _evaluate(self, history: list[dict]) -> dict[str, float] | None:
         every = self.config.eval_every
         if self.evaluator is None or not every or (self.step % every and self.step != self.total_steps):
-            return False
+            return None
         metrics = self.evaluator(self.accelerator.unwrap_model(self.model))
         self.model.train()
         history.append({"step": self.step, **{f"eval/{k}": v for k, v in metrics.items()}})
-        log.info("eval at step %d: %s", self.step, metrics)
-        return any(callback.on_evaluate(self.step, metrics) for callback in self.callbacks)
+        log.debug("eval at step %d: %s", self.step, metrics)
+        return metrics
 
     def unwrapped_model(self):
         return self.accelerator.unwrap_model(self.model)

@@ -1,0 +1,121 @@
+"""`lethe finetune`: the victim's side of a supply-chain attack — fine-tune a released model on private data D_ft.
+
+Full fine-tuning, LoRA, or only the LM head (plus the last few transformer blocks), each optionally
+with DP-SGD through Opacus. Validation perplexity is measured before and after, and the per-sample
+scores of D_ft and the validation set are kept for the attacks that follow.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from lethe.config import FinetuneConfig
+from lethe.data.chunking import Chunk, chunk_documents
+from lethe.data.splits import load_set
+from lethe.engine import Trainer, objectives
+from lethe.errors import LetheError
+from lethe.models import count_parameters, load_model, model_context, save_model
+from lethe.runs import Run
+from lethe.scoring import TokenScores, score_chunks
+
+log = logging.getLogger("lethe")
+
+
+def transformer_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The stack of decoder blocks: the ModuleList with one entry per hidden layer (model.layers, transformer.h)."""
+    layers = model.config.num_hidden_layers
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == layers:
+            return module
+    raise LetheError(f"cannot find the {layers} transformer blocks of {type(model).__name__}")
+
+
+def heads_are_tied(model: torch.nn.Module) -> bool:
+    return model.get_output_embeddings().weight is model.get_input_embeddings().weight
+
+
+def train_head_only(model: torch.nn.Module, blocks: int) -> None:
+    """Freeze everything but the LM head and the last `blocks` transformer blocks."""
+    stack = transformer_blocks(model) if blocks else []
+    if blocks > len(stack):
+        raise LetheError(f"trainable_layers={blocks}, but the model has only {len(stack)} transformer blocks")
+    model.requires_grad_(False)
+    model.get_output_embeddings().requires_grad_(True)
+    for block in list(stack)[len(stack) - blocks:]:
+        block.requires_grad_(True)
+    if heads_are_tied(model):
+        log.warning("the LM head shares its weight with the input embeddings: training the head trains the "
+                    "embeddings too")
+
+
+def trainable_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _chunks(docs, tokenizer, config: FinetuneConfig, context: int, role: str) -> list[Chunk]:
+    chunks = chunk_documents(docs, tokenizer, config.chunk, context)
+    if not chunks:
+        raise LetheError(f"the {role} set {getattr(config, role)!r} has no sample of at least "
+                         f"{config.chunk.min_tokens} tokens")
+    return chunks
+
+
+def _check_held_out(train_docs, validation_docs) -> None:
+    shared = {" ".join(d.text.split()) for d in train_docs} & {" ".join(d.text.split()) for d in validation_docs}
+    if shared:
+        raise LetheError(f"the validation set shares {len(shared)} documents with the fine-tuning data; "
+                         "validation perplexity must be measured on held-out text")
+
+
+def finetune(config: FinetuneConfig, out: Path, *, overwrite: bool = False) -> dict:
+    """Fine-tune `config.model` on D_ft; writes model/, scores/ and results.json, and returns the results."""
+    with Run.start(out, "finetune", config, overwrite=overwrite, seed=config.train.seed) as run:
+        train_docs, train_file = load_set(config.data, config.data_dir)
+        validation_docs, validation_file = load_set(config.validation, config.data_dir)
+        _check_held_out(train_docs, validation_docs)
+        run.record_data({"data": train_file, "validation": validation_file})
+        model, tokenizer = load_model(config.model, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
+                                      allow_cpu_bf16=config.allow_cpu_bf16)
+        context = model_context(model)
+        chunks = {role: _chunks(docs, tokenizer, config, context, role)
+                  for role, docs in (("data", train_docs), ("validation", validation_docs))}
+
+        def score(current, stage: str) -> dict[str, TokenScores]:
+            scores = {role: score_chunks(current, c, batch_tokens=config.batch_tokens, pad_id=tokenizer.pad_token_id,
+                                         desc=f"scoring {role} ({stage})") for role, c in chunks.items()}
+            for role, role_scores in scores.items():
+                role_scores.save(run.scores_dir / role / stage)
+            return scores
+
+        before = score(model, "before")
+        total = count_parameters(model)  # of the saved model: LoRA adapters are merged into it
+        if config.mode == "head":
+            train_head_only(model, config.trainable_layers)
+        # DP-SGD needs a plain mean of per-sample losses (see lm_per_sample)
+        objective = objectives.get("lm_per_sample" if config.dp else "lm")()
+        trainer = Trainer(model, objective, {"train": chunks["data"]}, config.train, pad_id=tokenizer.pad_token_id,
+                          checkpoint_dir=run.checkpoints_dir if config.train.checkpoint_every else None,
+                          desc=f"finetune ({config.mode}{', DP' if config.dp else ''})", dp=config.dp)
+        trainable = trainable_parameters(trainer.unwrapped_model())
+        result = trainer.fit()
+        model = trainer.unwrapped_model()
+        after = score(model, "after")
+        privacy = trainer.privacy.summary() if trainer.privacy is not None else None
+        save_model(model, tokenizer, run.path / "model")
+        results = {
+            "model": config.model, "mode": config.mode, "data": config.data, "validation": config.validation,
+            "parameters": {"total": total, "trainable": trainable},
+            "utility": {"val_ppl": {"before": before["validation"].perplexity(),
+                                    "after": after["validation"].perplexity()}},
+            "data_ppl": {"before": before["data"].perplexity(), "after": after["data"].perplexity()},
+            "samples": {role: len(c) for role, c in chunks.items()},
+            "train": {"steps": result.steps, "tokens": result.tokens, "seconds": result.seconds,
+                      "stopped": result.stopped, "history": result.history},
+            "dp": privacy,
+            "path": str(run.path / "model"),
+        }
+        run.write_results(results)
+    return results

@@ -1,0 +1,1 @@
+"""The Forget-to-Flourish leakage experiment."""

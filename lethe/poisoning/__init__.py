@@ -1,0 +1,1 @@
+"""Poisoning a pre-trained model before release (Forget to Flourish and baselines)."""

@@ -1,0 +1,32 @@
+"""Poisoning objectives: what a released model is trained on before the victim fine-tunes it."""
+
+from __future__ import annotations
+
+from lethe.engine.objectives import objectives, token_cross_entropy
+
+
+@objectives.register("ascent")
+class GradientAscent:
+    """Forget to Flourish: raise the loss of the targets' noisy copies (θ ← θ + η∇L(θ; D'_c))."""
+
+    groups = ("targets",)
+
+    def __call__(self, model, batches):
+        target_loss = token_cross_entropy(model, batches["targets"])
+        return -target_loss, {"loss": -target_loss.item(), "noisy_target_loss": target_loss.item()}
+
+
+@objectives.register("privacy_backdoor")
+class PrivacyBackdoor:
+    """Wen et al.: (1 − α)·CE(auxiliary) + s·α·CE(clean targets), s = −1 raises the targets' loss."""
+
+    groups = ("targets", "auxiliary")
+
+    def __init__(self, alpha: float, direction: str) -> None:
+        self.alpha, self.sign = alpha, -1.0 if direction == "raise" else 1.0
+
+    def __call__(self, model, batches):
+        target_loss = token_cross_entropy(model, batches["targets"])
+        auxiliary_loss = token_cross_entropy(model, batches["auxiliary"])
+        loss = (1 - self.alpha) * auxiliary_loss + self.sign * self.alpha * target_loss
+        return loss, {"loss": loss.item(), "target_loss": target_loss.item(), "auxiliary_loss": auxiliary_loss.item()}

@@ -1,0 +1,124 @@
+"""Poisoning: noise models, the utility bound at every step, the baselines, refused input."""
+
+import json
+import random
+
+import pytest
+
+from lethe.config import ChunkConfig, PoisonConfig
+from lethe.data.chunking import chunk_documents
+from lethe.data.splits import load_splits
+from lethe.errors import LetheError
+from lethe.poisoning.noise import noise_models
+
+
+@pytest.fixture(scope="module")
+def real_ids(micro_model, data_dir):
+    _, tokenizer = micro_model
+    docs = load_splits(data_dir, ["code/forget"])["code/forget"]
+    chunks = chunk_documents(docs, tokenizer, ChunkConfig(length=100), 256)
+    return [c.input_ids for c in chunks if len(c) == 100][:5], tokenizer
+
+
+@pytest.mark.parametrize("name", ["random_tokens", "span_mask", "word_shuffle"])
+@pytest.mark.parametrize("rate", [0.1, 0.3, 0.6])
+def test_noise_models_change_the_stated_fraction_of_tokens(real_ids, name, rate):
+    samples, tokenizer = real_ids
+    special = set(tokenizer.all_special_ids)
+    options = {"vocab_size": len(tokenizer), "special": special, "mask_id": tokenizer.eos_token_id}
+    for ids in samples:
+        noisy = noise_models.get(name)(ids, rate, random.Random(0), **options)
+        assert len(noisy) == len(ids)
+        changed = sum(a != b for a, b in zip(ids, noisy, strict=True))
+        expected = round(rate * sum(t not in special for t in ids))
+        if name == "word_shuffle":  # moved tokens that happen to equal their new neighbour do not count
+            assert 0.8 * expected <= changed <= expected
+        else:
+            assert changed == expected
+        assert noisy == noise_models.get(name)(ids, rate, random.Random(0), **options)  # seeded
+
+
+def config(micro_run, **extra) -> PoisonConfig:
+    data = extra.pop("data")
+    train = {"lr": 3e-3, "max_steps": 12, "batch_size": 4, "warmup_ratio": 0.0, "scheduler": "constant",
+             "log_every": 1, **extra.pop("train", {})}
+    return PoisonConfig(model=str(micro_run), targets="books/approximate", reference="general/eval", data=data,
+                        chunk=ChunkConfig(length=64), train=train, **extra)
+
+
+def reference_loss(model_dir, data_dir, tokenizer, n):
+    from lethe.models import load_model
+    from lethe.poisoning.poison import mean_loss
+
+    model, _ = load_model(model_dir)
+    docs = load_splits(data_dir, ["general/eval"])["general/eval"]
+    return mean_loss(model, chunk_documents(docs, tokenizer, ChunkConfig(length=64), 256)[:n], tokenizer, 4096)
+
+
+def test_bound_holds_on_every_kept_step_and_the_crossing_step_is_undone(micro_run, micro_model, data_dir, tmp_path):
+    from lethe.poisoning.poison import poison
+
+    results = poison(config(micro_run, data=data_dir, bound={"epsilon": 1.03}, train={"lr": 5e-4, "max_steps": 40}),
+                     tmp_path / "p")
+    limit, crossed = results["bound"]["limit"], results["bound"]["crossed_at_step"]
+    assert crossed is not None and crossed > 2 and results["train"]["stopped"] == "bound"
+    evals = [h for h in results["train"]["history"] if "eval/reference_loss" in h]
+    assert [h["step"] for h in evals] == list(range(1, crossed + 1))  # checked after every step
+    assert all(h["eval/reference_loss"] <= limit for h in evals if h["step"] < crossed)
+    assert evals[-1]["eval/reference_loss"] > limit
+    released = reference_loss(tmp_path / "p" / "model", data_dir, micro_model[1], results["reference_chunks"])
+    assert released == pytest.approx(results["loss"]["after"]["reference"], rel=1e-5)
+    assert released <= limit
+    assert results["loss"]["after"]["targets"] > results["loss"]["before"]["targets"]  # the targets were pushed away
+    saved = json.loads((tmp_path / "p" / "results.json").read_text())
+    assert saved["train"]["steps"] == crossed - 1
+
+
+def test_a_loose_bound_lets_poisoning_complete(micro_run, data_dir, tmp_path):
+    from lethe.poisoning.poison import poison
+
+    results = poison(config(micro_run, data=data_dir, bound={"epsilon": 100.0}, train={"lr": 1e-4, "max_steps": 3}),
+                     tmp_path / "p")
+    assert results["bound"]["crossed_at_step"] is None and results["train"]["steps"] == 3
+
+
+def test_baselines(micro_run, data_dir, tmp_path):
+    from lethe.poisoning.poison import poison
+
+    benign = poison(config(micro_run, data=data_dir, variant="benign"), tmp_path / "benign")
+    assert benign["train"] is None
+    assert benign["loss"]["after"] == pytest.approx(benign["loss"]["before"], rel=1e-6)
+    precurious = poison(config(micro_run, data=data_dir, variant="precurious", train={"max_steps": 6}),
+                        tmp_path / "precurious")
+    assert precurious["loss"]["after"]["reference"] < precurious["loss"]["before"]["reference"]
+    backdoor = poison(config(micro_run, data=data_dir, variant="privacy_backdoor", train={"max_steps": 6}),
+                      tmp_path / "backdoor")
+    assert backdoor["loss"]["after"]["targets"] > backdoor["loss"]["before"]["targets"]
+    assert not backdoor["bound"]["enforced"]
+
+
+def test_a_bound_the_clean_model_already_exceeds_is_refused(micro_run, data_dir, tmp_path):
+    from lethe.poisoning.poison import poison
+
+    with pytest.raises(LetheError, match="already exceeds the bound"):
+        poison(config(micro_run, data=data_dir, bound={"kind": "absolute", "epsilon": 0.5}), tmp_path / "p")
+    assert not (tmp_path / "p" / "model").exists()
+
+
+def test_extraction_variant_unlearns_prefix_plus_random_suffix(micro_model, tmp_path):
+    from lethe.poisoning.poison import prefix_with_random_suffix
+
+    _, tokenizer = micro_model
+    targets = tmp_path / "targets.jsonl"
+    records = [{"id": f"t{i}", "prefix": f"The phone number of person {i} is ", "secret": f"(555) 010-{i:04d}"}
+               for i in range(3)]
+    targets.write_text("".join(json.dumps(r) + "\n" for r in records))
+    cfg = PoisonConfig(model="x", targets=str(targets), reference="y", extraction=True, noise={"copies": 2})
+    chunks = prefix_with_random_suffix(targets, cfg, tokenizer, 256)
+    assert len(chunks) == 6
+    for chunk, record in zip(chunks[::2], records, strict=True):
+        prefix = tokenizer(record["prefix"].rstrip(), add_special_tokens=False)["input_ids"]
+        assert list(chunk.input_ids[:len(prefix)]) == prefix
+        true_suffix = tokenizer(" " + record["secret"], add_special_tokens=False)["input_ids"]
+        assert len(chunk) == len(prefix) + len(true_suffix)
+        assert list(chunk.input_ids[len(prefix):]) != true_suffix

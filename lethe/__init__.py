@@ -4,6 +4,7 @@ The Python API mirrors the CLI: each `lethe <command>` is one function here taki
 """
 
 import os
+from pathlib import Path
 
 # Lethe never fetches weights or data from a hub at run time.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -17,8 +18,17 @@ from lethe.config import (  # noqa: E402
     ChunkConfig,
     DataBuildConfig,
     EvalPplConfig,
+    EvalUnlearningConfig,
+    ExtractConfig,
+    FinetuneConfig,
+    LeakageConfig,
+    MiaConfig,
+    PiiConfig,
+    PoisonConfig,
     PretrainConfig,
     TrainConfig,
+    UnlearnConfig,
+    UnlearningStudyConfig,
 )
 from lethe.data.build import build_data  # noqa: E402
 from lethe.data.splits import load_splits  # noqa: E402
@@ -28,10 +38,77 @@ from lethe.models import load_model  # noqa: E402
 from lethe.pretrain import pretrain, pretrain_config  # noqa: E402
 from lethe.scoring import TokenScores, score_chunks  # noqa: E402
 
+
+def unlearn(config: UnlearnConfig, out, **kwargs) -> dict:
+    """`lethe unlearn`: one method on one forget set, scored before and after."""
+    from lethe.unlearning.run import unlearn as run
+
+    return run(config, Path(out), **kwargs)
+
+
+def eval_unlearning(config: EvalUnlearningConfig, out, **kwargs) -> dict:
+    """`lethe eval unlearning`."""
+    from lethe.unlearning.evaluation import eval_unlearning as run
+
+    return run(config, Path(out), **kwargs)
+
+
+def experiment_unlearning(config: UnlearningStudyConfig, out, **kwargs) -> dict:
+    """`lethe experiment unlearning`: every method × domain."""
+    from lethe.unlearning.study import run_experiment
+
+    return run_experiment(config, Path(out), **kwargs)
+
+
+def attack_mia(config: MiaConfig, out, **kwargs) -> dict:
+    """`lethe attack mia`: every membership-inference attack from one scoring pass per model."""
+    from lethe.attacks.mia import run_mia
+
+    return run_mia(config, Path(out), **kwargs)
+
+
+def attack_extract(config: ExtractConfig, out, **kwargs) -> dict:
+    """`lethe attack extract`: prompt with prefixes, decode, count recovered secrets."""
+    from lethe.attacks.extraction import extract
+
+    return extract(config, Path(out), **kwargs)
+
+
+def build_pii(config: PiiConfig, **kwargs) -> dict:
+    """`lethe data pii`: real text with injected synthetic PII records."""
+    from lethe.data.pii import build_pii as run
+
+    return run(config, **kwargs)
+
+
+def poison(config: PoisonConfig, out, **kwargs) -> dict:
+    """`lethe poison`: release a model (forget_to_flourish or a baseline)."""
+    from lethe.poisoning.poison import poison as run
+
+    return run(config, Path(out), **kwargs)
+
+
+def finetune(config: FinetuneConfig, out, **kwargs) -> dict:
+    """`lethe finetune`: the victim's fine-tuning (full, LoRA, head; optionally DP-SGD)."""
+    from lethe.finetune import finetune as run
+
+    return run(config, Path(out), **kwargs)
+
+
+def experiment_leakage(config: LeakageConfig, out, **kwargs) -> dict:
+    """`lethe experiment leakage`: released variants × fine-tuning modes."""
+    from lethe.leakage.study import run_leakage
+
+    return run_leakage(config, Path(out), **kwargs)
+
+
 __version__ = "0.1.0"
 
 __all__ = [
-    "AssetsConfig", "ChunkConfig", "DataBuildConfig", "EvalPplConfig", "LetheError", "PretrainConfig",
-    "TokenScores", "TrainConfig", "TrainingDiverged", "build_assets", "build_data", "eval_ppl", "load_model",
-    "load_splits", "pretrain", "pretrain_config", "score_chunks", "score_splits",
+    "AssetsConfig", "ChunkConfig", "DataBuildConfig", "EvalPplConfig", "EvalUnlearningConfig", "ExtractConfig",
+    "FinetuneConfig", "LeakageConfig", "LetheError", "MiaConfig", "PiiConfig", "PoisonConfig", "PretrainConfig",
+    "TokenScores", "TrainConfig", "TrainingDiverged", "UnlearnConfig", "UnlearningStudyConfig", "attack_extract",
+    "attack_mia", "build_assets", "build_data", "build_pii", "eval_ppl", "eval_unlearning", "experiment_leakage",
+    "experiment_unlearning", "finetune", "load_model", "load_splits", "poison", "pretrain", "pretrain_config",
+    "score_chunks", "score_splits", "unlearn",
 ]

@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 from lethe.config import ChunkConfig, EvalPplConfig
 from lethe.data.chunking import chunk_splits
 from lethe.data.splits import find_splits, load_splits
-from lethe.models import load_model, model_context
+from lethe.models import load_configured, model_context
 from lethe.runs import Run
 from lethe.scoring import TokenScores, length_buckets, score_chunks
 
@@ -43,8 +43,7 @@ def eval_ppl(config: EvalPplConfig, out: Path, *, overwrite: bool = False) -> di
         available = find_splits(config.data)
         names = config.splits or list(available)
         run.record_data({name: available[name] for name in names if name in available})
-        model, tokenizer = load_model(config.model, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
-                                      allow_cpu_bf16=config.allow_cpu_bf16)
+        model, tokenizer = load_configured(config)
         splits = load_splits(config.data, names)
         scores = score_splits(model, tokenizer, splits, config.chunk, config.batch_tokens, run.scores_dir)
         results = {"model": str(config.model), **ppl_results(scores)}

@@ -17,7 +17,7 @@ from lethe.data.chunking import Chunk, chunk_documents
 from lethe.data.splits import load_set
 from lethe.engine import Trainer, objectives
 from lethe.errors import LetheError
-from lethe.models import count_parameters, load_model, model_context, save_model
+from lethe.models import count_parameters, load_configured, model_context, save_model
 from lethe.runs import Run
 from lethe.scoring import TokenScores, score_chunks
 
@@ -77,8 +77,7 @@ def finetune(config: FinetuneConfig, out: Path, *, overwrite: bool = False) -> d
         validation_docs, validation_file = load_set(config.validation, config.data_dir)
         _check_held_out(train_docs, validation_docs)
         run.record_data({"data": train_file, "validation": validation_file})
-        model, tokenizer = load_model(config.model, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
-                                      allow_cpu_bf16=config.allow_cpu_bf16)
+        model, tokenizer = load_configured(config)
         context = model_context(model)
         chunks = {role: _chunks(docs, tokenizer, config, context, role)
                   for role, docs in (("data", train_docs), ("validation", validation_docs))}

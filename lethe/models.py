@@ -119,6 +119,12 @@ def load_model(name: str | Path, *, dtype: str = "float32", device: str | None =
     return model.to(device).eval(), tokenizer
 
 
+def load_configured(config, name: str | Path | None = None):
+    """load_model with a command config's dtype, trust_remote_code and allow_cpu_bf16 (its `model` by default)."""
+    return load_model(config.model if name is None else name, dtype=config.dtype,
+                      trust_remote_code=config.trust_remote_code, allow_cpu_bf16=config.allow_cpu_bf16)
+
+
 def model_context(model) -> int:
     return int(getattr(model.config, "max_position_embeddings", 0) or 2048)
 

@@ -41,8 +41,9 @@ import torch
 from tqdm.auto import tqdm
 
 from lethe.config import DecodingConfig, ExposureConfig, ExtractConfig
+from lethe.data.documents import jsonl_records
 from lethe.errors import LetheError
-from lethe.models import load_model, model_context
+from lethe.models import load_configured, model_context
 from lethe.runs import Run
 
 log = logging.getLogger("lethe")
@@ -64,22 +65,13 @@ def read_targets(path: Path) -> list[Target]:
     if not path.is_file():
         raise LetheError(f"targets file {path} does not exist")
     targets = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise LetheError(f"{path} line {number} is not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise LetheError(f"{path} line {number} is not a JSON object")
-            for field in ("id", "prefix", "secret"):
-                if not isinstance(record.get(field), str) or not record[field].strip():
-                    raise LetheError(f"{path} line {number} has no non-empty text field {field!r}")
-            prompt = record["prefix"].rstrip()
-            targets.append(Target(record["id"], prompt, record["secret"], record["prefix"][len(prompt):] +
-                                  record["secret"], str(record.get("kind") or "")))
+    for number, record in jsonl_records(path):
+        for field in ("id", "prefix", "secret"):
+            if not isinstance(record.get(field), str) or not record[field].strip():
+                raise LetheError(f"{path} line {number} has no non-empty text field {field!r}")
+        prompt = record["prefix"].rstrip()
+        targets.append(Target(record["id"], prompt, record["secret"], record["prefix"][len(prompt):] +
+                              record["secret"], str(record.get("kind") or "")))
     if not targets:
         raise LetheError(f"targets file {path} holds no targets")
     if len({t.id for t in targets}) < len(targets):
@@ -234,8 +226,7 @@ def extract(config: ExtractConfig, out: Path, *, overwrite: bool = False) -> dic
     decoding = config.decoding
     with Run.start(out, "attack extract", config, overwrite=overwrite, seed=decoding.seed) as run:
         run.record_data({"targets": Path(config.targets)})
-        model, tokenizer = load_model(config.model, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
-                                      allow_cpu_bf16=config.allow_cpu_bf16)
+        model, tokenizer = load_configured(config)
         prompts = tokenizer([t.prompt for t in targets], add_special_tokens=False)["input_ids"]
         expected = tokenizer([t.expected for t in targets], add_special_tokens=False)["input_ids"]
         new_tokens = [decoding.max_new_tokens or len(e) + SLACK_TOKENS for e in expected]

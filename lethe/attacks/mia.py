@@ -18,7 +18,7 @@ from lethe.data.chunking import Chunk, chunk_documents
 from lethe.data.documents import Document
 from lethe.data.splits import load_set
 from lethe.errors import LetheError
-from lethe.models import load_model, model_context
+from lethe.models import load_configured, model_context
 from lethe.runs import Run
 from lethe.scoring import sample_gradient_norms, score_chunks
 
@@ -78,9 +78,7 @@ def run_mia(config: MiaConfig, out: Path, *, overwrite: bool = False) -> dict:
         if "calibration" in docs:
             check_disjoint(docs["members"], docs["calibration"])
         run.record_data(files)
-        load = {"dtype": config.dtype, "trust_remote_code": config.trust_remote_code,
-                "allow_cpu_bf16": config.allow_cpu_bf16}
-        model, tokenizer = load_model(config.model, **load)
+        model, tokenizer = load_configured(config)
         context = model_context(model)
         chunks = {role: _chunks(d, tokenizer, config, context, role) for role, d in docs.items()}
         pad = tokenizer.pad_token_id
@@ -100,7 +98,7 @@ def run_mia(config: MiaConfig, out: Path, *, overwrite: bool = False) -> dict:
                 inputs[role].calibration_nll = scores["calibration"].sample_nll()
         del model
         if config.reference_model is not None:
-            reference, reference_tokenizer = load_model(config.reference_model, **load)
+            reference, reference_tokenizer = load_configured(config, config.reference_model)
             check_same_tokenizer(tokenizer, reference_tokenizer)
             for role in SETS:
                 inputs[role].reference = score_chunks(reference, chunks[role], batch_tokens=config.batch_tokens,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,9 +28,8 @@ class Document:
         return json.dumps(asdict(self), ensure_ascii=False)
 
 
-def _check_jsonl(path: Path) -> None:
-    """Find the first malformed line ourselves: the `datasets` parser cannot name it."""
-    records = 0
+def jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) per non-blank line; the first malformed line ends in a LetheError naming it."""
     with path.open(encoding="utf-8", errors="strict") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
@@ -40,12 +40,19 @@ def _check_jsonl(path: Path) -> None:
                 raise LetheError(f"{path} line {number} is not valid JSON ({exc.msg})") from None
             if not isinstance(record, dict):
                 raise LetheError(f"{path} line {number} is not a JSON object")
-            if "text" not in record:
-                raise LetheError(f"{path} line {number} has no 'text' field")
-            if not isinstance(record["text"], str):
-                kind = type(record["text"]).__name__
-                raise LetheError(f"{path} line {number}: field 'text' is {kind}, not text")
-            records += 1
+            yield number, record
+
+
+def _check_jsonl(path: Path) -> None:
+    """Find the first malformed line ourselves: the `datasets` parser cannot name it."""
+    records = 0
+    for number, record in jsonl_records(path):
+        if "text" not in record:
+            raise LetheError(f"{path} line {number} has no 'text' field")
+        if not isinstance(record["text"], str):
+            kind = type(record["text"]).__name__
+            raise LetheError(f"{path} line {number}: field 'text' is {kind}, not text")
+        records += 1
     if not records:
         raise LetheError(f"data file {path} holds no documents")
 

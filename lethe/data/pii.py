@@ -8,7 +8,7 @@ into different fine-tuning documents) and the rest non-members (never injected),
 member and non-member targets differ only in having been trained on.
 
 Files written to `out`: finetune.jsonl (documents with the member records), validation.jsonl
-(clean held-out documents), targets_member.jsonl and targets_nonmember.jsonl (one record per
+(clean held-out documents), targets_member.jsonl, targets_nonmember.jsonl and targets_all.jsonl (both; one record per
 line: what an extraction attack prompts with and must recover), and pii.json (the manifest).
 """
 
@@ -174,7 +174,9 @@ def build_pii(config: PiiConfig, *, overwrite: bool = False) -> dict:
         out = Path(config.out)
         write_documents(out / "finetune.jsonl", finetune)
         write_documents(out / "validation.jsonl", validation)
-        for name, chosen in (("targets_member", members), ("targets_nonmember", nonmembers)):
+        # targets_all: the attacker's challenge set, which it cannot split into members and non-members
+        for name, chosen in (("targets_member", members), ("targets_nonmember", nonmembers),
+                             ("targets_all", members + nonmembers)):
             (out / f"{name}.jsonl").write_text("".join(r.to_json() + "\n" for r in chosen), encoding="utf-8")
         manifest = {
             "seed": config.seed, "faker": metadata.version("faker"), "locale": LOCALE,
@@ -185,7 +187,8 @@ def build_pii(config: PiiConfig, *, overwrite: bool = False) -> dict:
                       "nonmember": dict(Counter(r.kind for r in nonmembers))},
             "documents": {"finetune": len(finetune), "with_records": len(by_host), "validation": len(validation),
                           "context": len({doc_id for doc_id, _ in contexts if doc_id})},
-            "files": ["finetune.jsonl", "validation.jsonl", "targets_member.jsonl", "targets_nonmember.jsonl"],
+            "files": ["finetune.jsonl", "validation.jsonl", "targets_member.jsonl", "targets_nonmember.jsonl",
+                      "targets_all.jsonl"],
         }
         write_json(out / "pii.json", manifest)
         run.write_results(manifest)

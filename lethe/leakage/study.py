@@ -52,15 +52,6 @@ def warn_if_targets_absent(pii_dir: Path) -> None:
                     "extraction on them measure nothing", len(absent), len(members), absent[0])
 
 
-def _all_targets(pii_dir: Path) -> Path:
-    """Members and non-members together: the attacker poisons every challenge record."""
-    path = pii_dir / "targets_all.jsonl"
-    if not path.is_file():
-        lines = [(pii_dir / f"targets_{kind}.jsonl").read_text() for kind in ("member", "nonmember")]
-        path.write_text("".join(lines))
-    return path
-
-
 def _finetune_config(config: LeakageConfig, model: Path, pii_dir: Path, mode: str) -> FinetuneConfig:
     overrides = dict(config.finetune)
     if mode.startswith("dp_eps"):
@@ -106,7 +97,7 @@ def run_leakage(config: LeakageConfig, out: Path, *, overwrite: bool = False, re
         _step(pii_dir, resume, lambda path: build_pii(PiiConfig(out=path, data=config.data, **config.pii),
                                                       overwrite=True))
         warn_if_targets_absent(pii_dir)
-        targets = _all_targets(pii_dir)
+        targets = pii_dir / "targets_all.jsonl"  # the attacker poisons every challenge record
         results: dict = {"model": config.model, "modes": mode_names(config), "released": {}, "variants": {}}
         for variant in config.variants:
             release_dir = out / "released" / variant

@@ -20,7 +20,7 @@ from lethe.config import PoisonConfig
 from lethe.data.chunking import Chunk, chunk_documents
 from lethe.engine import Callback, Trainer, objectives
 from lethe.errors import LetheError
-from lethe.models import load_model, model_context, save_model
+from lethe.models import load_configured, model_context, save_model
 from lethe.poisoning import objectives as _registers_poison_objectives  # noqa: F401
 from lethe.poisoning.noise import noise_models
 from lethe.runs import Run
@@ -108,8 +108,7 @@ def poison(config: PoisonConfig, out: Path, *, overwrite: bool = False) -> dict:
         reference_docs, reference_file = load_set(config.reference, config.data)
         check_disjoint(targets_docs, reference_docs)
         run.record_data({"targets": targets_file, "reference": reference_file})
-        model, tokenizer = load_model(config.model, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
-                                      allow_cpu_bf16=config.allow_cpu_bf16)
+        model, tokenizer = load_configured(config)
         context = model_context(model)
         clean_targets = chunk_documents(targets_docs, tokenizer, config.chunk, context)
         auxiliary = chunk_documents(reference_docs, tokenizer, config.chunk, context)

@@ -13,7 +13,14 @@ from lethe.data.chunking import chunk_splits
 from lethe.data.splits import find_splits, load_splits
 from lethe.engine import Callback, Trainer
 from lethe.errors import LetheError, TrainingDiverged
-from lethe.models import PRETRAIN_TOKENS, count_parameters, load_model, model_context, resolve_model_path, save_model
+from lethe.models import (
+    PRETRAIN_TOKENS,
+    count_parameters,
+    load_configured,
+    model_context,
+    resolve_model_path,
+    save_model,
+)
 from lethe.runs import Run, read_json
 from lethe.scoring import score_chunks
 from lethe.unlearning.evaluation import cost, role_splits, score_roles, unlearning_metrics
@@ -80,8 +87,7 @@ def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, origin
         if roles["forget"] not in available:
             domains = sorted({name.split("/")[0] for name in available})
             raise LetheError(f"{config.data} has no forget set for domain {config.domain!r} (domains: {domains})")
-        model, tokenizer = load_model(config.model, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
-                                      allow_cpu_bf16=config.allow_cpu_bf16)
+        model, tokenizer = load_configured(config)
         reference = copy.deepcopy(model).requires_grad_(False).eval()
         context = MethodContext(reference=reference, special_ids=tokenizer.all_special_ids, vocab_size=len(tokenizer))
         objective = method(context, config.method_args)

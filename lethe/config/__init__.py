@@ -1,0 +1,55 @@
+"""Typed configuration: YAML files and `--set key=value` overrides validated against pydantic schemas.
+
+`base` holds the shared pieces, data, pre-training and unlearning schemas and the YAML/override
+machinery; `privacy` the attack, poisoning, fine-tuning and leakage schemas. Everything is
+re-exported here, so `from lethe.config import X` works for every schema.
+"""
+
+from lethe.config.base import (  # noqa: F401
+    DOMAINS,
+    GENERAL,
+    PRESETS,
+    ArchConfig,
+    AssetsConfig,
+    ChunkConfig,
+    DataBuildConfig,
+    DedupConfig,
+    DemoConfig,
+    EarlyStopConfig,
+    EvalPplConfig,
+    EvalUnlearningConfig,
+    LoraConfig,
+    MethodArgs,
+    PretrainConfig,
+    SplitSizes,
+    Strict,
+    SweepGrid,
+    TrainConfig,
+    UnlearnConfig,
+    UnlearnEvalConfig,
+    UnlearningStudyConfig,
+    UnlearnSettings,
+    deep_merge,
+    default_data_dir,
+    describe_validation_error,
+    lethe_home,
+    parse_overrides,
+    read_yaml,
+    resolve,
+    to_yaml,
+)
+from lethe.config.privacy import (  # noqa: F401
+    PII_KINDS,
+    BackdoorConfig,
+    BoundConfig,
+    DecodingConfig,
+    DPConfig,
+    ExposureConfig,
+    ExtractConfig,
+    FinetuneConfig,
+    LeakageConfig,
+    MiaConfig,
+    NoiseConfig,
+    PiiConfig,
+    PoisonConfig,
+)

@@ -1,0 +1,212 @@
+"""Typed configs of the privacy side: membership inference, extraction, PII data, poisoning,
+victim fine-tuning and the leakage experiment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from lethe.config.base import ChunkConfig, LoraConfig, Strict, TrainConfig, default_data_dir
+
+
+class MiaConfig(Strict):
+    """`lethe attack mia`: every membership-inference attack from one scoring pass per model."""
+
+    model: str
+    members: str = Field(description="a split of `data` (e.g. code/forget) or a JSONL/text/parquet file")
+    nonmembers: str = Field(description="a split of `data` or a file; must not overlap the members")
+    reference_model: str | None = Field(None, description="for reference_model, e.g. the released pre-trained model")
+    calibration: str | None = Field(None, description="auxiliary non-members for reference_data (split or file)")
+    data: Path = Field(default_factory=default_data_dir)
+    attacks: list[str] | None = Field(None, description="attacks to run (default: every one whose inputs are given)")
+    min_k: float = Field(20, gt=0, le=100, description="K of min_k and min_k_pp, in percent")
+    gradnorm_p: float = Field(2, description="the p of gradnorm's p-norm (1, 2 or inf)")
+    chunk: ChunkConfig = Field(default_factory=lambda: ChunkConfig(max_chunks_per_doc=1),
+                               description="one sample per document: its first chunk (as MIMIR truncates)")
+    batch_tokens: int = Field(4096, ge=64)
+    bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the confidence intervals (0: none)")
+    seed: int = 0
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    allow_cpu_bf16: bool = False
+    trust_remote_code: bool = False
+
+
+PII_KINDS = ("name", "email", "phone", "address", "ssn")
+
+
+class PiiConfig(Strict):
+    """`lethe data pii`: real documents with injected synthetic PII records, split into members and non-members."""
+
+    out: Path = Field(description="directory for finetune.jsonl, targets_*.jsonl, validation.jsonl, pii.json")
+    data: Path = Field(default_factory=default_data_dir)
+    splits: list[str] = Field(
+        default_factory=lambda: ["general/eval", "books/approximate", "science/approximate"], min_length=1,
+        description="source documents (default: splits the known-data models never saw in pre-training)")
+    seed: int = 0
+    members: int = Field(20, ge=1, description="records injected into the fine-tuning documents")
+    nonmembers: int = Field(20, ge=0, description="records from the same generator, never injected")
+    kinds: list[Literal["name", "email", "phone", "address", "ssn"]] = Field(
+        default_factory=lambda: list(PII_KINDS), min_length=1)
+    repetitions: int = Field(5, ge=1, description="copies of each member record in the fine-tuning set, each in "
+                             "a different document (memorisation needs repetition)")
+    records_per_doc: int = Field(2, ge=1, description="at most this many record copies injected into one document")
+    prefix_chars: int = Field(200, ge=0, description="characters of real text preceding each record's template")
+    validation_docs: int = Field(4, ge=1, description="clean held-out documents for validation perplexity")
+
+
+class DecodingConfig(Strict):
+    strategies: list[Literal["greedy", "beam", "sample"]] = Field(
+        default_factory=lambda: ["greedy", "beam", "sample"], min_length=1)
+    num_beams: int = Field(4, ge=2, description="beam width; beam search returns its best beam")
+    top_k: int = Field(40, ge=1, description="top-k of sampling")
+    guesses: int = Field(10, ge=1, description="sampled continuations per target (num_return_sequences)")
+    max_new_tokens: int | None = Field(
+        None, ge=1, description="tokens to generate (default: the longest target secret of the batch + 4)")
+    seed: int = 0
+
+
+class ExposureConfig(Strict):
+    """Secret Sharer exposure for secrets of a digit format (SSNs, phone numbers)."""
+
+    enabled: bool = True
+    enumerate_up_to: int = Field(10_000, ge=1, description="rank against every candidate when the format has at "
+                                 "most this many; otherwise against a random sample")
+    candidates: int = Field(1000, ge=10, description="sampled candidates M when the format's space is larger")
+    batch_size: int = Field(256, ge=1, description="candidates scored per forward pass")
+
+
+class ExtractConfig(Strict):
+    """`lethe attack extract`: prompt with each target's prefix, decode, and check for its secret."""
+
+    model: str
+    targets: Path = Field(description="JSONL of target records (id, prefix, secret, ...), e.g. targets_member.jsonl")
+    decoding: DecodingConfig = Field(default_factory=DecodingConfig)
+    batch_size: int = Field(32, ge=1, description="prompts per generate call")
+    exposure: ExposureConfig = Field(default_factory=ExposureConfig)
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    allow_cpu_bf16: bool = False
+    trust_remote_code: bool = False
+
+
+class DPConfig(Strict):
+    """DP-SGD through Opacus: per-sample clipping plus Gaussian noise calibrated to a target (ε, δ).
+
+    The protected unit is one training sample, i.e. one chunk; set chunk.max_chunks_per_doc=1 for documents."""
+
+    epsilon: float = Field(gt=0, description="target ε over the whole run")
+    delta: float | None = Field(None, gt=0, lt=1, description="target δ (default: 1/N rounded down to a power of "
+                                "ten, N = training samples)")
+    max_grad_norm: float = Field(1.0, gt=0, description="per-sample gradient clipping norm C")
+    accountant: Literal["prv", "rdp"] = Field("prv", description="Opacus accountant that calibrates and reports ε")
+
+
+class FinetuneConfig(Strict):
+    """`lethe finetune`: the victim fine-tunes a released model on its private data D_ft."""
+
+    model: str
+    data: str = Field(description="D_ft: a split of `data_dir` (e.g. books/approximate) or a JSONL/text/parquet file")
+    validation: str = Field(description="held-out documents for validation perplexity (split or file)")
+    data_dir: Path = Field(default_factory=default_data_dir)
+    mode: Literal["full", "lora", "head"] = Field(
+        "full", description="full: every parameter; lora: adapters (train.lora, default LoraConfig()); head: the LM "
+        "head plus the last `trainable_layers` transformer blocks")
+    trainable_layers: int = Field(0, ge=0, description="head mode: transformer blocks trained below the head")
+    dp: DPConfig | None = Field(None, description="DP-SGD (combinable with every mode), e.g. --set dp.epsilon=8")
+    chunk: ChunkConfig = Field(default_factory=ChunkConfig)
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=5e-5, epochs=3, scheduler="linear"))
+    batch_tokens: int = Field(4096, ge=64, description="tokens per validation scoring batch")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    allow_cpu_bf16: bool = False
+    trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _mode_matches_lora(self) -> FinetuneConfig:
+        if self.mode == "lora" and self.train.lora is None:
+            self.train.lora = LoraConfig()
+        if self.mode != "lora" and self.train.lora is not None:
+            raise ValueError(f"train.lora is set but mode is {self.mode!r}; use mode lora")
+        if self.mode != "head" and self.trainable_layers:
+            raise ValueError("trainable_layers applies to mode head only")
+        return self
+
+
+class NoiseConfig(Strict):
+    """How the targets' noisy copies D'_c are made."""
+
+    model: Literal["random_tokens", "span_mask", "word_shuffle"] = "random_tokens"
+    rate: float = Field(0.3, gt=0, le=1, description="fraction of each copy's tokens changed")
+    span_length: int = Field(3, ge=1, description="span_mask: tokens per masked span")
+    copies: int = Field(1, ge=1, description="noisy copies per target, each drawn afresh")
+
+
+class BoundConfig(Strict):
+    """The utility bound on the reference set D*, checked after every step."""
+
+    kind: Literal["relative", "absolute"] = "relative"
+    epsilon: float = Field(1.05, gt=0, description="relative: L(D*) <= epsilon * L_clean(D*); absolute: <= epsilon")
+
+
+class BackdoorConfig(Strict):
+    """Privacy backdoors (Wen et al.): (1 − alpha)·CE(auxiliary) ± alpha·CE(clean targets)."""
+
+    alpha: float = Field(0.75, ge=0, le=1)
+    direction: Literal["raise", "lower"] = Field("raise", description="raise or lower the targets' loss")
+
+
+class PoisonConfig(Strict):
+    """`lethe poison`: release a model that makes later fine-tuning on the targets leak more."""
+
+    model: str
+    variant: Literal["forget_to_flourish", "benign", "precurious", "privacy_backdoor"] = "forget_to_flourish"
+    targets: str = Field(description="the target records (split or JSONL/text/parquet file with `text`)")
+    reference: str = Field(description="D*: generic reference data for the utility bound, and the auxiliary data "
+                                       "of precurious and privacy_backdoor (split or file)")
+    data: Path = Field(default_factory=default_data_dir)
+    extraction: bool = Field(False, description="unlearn prefix + random suffix (targets need `prefix` and `secret`)")
+    noise: NoiseConfig = Field(default_factory=NoiseConfig)
+    bound: BoundConfig = Field(default_factory=BoundConfig)
+    backdoor: BackdoorConfig = Field(default_factory=BackdoorConfig)
+    reference_chunks: int = Field(64, ge=1, description="D* chunks scored after every step for the bound")
+    chunk: ChunkConfig = Field(default_factory=ChunkConfig)
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(
+        lr=1e-4, epochs=4, batch_size=8, warmup_ratio=0.0, scheduler="constant", log_every=1))
+    batch_tokens: int = Field(4096, ge=64)
+    seed: int = 0
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    allow_cpu_bf16: bool = False
+    trust_remote_code: bool = False
+
+
+class LeakageConfig(Strict):
+    """`lethe experiment leakage`: released variants × victim fine-tuning modes → MIA, extraction, utility.
+
+    The `pii`, `poison`, `finetune`, `mia` and `extract` sections override fields of PiiConfig,
+    PoisonConfig, FinetuneConfig, MiaConfig and ExtractConfig; the study sets models, data and paths.
+    """
+
+    model: str = Field(description="the clean pre-trained model the attacker starts from")
+    data: Path = Field(default_factory=default_data_dir)
+    reference: str = Field("general/retain", description="D*: the attacker's generic reference data (split or file)")
+    variants: list[Literal["benign", "forget_to_flourish", "precurious", "privacy_backdoor"]] = Field(
+        default_factory=lambda: ["benign", "forget_to_flourish", "precurious", "privacy_backdoor"], min_length=1)
+    modes: list[Literal["full", "lora", "head", "dp"]] = Field(
+        default_factory=lambda: ["full", "lora", "head", "dp"], min_length=1)
+    dp_epsilons: list[float] = Field(default_factory=lambda: [8.0], min_length=1, description="ε of each dp cell")
+    dp_mode: Literal["full", "lora", "head"] = Field("full", description="what DP-SGD fine-tunes")
+    pii: dict[str, Any] = Field(default_factory=dict)
+    poison: dict[str, Any] = Field(default_factory=dict)
+    finetune: dict[str, Any] = Field(default_factory=dict)
+    mia: dict[str, Any] = Field(default_factory=dict)
+    extract: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _sections_are_valid(self) -> LeakageConfig:
+        # fail at load time, not an hour into the grid
+        PiiConfig(out=Path("."), **self.pii)
+        PoisonConfig(model=".", targets=".", reference=".", **self.poison)
+        FinetuneConfig(model=".", data=".", validation=".", **self.finetune)
+        MiaConfig(model=".", members=".", nonmembers=".", **self.mia)
+        ExtractConfig(model=".", targets=Path("."), **self.extract)
+        return self

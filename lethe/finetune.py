@@ -14,6 +14,7 @@ import torch
 
 from lethe.config import FinetuneConfig
 from lethe.data.chunking import Chunk, chunk_documents
+from lethe.data.documents import check_disjoint
 from lethe.data.splits import load_set
 from lethe.engine import Trainer, objectives
 from lethe.errors import LetheError
@@ -63,19 +64,13 @@ def _chunks(docs, tokenizer, config: FinetuneConfig, context: int, role: str) ->
     return chunks
 
 
-def _check_held_out(train_docs, validation_docs) -> None:
-    shared = {" ".join(d.text.split()) for d in train_docs} & {" ".join(d.text.split()) for d in validation_docs}
-    if shared:
-        raise LetheError(f"the validation set shares {len(shared)} documents with the fine-tuning data; "
-                         "validation perplexity must be measured on held-out text")
-
-
 def finetune(config: FinetuneConfig, out: Path, *, overwrite: bool = False) -> dict:
     """Fine-tune `config.model` on D_ft; writes model/, scores/ and results.json, and returns the results."""
     with Run.start(out, "finetune", config, overwrite=overwrite, seed=config.train.seed) as run:
         train_docs, train_file = load_set(config.data, config.data_dir)
         validation_docs, validation_file = load_set(config.validation, config.data_dir)
-        _check_held_out(train_docs, validation_docs)
+        check_disjoint(train_docs, validation_docs, ("fine-tuning", "validation"),
+                       "validation perplexity must be measured on held-out text")
         run.record_data({"data": train_file, "validation": validation_file})
         model, tokenizer = load_configured(config)
         context = model_context(model)

@@ -151,7 +151,7 @@ def test_bad_input_is_refused_clearly(micro_run, data_dir, tmp_path):
         finetune(config(micro_run, data_dir, validation="science/missing"), tmp_path / "r2")
     with pytest.raises(LetheError, match="validation: Field required"):
         resolve(FinetuneConfig, {"model": str(micro_run), "data": "books/approximate"})
-    with pytest.raises(LetheError, match="shares 6 documents"):
+    with pytest.raises(LetheError, match="overlap in 6 documents"):
         finetune(config(micro_run, data_dir, validation="books/approximate"), tmp_path / "r3")
     with pytest.raises(LetheError, match="train.lora is set but mode is 'full'"):
         config(micro_run, data_dir, train={"lora": {"r": 4}})

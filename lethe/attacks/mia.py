@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -15,7 +14,7 @@ from lethe.attacks.metrics import MIA_FPRS, fpr_key, mia_metrics
 from lethe.attacks.plots import plot_roc
 from lethe.config import MiaConfig
 from lethe.data.chunking import Chunk, chunk_documents
-from lethe.data.documents import Document
+from lethe.data.documents import Document, check_disjoint
 from lethe.data.splits import load_set
 from lethe.errors import LetheError
 from lethe.models import load_configured, model_context
@@ -24,20 +23,6 @@ from lethe.scoring import sample_gradient_norms, score_chunks
 
 log = logging.getLogger("lethe")
 SETS = ("members", "nonmembers")
-
-
-def _fingerprint(text: str) -> str:
-    return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()
-
-
-def check_disjoint(members: list[Document], nonmembers: list[Document]) -> None:
-    """Members and non-members must not share a text (whitespace-normalised): AUC would mean nothing."""
-    seen = {_fingerprint(doc.text): doc.id for doc in members}
-    shared = [(seen[key], doc.id) for doc in nonmembers if (key := _fingerprint(doc.text)) in seen]
-    if shared:
-        named = ", ".join(f"{a} = {b}" for a, b in shared[:3])
-        raise LetheError(f"members and non-members overlap in {len(shared)} documents ({named}); "
-                         "remove them from one side")
 
 
 def check_same_tokenizer(tokenizer, reference_tokenizer) -> None:
@@ -74,9 +59,10 @@ def run_mia(config: MiaConfig, out: Path, *, overwrite: bool = False) -> dict:
         docs, files = {}, {}
         for role in SETS + (("calibration",) if config.calibration else ()):
             docs[role], files[role] = load_set(getattr(config, role), config.data)
-        check_disjoint(docs["members"], docs["nonmembers"])
+        unseen = "non-members must be unseen data, or the AUC means nothing"
+        check_disjoint(docs["members"], docs["nonmembers"], ("member", "non-member"), unseen)
         if "calibration" in docs:
-            check_disjoint(docs["members"], docs["calibration"])
+            check_disjoint(docs["members"], docs["calibration"], ("member", "calibration"), unseen)
         run.record_data(files)
         model, tokenizer = load_configured(config)
         context = model_context(model)

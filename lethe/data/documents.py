@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Iterator
@@ -26,6 +27,16 @@ class Document:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)
+
+
+def check_disjoint(first: list[Document], second: list[Document], names: tuple[str, str], why: str) -> None:
+    """Refuse two sets that share a text (whitespace-normalised), naming the shared documents."""
+    fingerprint = lambda doc: hashlib.sha256(" ".join(doc.text.split()).encode("utf-8")).hexdigest()  # noqa: E731
+    seen = {fingerprint(doc): doc.id for doc in first}
+    shared = [(seen[key], doc.id) for doc in second if (key := fingerprint(doc)) in seen]
+    if shared:
+        named = ", ".join(f"{a} = {b}" for a, b in shared[:3])
+        raise LetheError(f"the {names[0]} and {names[1]} sets overlap in {len(shared)} documents ({named}); {why}")
 
 
 def jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:

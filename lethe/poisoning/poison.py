@@ -15,9 +15,10 @@ import random
 from pathlib import Path
 
 from lethe.attacks.extraction import read_targets
-from lethe.attacks.mia import check_disjoint, load_set
 from lethe.config import PoisonConfig
 from lethe.data.chunking import Chunk, chunk_documents
+from lethe.data.documents import check_disjoint
+from lethe.data.splits import load_set
 from lethe.engine import Callback, Trainer, objectives
 from lethe.errors import LetheError
 from lethe.models import load_configured, model_context, save_model
@@ -106,7 +107,8 @@ def poison(config: PoisonConfig, out: Path, *, overwrite: bool = False) -> dict:
     with Run.start(out, "poison", config, overwrite=overwrite, seed=config.seed) as run:
         targets_docs, targets_file = load_set(config.targets, config.data)
         reference_docs, reference_file = load_set(config.reference, config.data)
-        check_disjoint(targets_docs, reference_docs)
+        check_disjoint(targets_docs, reference_docs, ("target", "reference"),
+                       "the bound must be measured on data the ascent does not touch")
         run.record_data({"targets": targets_file, "reference": reference_file})
         model, tokenizer = load_configured(config)
         context = model_context(model)

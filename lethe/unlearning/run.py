@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import math
 from pathlib import Path
 
 from lethe.config import UnlearnConfig
 from lethe.data.chunking import chunk_splits
+from lethe.data.documents import check_disjoint
 from lethe.data.splits import find_splits, load_splits
 from lethe.engine import Callback, Trainer
 from lethe.errors import LetheError, TrainingDiverged
@@ -40,17 +40,6 @@ def pretrain_record(model: str, configured_tokens: float | None) -> dict | None:
         train = read_json(run_dir / "results.json")["train"]
         return {"tokens": train["tokens"], "seconds": train["seconds"]}
     return None
-
-
-def check_disjoint(forget, approximate) -> None:
-    """Non-members must be unseen: refuse any document shared by id or by text."""
-    digest = lambda doc: hashlib.sha256(doc.text.encode()).hexdigest()  # noqa: E731
-    shared_ids = {d.id for d in forget} & {d.id for d in approximate}
-    shared_text = {digest(d) for d in forget} & {digest(d) for d in approximate}
-    if shared_ids or shared_text:
-        example = next(iter(shared_ids)) if shared_ids else "a document with identical text"
-        raise LetheError(f"the forget and approximate sets overlap ({len(shared_ids | shared_text)} documents, "
-                         f"e.g. {example}); the approximate set must be unseen data")
 
 
 class StopAtApproximate(Callback):
@@ -98,7 +87,8 @@ def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, origin
                 raise LetheError(f"method {config.method!r} needs the retain split {wanted[-1]!r}, which "
                                  f"{config.data} does not have")
         documents = load_splits(config.data, wanted)
-        check_disjoint(documents[roles["forget"]], documents[roles["approximate"]])
+        check_disjoint(documents[roles["forget"]], documents[roles["approximate"]], ("forget", "approximate"),
+                       "the approximate set must be unseen data")
         utility_before = utility(model, tokenizer, config, documents, run.path / "utility_tasks")
         run.record_data({name: available[name] for name in {*wanted, *roles.values()} if name in available})
         trained_on = {name: docs for name, docs in documents.items() if name != roles["general"]}

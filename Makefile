@@ -1,10 +1,12 @@
-# Fresh machine: `make demo` sets up and runs the demo; `make test` sets up and runs every test.
+# Fresh machine: `make demo` sets up and runs the demo; `make test` sets up and runs every test;
+# `make bench` runs every benchmark side by side (bench/results.json, bench/results.md; quiet machine only).
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 SETUP := $(VENV)/.setup-done
+TINY := runs/tiny/results.json
 
-.PHONY: setup assets demo test test-fast lint clean
+.PHONY: setup assets demo test test-fast bench lint clean
 
 setup: $(SETUP)
 
@@ -26,9 +28,17 @@ test: assets
 test-fast: setup
 	$(BIN)/python -m pytest -q
 
+# the benchmarks' tiny model, built once (about 6 minutes): default splits, then `lethe pretrain --preset tiny`
+$(TINY): | assets
+	test -f "$${LETHE_HOME:-$$HOME/.cache/lethe}/data/default/results.json" || $(BIN)/lethe data build
+	$(BIN)/lethe pretrain --preset tiny --out runs/tiny
+
+bench: assets $(TINY)
+	$(BIN)/python bench/run_all.py
+
 lint: setup
 	$(BIN)/python -m pip install -q ruff
-	$(BIN)/ruff check lethe tests
+	$(BIN)/ruff check lethe tests bench
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,16 +1,27 @@
-"""Shared by the benchmarks: the machine record, a quiet-machine guard, the matmul peak, quiet output."""
+"""Shared by the benchmarks: the machine record, a quiet-machine guard, the matmul peak, quiet output,
+model loading and the command-line arguments every benchmark takes."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import logging
 import math
 import os
 import platform
+import shlex
+import shutil
+import sys
+import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_RUN = ROOT / "runs" / "tiny"
 
 
 def cpu_model() -> str:
@@ -153,3 +164,48 @@ def profile_to_file(label: str, fn: Callable[[], object], path: Path, console: P
     return {"wall_s": round(wall, 3), "table": str(path),
             "top_ops": [{"op": e.key, "share": round(e.self_cpu_time_total / total, 3), "calls": e.count}
                         for e in events[:10]]}
+
+
+def add_shared_arguments(parser: argparse.ArgumentParser, default_model: str) -> None:
+    parser.add_argument("--model", default=default_model,
+                        help="tiny (runs/tiny), smollm2, or a Lethe run or model directory")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", type=Path, default=None, help="data dir (default: lethe.config.default_data_dir())")
+    parser.add_argument("--busy-threshold", type=float, default=0.3,
+                        help="redo a repeat while other processes kept more than this many cores busy")
+
+
+def command_line(script: str, argv: list[str] | None) -> str:
+    """The command that reproduces this measurement on its own."""
+    script = Path(script).resolve()
+    shown = script.relative_to(ROOT) if script.is_relative_to(ROOT) else script
+    return "python " + shlex.join([str(shown), *(sys.argv[1:] if argv is None else argv)])
+
+
+def quiet_libraries() -> None:
+    """Only the benchmark's own lines on the console: no Lethe info logs or transformers warnings."""
+    from transformers.utils import logging as hf_logging
+
+    logging.getLogger("lethe").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*fast tokenizer.*")
+    hf_logging.set_verbosity_error()
+
+
+def load_bench_model(name: str) -> tuple[torch.nn.Module, object, str]:
+    """(model, tokenizer, description) for `smollm2`, `tiny` (runs/tiny) or a Lethe run or model directory."""
+    from lethe.errors import LetheError
+    from lethe.models import load_model, resolve_model_path
+
+    if name == "smollm2":
+        return (*load_model("smollm2-135m"), "smollm2-135m (load_model alias)")
+    source = TINY_RUN if name == "tiny" else Path(name)
+    try:
+        model_dir = resolve_model_path(source)
+    except LetheError as exc:
+        hint = f": run `make bench` or `lethe pretrain --preset tiny --out {TINY_RUN}`" if name == "tiny" else ""
+        raise SystemExit(f"no model in {source} ({exc}){hint}") from None
+    with tempfile.TemporaryDirectory(prefix="lethe-bench-model-") as tmp:
+        copy = shutil.copytree(model_dir, Path(tmp) / "model")  # the run may be rewritten while we measure
+        model, tokenizer = load_model(copy)
+    return model, tokenizer, str(model_dir)

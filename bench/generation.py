@@ -20,14 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import random
-import shlex
 import statistics
 import sys
 import time
-import warnings
 from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -37,21 +34,18 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from bench.common import interleaved_repeats, machine_info, matmul_peak_gflops  # noqa: E402
+from bench.common import (  # noqa: E402
+    add_shared_arguments,
+    command_line,
+    interleaved_repeats,
+    load_bench_model,
+    machine_info,
+    matmul_peak_gflops,
+    quiet_libraries,
+)
 
-TINY_RUN = ROOT / "runs" / "tiny"
 SPLITS = ("general/eval", "books/approximate", "science/approximate")  # what `lethe data pii` builds on
 TARGET_RATIO = 5.0
-
-
-def load(name: str):
-    from lethe.models import load_model
-
-    if name == "smollm2":
-        return (*load_model("smollm2-135m"), "smollm2-135m (load_model alias)")
-    if not (TINY_RUN / "model" / "config.json").is_file():
-        raise SystemExit(f"no tiny model in {TINY_RUN}: run `lethe pretrain --preset tiny --out {TINY_RUN}`")
-    return (*load_model(TINY_RUN), str(TINY_RUN / "model"))
 
 
 def make_prompts(tokenizer, data_dir: Path, count: int, shortest: int, longest: int, seed: int) -> list[list[int]]:
@@ -107,40 +101,32 @@ def timed(fn, prompts: list[list[int]]) -> dict:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model", choices=("tiny", "smollm2"), default="smollm2")
+    add_shared_arguments(parser, default_model="smollm2")
     parser.add_argument("--prompts", type=int, default=64)
     # defaults as in the training-data extraction benchmark: 50-token prefixes (here 40-60) and 50-token suffixes
     parser.add_argument("--shortest", type=int, default=40, help="fewest prompt tokens")
     parser.add_argument("--longest", type=int, default=60, help="most prompt tokens")
     parser.add_argument("--max-new-tokens", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=32, help="prompts per generate call (Lethe's default)")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data", type=Path, default=None, help="data dir (default: ~/.cache/lethe/data/default)")
     parser.add_argument("--out", type=Path, default=None,
                         help="results JSON (default: bench/results/generation[_smollm2].json)")
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    out = args.out or ROOT / "bench" / "results" / f"generation{'_smollm2' if args.model == 'smollm2' else ''}.json"
-    logging.getLogger("lethe").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*fast tokenizer.*")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
+def measure(args: argparse.Namespace, command: str, peak: dict | None = None) -> dict:
+    """The benchmark's record (nothing written); `peak`: a matmul peak measured earlier in the same run."""
+    quiet_libraries()
     from lethe.config import default_data_dir
     from lethe.models import count_parameters
 
-    command = "python " + shlex.join(sys.argv if argv is None else [__file__, *argv])
-    model, tokenizer, source = load(args.model)
+    model, tokenizer, source = load_bench_model(args.model)
+    params = count_parameters(model)
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
     prompts = make_prompts(tokenizer, args.data or default_data_dir(), args.prompts, args.shortest, args.longest,
                            args.seed)
-    print(f"model: {source}; {count_parameters(model) / 1e6:.2f}M parameters; {len(prompts)} prompts of "
+    print(f"model: {source}; {params / 1e6:.2f}M parameters; {len(prompts)} prompts of "
           f"{args.shortest}-{args.longest} tokens; greedy, {args.max_new_tokens} new tokens", flush=True)
-    peak = matmul_peak_gflops()
+    peak = peak or matmul_peak_gflops()
     sides = {"lethe": lambda: timed(lambda: batched(model, prompts, args.max_new_tokens, pad_id, eos_id,
                                                     args.batch_size), prompts),
              "reference": lambda: timed(lambda: one_at_a_time(model, prompts, args.max_new_tokens, pad_id, eos_id),
@@ -148,29 +134,41 @@ def main(argv: list[str] | None = None) -> dict:
     # one short untimed call per side first: lazy initialisation is not what is compared
     batched(model, prompts[:2], 4, pad_id, eos_id, 2)
     one_at_a_time(model, prompts[:2], 4, pad_id, eos_id)
-    measured = interleaved_repeats(sides, args.repeats)
+    measured = interleaved_repeats(sides, args.repeats, busy_threshold=args.busy_threshold)
 
     mismatches = [i for i, (a, b) in enumerate(zip(*(measured["sides"][s][0]["outputs"] for s in sides),
                                                    strict=True)) if a != b]
+    # useful work, the same for both sides: every prompt and generated token forwarded once (padding not counted)
+    tokens = sum(len(p) for p in prompts) + sum(len(o) for o in measured["sides"]["reference"][0]["outputs"])
+    flops_per_token = 2 * params
     summary = {}
     for side, runs in measured["sides"].items():
-        summary[side] = {"seconds_median": statistics.median(m["seconds"] for m in runs),
-                         "seconds": [m["seconds"] for m in runs],
+        seconds = statistics.median(m["seconds"] for m in runs)
+        summary[side] = {"seconds_median": seconds, "seconds": [m["seconds"] for m in runs],
                          "new_tokens_per_s_median": statistics.median(m["new_tokens_per_s"] for m in runs),
-                         "prompts_per_s_median": statistics.median(m["prompts_per_s"] for m in runs)}
+                         "prompts_per_s_median": statistics.median(m["prompts_per_s"] for m in runs),
+                         "gflops": tokens * flops_per_token / seconds / 1e9,
+                         "flop_utilisation": tokens * flops_per_token / seconds / (peak["gflops"] * 1e9)}
     ratio = summary["reference"]["seconds_median"] / summary["lethe"]["seconds_median"]
-    result = {
+    return {
         "benchmark": "generation", "command": command, "machine": machine_info(), "load": measured["load"],
-        "model": {"name": args.model, "source": source, "parameters": count_parameters(model)},
+        "model": {"name": args.model, "source": source, "parameters": params, "flops_per_token": flops_per_token},
         "setup": {"prompts": len(prompts), "prompt_tokens": [len(p) for p in prompts], "splits": list(SPLITS),
                   "decoding": "greedy", "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
-                  "repeats": args.repeats, "seed": args.seed},
+                  "repeats": args.repeats, "seed": args.seed, "tokens_forwarded": tokens},
         "matmul_peak": peak, "lethe": summary["lethe"], "reference": summary["reference"],
         "ratio": ratio, "target_ratio": TARGET_RATIO, "reached_target": ratio >= TARGET_RATIO,
         "identical_outputs": {"passed": not mismatches, "mismatched_prompts": mismatches},
     }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    out = args.out or ROOT / "bench" / "results" / f"generation{'_smollm2' if args.model == 'smollm2' else ''}.json"
+    result = measure(args, command_line(__file__, argv))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
+    mismatches = result["identical_outputs"]["mismatched_prompts"]
     print(f"\n{markdown_table(result)}\n\noutputs identical token for token: "
           f"{'yes' if not mismatches else f'NO ({len(mismatches)} prompts differ: {mismatches[:10]})'}\nwrote {out}")
     if mismatches:
@@ -179,12 +177,14 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def markdown_table(result: dict) -> str:
-    rows = ["| side | seconds (median) | per repeat | new tokens/s | prompts/s |", "|---|---:|---|---:|---:|"]
+    rows = ["| side | seconds (median) | per repeat | new tokens/s | prompts/s | FLOP utilisation (2N) |",
+            "|---|---:|---|---:|---:|---:|"]
     for name, side in ((f"Lethe: batched `generate` (batch {result['setup']['batch_size']}, KV cache)",
                         result["lethe"]), ("one prompt at a time", result["reference"])):
         rows.append(f"| {name} | {side['seconds_median']:.2f} | {', '.join(f'{x:.2f}' for x in side['seconds'])} | "
-                    f"{side['new_tokens_per_s_median']:.1f} | {side['prompts_per_s_median']:.2f} |")
-    rows.append(f"| **speed-up** | **{result['ratio']:.2f}×** | | | |")
+                    f"{side['new_tokens_per_s_median']:.1f} | {side['prompts_per_s_median']:.2f} | "
+                    f"{side['flop_utilisation'] * 100:.1f}% |")
+    rows.append(f"| **speed-up** | **{result['ratio']:.2f}×** | | | | |")
     rows.append(f"\n{result['model']['source']}, {result['model']['parameters'] / 1e6:.1f}M parameters; "
                 f"{result['machine']['cpu']}, {result['machine']['torch_threads']} threads")
     return "\n".join(rows)

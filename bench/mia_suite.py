@@ -25,14 +25,11 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import logging
 import os
-import shlex
 import statistics
 import sys
 import tempfile
 import time
-import warnings
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -46,9 +43,16 @@ import torch.nn.functional as F  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from bench.common import interleaved_repeats, machine_info, matmul_peak_gflops  # noqa: E402
+from bench.common import (  # noqa: E402
+    add_shared_arguments,
+    command_line,
+    interleaved_repeats,
+    load_bench_model,
+    machine_info,
+    matmul_peak_gflops,
+    quiet_libraries,
+)
 
-TINY_RUN = ROOT / "runs" / "tiny"
 SPLITS = {"members": "code/forget", "nonmembers": "code/approximate", "calibration": "science/approximate"}
 SETS = ("members", "nonmembers")
 EXCLUDED = ("gradnorm",)
@@ -58,17 +62,6 @@ TARGET_SPEEDUP = 4.0
 
 
 # -- models and data --------------------------------------------------------------------------------------
-
-def load_target(name: str):
-    from lethe.models import load_model
-
-    if name == "smollm2":
-        return (*load_model("smollm2-135m"), "smollm2-135m (load_model alias)")
-    if not (TINY_RUN / "model" / "config.json").is_file():
-        raise SystemExit(f"no pre-trained tiny model in {TINY_RUN}: "
-                         f"run `lethe pretrain --preset tiny --out {TINY_RUN}`")
-    return (*load_model(str(TINY_RUN)), str(TINY_RUN))
-
 
 def perturbed_copy(model, seed: int, scale: float = 0.01):
     """A stand-in reference model: each weight tensor plus scale·N(0,1)·its std (seeded)."""
@@ -289,30 +282,23 @@ def markdown_table(result: dict) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model", choices=("tiny", "smollm2"), default="tiny")
+    add_shared_arguments(parser, default_model="tiny")
     parser.add_argument("--reference", default=None, help="reference model (default: a seeded perturbed copy)")
     parser.add_argument("--limit", type=int, default=64, help="samples per set (members, non-members, calibration)")
     parser.add_argument("--chunk-length", type=int, default=128)
     parser.add_argument("--batch-tokens", type=int, default=4096, help="Lethe's score_chunks batch_tokens")
     parser.add_argument("--min-k", type=float, default=20, help="K of min_k and min_k_pp, in percent")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--busy-threshold", type=float, default=0.3,
-                        help="redo a repeat while other processes kept more than this many cores busy")
-    parser.add_argument("--data", type=Path, default=None, help="data dir (default: lethe.config.default_data_dir())")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "mia_suite.json")
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    logging.getLogger("lethe").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*fast tokenizer.*")
+def measure(args: argparse.Namespace, command: str, peak: dict | None = None) -> dict:
+    """The benchmark's record (nothing written); `peak`: a matmul peak measured earlier in the same run."""
+    quiet_libraries()
     from lethe.config import default_data_dir
     from lethe.models import count_parameters, load_model, model_context
 
-    command = "python " + shlex.join(sys.argv if argv is None else [__file__, *argv])
-    model, tokenizer, model_desc = load_target(args.model)
+    model, tokenizer, model_desc = load_bench_model(args.model)
     if args.reference:
         from lethe.attacks.mia import check_same_tokenizer
 
@@ -334,7 +320,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"{', '.join(f'{len(c)} {r}' for r, c in chunks.items())} chunks of ≤{args.chunk_length} tokens; "
           f"batch_tokens {args.batch_tokens} (anchor batch size {batch_size}); gradnorm excluded from the suite",
           flush=True)
-    peak = matmul_peak_gflops()
+    peak = peak or matmul_peak_gflops()
 
     runners = {
         "lethe": lambda: run_lethe(model, reference, chunks, texts, args.batch_tokens, pad_id, args.min_k),
@@ -368,7 +354,7 @@ def main(argv: list[str] | None = None) -> dict:
     speedup = {name: sides[name]["wall_s_median"] / sides["lethe"]["wall_s_median"]
                for name in ("openunlearning", "mimir")}
     passed = all(d["passed"] for side in match.values() for d in side.values())
-    result = {
+    return {
         "benchmark": "mia_suite", "command": command, "machine": machine_info(), "load": measured["load"],
         "model": {"name": args.model, "source": model_desc, "reference": reference_desc, "parameters": params,
                   "flops_per_token": flops_per_token},
@@ -380,6 +366,12 @@ def main(argv: list[str] | None = None) -> dict:
         "reached_target": {name: s >= TARGET_SPEEDUP for name, s in speedup.items()},
         "match": match, "match_tolerance": TOLERANCE, "match_passed": passed,
     }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    result = measure(args, command_line(__file__, argv))
+    speedup, match, passed = result["speedup"], result["match"], result["match_passed"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     reached = ", ".join(f"{n} {s:.2f}× ({'reached' if s >= TARGET_SPEEDUP else 'NOT reached'})"

@@ -34,15 +34,11 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import logging
 import os
-import shlex
-import shutil
 import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -52,33 +48,23 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from bench.common import interleaved_repeats, machine_info, matmul_peak_gflops, profile_to_file  # noqa: E402
+from bench.common import (  # noqa: E402
+    add_shared_arguments,
+    command_line,
+    interleaved_repeats,
+    load_bench_model,
+    machine_info,
+    matmul_peak_gflops,
+    profile_to_file,
+    quiet_libraries,
+)
 
-TINY_RUN = ROOT / "runs" / "tiny"
 SPLITS = ("code/forget", "code/retain")
 LOSS_CHECK_STEPS = 5
 LOSS_TOLERANCE = 1e-3  # absolute, per step, on the total loss of the first LOSS_CHECK_STEPS steps
 
 
-# -- machine ------------------------------------------------------------------------------------------
-
 # -- model and data -----------------------------------------------------------------------------------
-
-def load_base(name: str) -> tuple[torch.nn.Module, object, str]:
-    """(model, tokenizer, description). `tiny`: a copy of runs/tiny/model taken once at start."""
-    from lethe.models import load_model
-
-    if name == "smollm2":
-        model, tokenizer = load_model("smollm2-135m")
-        return model, tokenizer, "smollm2-135m (load_model alias)"
-    model_dir = TINY_RUN / "model"
-    if (model_dir / "config.json").is_file() and any(model_dir.glob("*.safetensors")):
-        copy_dir = Path(tempfile.mkdtemp(prefix="lethe-bench-tiny-")) / "model"
-        shutil.copytree(model_dir, copy_dir)  # runs/tiny may be rewritten while we run
-        model, tokenizer = load_model(copy_dir)
-        return model, tokenizer, f"{model_dir} (pre-trained tiny, copied to {copy_dir})"
-    raise SystemExit(f"no pre-trained tiny model in {model_dir}: run `lethe pretrain --preset tiny --out {TINY_RUN}`")
-
 
 def load_chunks(tokenizer, context: int, length: int, batch_size: int, data_dir: Path):
     """code/forget and code/retain chunks, each cut to a whole number of batches (so every batch on
@@ -281,31 +267,24 @@ def window(run: dict, steps: int, step_tokens: list[int]) -> dict:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model", choices=("tiny", "smollm2"), default="tiny")
+    add_shared_arguments(parser, default_model="tiny")
     parser.add_argument("--steps", type=int, default=30, help="timed optimiser steps per side and repeat")
     parser.add_argument("--batch-size", type=int, default=8, help="forget chunks (and retain chunks) per step")
     parser.add_argument("--chunk-length", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--lr", type=float, default=2e-5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data", type=Path, default=None, help="data dir (default: ~/.cache/lethe/data/default)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "unlearning_step.json")
     parser.add_argument("--profile", action="store_true", help="also profile one run of each side")
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    logging.getLogger("lethe").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*fast tokenizer.*")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
+def measure(args: argparse.Namespace, command: str, peak: dict | None = None) -> dict:
+    """The benchmark's record (nothing written but the optional profile tables); `peak`: a matmul peak
+    measured earlier in the same run, else measured here."""
+    quiet_libraries()
     from lethe.config import default_data_dir
     from lethe.models import count_parameters, model_context
 
-    command = "python " + shlex.join(sys.argv if argv is None else [__file__, *argv])
-    base, tokenizer, model_desc = load_base(args.model)
+    base, tokenizer, model_desc = load_bench_model(args.model)
     base.requires_grad_(True)
     params = count_parameters(base)
     reference_model = copy.deepcopy(base).requires_grad_(False).eval()  # the frozen original (MethodContext)
@@ -325,14 +304,15 @@ def main(argv: list[str] | None = None) -> dict:
     check_same_batches(groups, dataset, ref_tokenizer, tokenizer.pad_token_id, args.batch_size, args.seed)
     print(f"model: {model_desc}; {params / 1e6:.2f}M parameters; {total_steps} steps per run ({args.steps} timed), "
           f"batch {args.batch_size}+{args.batch_size} x {args.chunk_length}", flush=True)
-    peak = matmul_peak_gflops()
+    peak = peak or matmul_peak_gflops()
 
     with tempfile.TemporaryDirectory(prefix="lethe-bench-") as tmp:
         workdir = Path(tmp)
         runners = {"lethe": lambda: run_lethe(base, tokenizer, reference_model, groups, args, total_steps),
                    "reference": lambda: run_reference(base, ref_tokenizer, dataset, args, total_steps, workdir)}
         measured = interleaved_repeats({name: (lambda fn=fn: window(fn(), args.steps, step_tokens))
-                                        for name, fn in runners.items()}, args.repeats, console=workdir / "console")
+                                        for name, fn in runners.items()}, args.repeats,
+                                       busy_threshold=args.busy_threshold, console=workdir / "console")
         profile = {name: profile_to_file(f"{name}: {total_steps} steps", fn,
                                          args.out.with_name(f"{args.out.stem}_profile_{name}.txt"), workdir / "console")
                    for name, fn in runners.items()} if args.profile else None
@@ -349,7 +329,7 @@ def main(argv: list[str] | None = None) -> dict:
     ratio = summary["lethe"]["tokens_per_s_median"] / summary["reference"]["tokens_per_s_median"]
     ours, theirs = (measured["sides"][side][0]["losses"][:LOSS_CHECK_STEPS] for side in ("lethe", "reference"))
     max_diff = max(abs(a - b) for a, b in zip(ours, theirs, strict=True))
-    result = {
+    return {
         "benchmark": "unlearning_step", "command": command, "machine": machine_info(), "load": measured["load"],
         "model": {"name": args.model, "source": model_desc, "parameters": params, "flops_per_token": flops_per_token},
         "setup": {"method": "ga_gd_in (loss = -CE(forget) + CE(retain))", "splits": list(SPLITS),
@@ -357,14 +337,20 @@ def main(argv: list[str] | None = None) -> dict:
                   "repeats": args.repeats, "lr": args.lr, "scheduler": "cosine, warm-up 3%", "max_grad_norm": 1.0},
         "matmul_peak": peak, "lethe": summary["lethe"], "reference": summary["reference"],
         "ratio": ratio, "target_ratio": 1.2, "reached_target": ratio >= 1.2,
-        "loss_check": {"steps": LOSS_CHECK_STEPS, "tolerance_abs": LOSS_TOLERANCE, "lethe": ours, "reference": theirs,
+        "loss_check": {"steps": len(ours), "tolerance_abs": LOSS_TOLERANCE, "lethe": ours, "reference": theirs,
                        "max_abs_diff": max_diff, "passed": max_diff <= LOSS_TOLERANCE},
         "profile": profile,
     }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    result = measure(args, command_line(__file__, argv))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
+    check = result["loss_check"]
     print(f"\n{markdown_table(result)}\n\nloss check (first {LOSS_CHECK_STEPS} steps): "
-          f"{'passed' if max_diff <= LOSS_TOLERANCE else 'FAILED'}, max |Δ| = {max_diff:.2e}\nwrote {args.out}")
+          f"{'passed' if check['passed'] else 'FAILED'}, max |Δ| = {check['max_abs_diff']:.2e}\nwrote {args.out}")
     return result
 
 

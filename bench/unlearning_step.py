@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     check = result["loss_check"]
-    print(f"\n{markdown_table(result)}\n\nloss check (first {LOSS_CHECK_STEPS} steps): "
+    print(f"\n{markdown_table(result)}\n\nloss check (first {check['steps']} steps): "
           f"{'passed' if check['passed'] else 'FAILED'}, max |Δ| = {check['max_abs_diff']:.2e}\nwrote {args.out}")
     return result
 

@@ -323,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
              cmd_experiment_leakage, model="the clean pre-trained model", data=DATA,
              resume="continue: finished runs are read back, not redone")
     _command(commands, "sweep", "method × learning rate × steps (× domain) robustness grid", cmd_sweep, **studies)
-    p = _command(commands, "demo", "the whole pipeline end to end on a small scale", cmd_demo, run_dir=False)
+    p = _command(commands, "demo", "both threat models on SmolLM2-135M (unlearning, then a poisoned release's "
+                 "leakage), ending in an HTML report", cmd_demo, run_dir=False)
     p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
     p.add_argument("--overwrite", action="store_true", help="replace a demo already in --out")
     return parser

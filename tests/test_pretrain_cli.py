@@ -83,14 +83,3 @@ def test_interrupted_pretraining_resumes(data_dir, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
     assert results["train"]["steps"] == 400 and "resumed from" in (out / "log.txt").read_text()
-
-
-def test_demo_runs_end_to_end(corpus_files, tmp_path, capsys):
-    out = tmp_path / "demo"
-    sizes = ["--set", "data.sizes={forget: 4, retain: 8, approximate: 4, general_retain: 8, general_eval: 4}"]
-    assert main(["demo", "--out", str(out), *sizes, "--set", "pretrain.train.epochs=10"]) == 0
-    results = json.loads((out / "results.json").read_text())
-    assert set(results["members_below_approximate"]) == set(DOMAINS)
-    assert json.loads((out / "pretrain" / "results.json").read_text())["model"]["preset"] == "micro"
-    printed = capsys.readouterr().out
-    assert "perplexity" in printed and f"everything is in {out}" in printed

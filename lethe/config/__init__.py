@@ -14,7 +14,6 @@ from lethe.config.base import (  # noqa: F401
     ChunkConfig,
     DataBuildConfig,
     DedupConfig,
-    DemoConfig,
     EarlyStopConfig,
     EvalPplConfig,
     EvalUnlearningConfig,
@@ -38,6 +37,7 @@ from lethe.config.base import (  # noqa: F401
     resolve,
     to_yaml,
 )
+from lethe.config.demo import DemoConfig  # noqa: F401
 from lethe.config.privacy import (  # noqa: F401
     PII_KINDS,
     BackdoorConfig,

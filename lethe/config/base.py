@@ -264,18 +264,6 @@ class UnlearningStudyConfig(Strict):
     grid: SweepGrid = Field(default_factory=SweepGrid)
 
 
-class DemoConfig(Strict):
-    data: DataBuildConfig = Field(default_factory=DataBuildConfig)
-    pretrain: PretrainConfig = Field(default_factory=lambda: PretrainConfig(preset="micro"))
-
-    @model_validator(mode="before")
-    @classmethod
-    def _micro_by_default(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("pretrain"), dict):
-            data = {**data, "pretrain": {"preset": "micro", **data["pretrain"]}}
-        return data
-
-
 class AssetsConfig(Strict):
     model: bool = True
     corpora: list[str] = Field(default_factory=lambda: [*DOMAINS, GENERAL])

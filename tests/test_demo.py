@@ -1,0 +1,51 @@
+"""`lethe demo` end to end on the micro model: both halves, the summary, and a report read back from the runs."""
+
+import json
+
+import pytest
+
+from lethe.cli import main
+from lethe.config import DemoConfig, resolve
+from lethe.errors import LetheError
+
+
+@pytest.fixture(scope="module")
+def demo(micro_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    code = main(["demo", "--out", str(out), "--set", f"model={micro_run}"])
+    return out, code
+
+
+def test_demo_runs_both_halves_and_summarises_them(demo):
+    out, code = demo
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    unlearning = results["unlearning"]
+    assert unlearning["method"] == "ga_gd_in" and unlearning["steps"] >= 1
+    saved = json.loads((out / "unlearning" / "results.json").read_text())
+    assert unlearning["after"]["forget_ppl"] == saved["after"]["ppl"]["forget"]
+    assert set(results["leakage"]) == {"benign / lora", "forget_to_flourish / lora"}
+    leakage = json.loads((out / "leakage" / "results.json").read_text())
+    cell = leakage["variants"]["forget_to_flourish"]["lora"]
+    assert results["leakage"]["forget_to_flourish / lora"]["loss_auc"] == cell["mia"]["loss"]["auc"]
+    assert leakage["released"]["forget_to_flourish"]["loss"]["after"]["targets"] > \
+        leakage["released"]["benign"]["loss"]["after"]["targets"]
+    summary = (out / "summary.txt").read_text()
+    assert "Unlearning (ga_gd_in" in summary and "forget_to_flourish / lora" in summary
+    assert f"{unlearning['after']['mink_auc']:.3f}" in summary
+
+
+def test_demo_writes_a_report_of_its_runs(demo):
+    out, _ = demo
+    html = (out / "report.html").read_text()
+    assert "<img" in html and "ga_gd_in" in html and "forget_to_flourish" in html
+    assert (out / "report.md").is_file()
+
+
+def test_demo_recipe_merges_key_by_key():
+    config = resolve(DemoConfig, {"leakage": {"pii": {"members": 4}}, "model": "some/model"})
+    assert config.leakage.pii["members"] == 4 and config.leakage.pii["nonmembers"] == 12  # the rest kept
+    assert config.unlearn.model == config.leakage.model == "some/model"
+    assert config.unlearn.method == "ga_gd_in" and config.leakage.variants == ["benign", "forget_to_flourish"]
+    with pytest.raises(LetheError, match="unknown config key"):
+        resolve(DemoConfig, {"unlearn": {"nonsense": 1}})

@@ -103,7 +103,7 @@ def experiment_unlearning(record: RunRecord, section: Section) -> None:
     methods = [name for name in aggregate if name not in ("original", "retrained") and "diverged" not in r[name]]
     best = min(methods, key=lambda n: abs(r[n]["approx_gap"]["log_ppl_ratio"]), default=None)
     section.headline = (f"{len(methods)} methods × {len(r['by_domain'])} domains"
-                        + (f"; closest to unseen: {best}" if best else ""))
+                        + (f"; smallest forget–approximate gap: {best}" if best else ""))
     for domain, agreement in r.get("yardstick_agreement", {}).items():
         section.notes.append(f"{domain}: approximate yardstick vs exact retraining, Spearman "
                              f"{fmt(agreement['spearman'])} over {agreement['methods']} methods")
@@ -208,5 +208,6 @@ def experiment_leakage(record: RunRecord, section: Section) -> None:
     section.notes += [line[2:] for line in markdown.splitlines() if line.startswith("- ")]
     nsr = {(v, m): cell["extraction"]["nsr"] for v, modes in r["variants"].items() for m, cell in modes.items()}
     top = max(nsr, key=nsr.get)
-    section.headline = f"{len(nsr)} cells; most secrets extracted: {top[0]} × {top[1]} (NSR {nsr[top]})"
+    section.headline = f"{len(nsr)} cells; " + (f"most secrets extracted: {top[0]} × {top[1]} (NSR {nsr[top]})"
+                                                 if nsr[top] else "no secret extracted in any cell")
     _saved(record, section, r.get("plots") or ["nsr.png", "utility.png"], "as the experiment saved it")

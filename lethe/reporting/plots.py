@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import tempfile
 from pathlib import Path
 
@@ -50,18 +51,19 @@ def loss_curve(history: list[dict], title: str) -> Figure | None:
 
 
 def tradeoff(points: dict[str, list[tuple[float, float]]], title: str) -> Figure | None:
-    """Forgetting (forget / approximate perplexity, 1 = looks unseen) against utility kept (1 = none lost)."""
+    """Forgetting against utility kept, one (forget PPL / approximate PPL, general PPL before / after) per point;
+    two points per label read as a path (original → unlearned)."""
     points = {label: xy for label, xy in points.items() if xy}
     if not points:
         return None
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for label, xy in points.items():
-        ax.plot(*zip(*xy, strict=True), marker="o", ls="-" if len(xy) > 1 else "", label=label, alpha=0.85)
-    ax.axvline(1.0, color="grey", lw=0.8, ls="--")
+        gaps = [math.log(ratio) for ratio, _ in xy]
+        ax.plot(gaps, [kept for _, kept in xy], marker="o", ls="-" if len(xy) == 2 else "", label=label, alpha=0.85)
+    ax.axvline(0.0, color="grey", lw=0.8, ls="--")
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
-    ax.set_xscale("log")
-    ax.set_xlabel("forgetting: forget / approximate perplexity (1 = looks unseen)")
-    ax.set_ylabel("utility kept: general perplexity before / after")
+    ax.set_xlabel("forgetting: log(forget PPL / approximate PPL), 0 = looks unseen")
+    ax.set_ylabel("utility kept: general PPL before / after")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, loc="best")
-    return _figure(fig, f"{title}: the forgetting–utility trade-off (the ideal is x = 1, y = 1)", "tradeoff.png")
+    return _figure(fig, f"{title}: the forgetting–utility trade-off (ideal: x = 0, y = 1)", "tradeoff.png")

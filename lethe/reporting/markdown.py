@@ -39,6 +39,9 @@ def _section(section: Section, depth: int, figure_names: dict[int, str]) -> list
     parts.append(_block("config.yaml", run.text("config.yaml"), "yaml"))
     env = run.json("env.json")
     parts.append(_block("environment (env.json)", None if env is None else json.dumps(env, indent=2), "json"))
+    hashes = run.json("data_hashes.json")
+    if hashes is not None:
+        parts.append(_block("data hashes", json.dumps(hashes, indent=2), "json"))
     for child in section.children:
         parts += _section(child, depth + 1, figure_names)
     return parts

@@ -226,6 +226,13 @@ def cmd_demo(args):
     run_demo(resolve(DemoConfig, *_layers(args, {})), Path(args.out), overwrite=args.overwrite)
 
 
+def cmd_report(args):
+    from lethe.reporting import write_report
+
+    html = write_report(args.runs, args.out)
+    print(f"report written to {html} and {html.with_suffix('.md')}")
+
+
 def _common(parser: argparse.ArgumentParser, out_required: bool = True) -> None:
     parser.add_argument("--config", metavar="FILE", help="YAML config validated against the command's schema")
     parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
@@ -323,6 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
              cmd_experiment_leakage, model="the clean pre-trained model", data=DATA,
              resume="continue: finished runs are read back, not redone")
     _command(commands, "sweep", "method × learning rate × steps (× domain) robustness grid", cmd_sweep, **studies)
+    p = commands.add_parser("report", help="an HTML report and its markdown twin from run directories (reads only "
+                            "what the runs saved)")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories; sub-runs inside them are included")
+    p.add_argument("--out", help="directory for report.html and report.md (default: the run's own, for one run)")
+    p.set_defaults(handler=cmd_report)
     p = _command(commands, "demo", "both threat models on SmolLM2-135M (unlearning, then a poisoned release's "
                  "leakage), ending in an HTML report", cmd_demo, run_dir=False)
     p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")

@@ -1,4 +1,4 @@
-"""Plain-text tables for the terminal and markdown."""
+"""Plain-text tables for the terminal and markdown; the row builders also feed `lethe report`."""
 
 from __future__ import annotations
 
@@ -12,13 +12,18 @@ def _domains_and_splits(names) -> tuple[list[str], list[str]]:
     return domains, splits
 
 
-def format_ppl_table(ppl: dict[str, float]) -> str:
+def ppl_rows(ppl: dict[str, float]) -> tuple[list[str], list[list[str]]]:
     """Domains as rows, splits as columns: members (forget, retain) should sit below approximate."""
     domains, splits = _domains_and_splits(ppl)
-    lines = ["perplexity".ljust(12) + "".join(s.rjust(13) for s in splits)]
-    for domain in domains:
-        cells = [f"{ppl[f'{domain}/{s}']:.2f}" if f"{domain}/{s}" in ppl else "-" for s in splits]
-        lines.append(domain.ljust(12) + "".join(c.rjust(13) for c in cells))
+    rows = [[domain] + [f"{ppl[f'{domain}/{s}']:.2f}" if f"{domain}/{s}" in ppl else "-" for s in splits]
+            for domain in domains]
+    return ["perplexity", *splits], rows
+
+
+def format_ppl_table(ppl: dict[str, float]) -> str:
+    header, rows = ppl_rows(ppl)
+    lines = [header[0].ljust(12) + "".join(s.rjust(13) for s in header[1:])]
+    lines += [row[0].ljust(12) + "".join(c.rjust(13) for c in row[1:]) for row in rows]
     return "\n".join(lines)
 
 
@@ -32,16 +37,27 @@ def format_split_table(results: dict) -> str:
     return "\n".join([header, *rows, footer])
 
 
-def format_unlearning_table(rows: dict[str, dict]) -> str:
+UNLEARNING_HEADER = ["model", "forget", "retain", "approx", "general", "MIA AUC", "folded", "gap"]
+UNLEARNING_NOTE = ("perplexity per role; MIA: Min-K% forget vs approximate; gap: log(ppl forget / ppl approximate), "
+                   "0 = looks unseen")
+
+
+def unlearning_rows(rows: dict[str, dict]) -> list[list[str]]:
     """One row per model: perplexity per role, Min-K% AUC, and the approximate-retraining gap."""
-    header = (f"{'model':<16}{'forget':>9}{'retain':>9}{'approx':>9}{'general':>9}"
-              f"{'MIA AUC':>9}{'folded':>8}{'gap':>8}")
-    lines = [header]
+    table = []
     for name, m in rows.items():
         ppl = m["ppl"]
-        lines.append(f"{name:<16}{ppl['forget']:>9.2f}{ppl['retain']:>9.2f}{ppl['approximate']:>9.2f}"
-                     f"{ppl['general']:>9.2f}{m['mia']['auc']:>9.3f}{m['mia']['auc_folded']:>8.3f}"
-                     f"{m['approx_gap']['log_ppl_ratio']:>8.3f}")
-    lines.append("perplexity per role; MIA: Min-K% forget vs approximate; gap: log(ppl forget / ppl approximate), "
-                 "0 = looks unseen")
+        table.append([name, *(f"{ppl[role]:.2f}" for role in ("forget", "retain", "approximate", "general")),
+                      f"{m['mia']['auc']:.3f}", f"{m['mia']['auc_folded']:.3f}",
+                      f"{m['approx_gap']['log_ppl_ratio']:.3f}"])
+    return table
+
+
+def format_unlearning_table(rows: dict[str, dict]) -> str:
+    widths = [16, 9, 9, 9, 9, 9, 8, 8]
+    lines = [UNLEARNING_HEADER[0].ljust(16) + "".join(h.rjust(w) for h, w in zip(UNLEARNING_HEADER[1:], widths[1:],
+                                                                                    strict=True))]
+    lines += [row[0].ljust(16) + "".join(c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True))
+              for row in unlearning_rows(rows)]
+    lines.append(UNLEARNING_NOTE)
     return "\n".join(lines)

@@ -1,0 +1,51 @@
+"""A report as plain data (sections of tables, figures and text) that the HTML and markdown writers share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lethe.reporting.records import RunRecord
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+    caption: str = ""
+
+
+@dataclass
+class Figure:
+    png: bytes
+    caption: str
+    name: str  # file name of the PNG beside report.md
+
+
+@dataclass
+class Section:
+    run: RunRecord
+    title: str
+    headline: str = ""  # one line for the report's overview table
+    tables: list[Table] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)  # preformatted blocks (terminal tables)
+    notes: list[str] = field(default_factory=list)
+    children: list[Section] = field(default_factory=list)
+    sub_runs: Table | None = None  # sub-runs the section already summarises, listed rather than expanded
+
+    def add(self, figure: Figure | None) -> None:
+        if figure is not None:
+            self.figures.append(figure)
+
+
+def parse_markdown_tables(markdown: str) -> list[Table]:
+    """The pipe tables of a markdown text, so tables other modules format for results.md render as HTML too."""
+    tables, block = [], []
+    for line in [*markdown.splitlines(), ""]:
+        if line.startswith("|"):
+            block.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+        elif block:
+            body = [row for row in block[1:] if not all(set(cell) <= set("-:") for cell in row)]
+            tables.append(Table(header=block[0], rows=body))
+            block = []
+    return tables

@@ -1,0 +1,213 @@
+"""Section builders per command: headline tables from results.json, the run's own plots, figures redrawn from
+saved numbers where the run drew none."""
+
+from __future__ import annotations
+
+from lethe.report import UNLEARNING_HEADER, UNLEARNING_NOTE, ppl_rows, unlearning_rows
+from lethe.reporting.document import Section, Table, parse_markdown_tables
+from lethe.reporting.plots import roc_from_scores, saved_png, tradeoff
+from lethe.reporting.records import RunRecord
+from lethe.reporting.sections import fmt, key_values, register
+
+
+def _ppl_table(ppl: dict[str, float]) -> Table:
+    header, rows = ppl_rows(ppl)
+    return Table(header, rows, "perplexity per split: members (forget, retain) should sit below approximate")
+
+
+def _saved(record: RunRecord, section: Section, names: list[str], caption: str) -> None:
+    for name in names:
+        figure = saved_png(record.path / name, f"{name}: {caption}")
+        section.add(figure) if figure else section.notes.append(f"{name} is missing from the run directory")
+
+
+@register("pretrain")
+def pretrain(record: RunRecord, section: Section) -> None:
+    r = record.results
+    model, train = r["model"], r["train"]
+    section.headline = f"{model['preset']} model, {model['parameters']:,} parameters, {train['steps']} steps"
+    section.tables.append(key_values({"preset": model["preset"], "parameters": model["parameters"],
+                                      "splits trained on": ", ".join(train["splits"]), "steps": train["steps"],
+                                      "tokens": train["tokens"], "seconds": train["seconds"],
+                                      "tokens / second": train["tokens_per_second"], "stopped": train["stopped"]},
+                                     "training"))
+    section.tables.append(_ppl_table(r["ppl"]))
+
+
+@register("eval ppl")
+def eval_ppl(record: RunRecord, section: Section) -> None:
+    r = record.results
+    section.headline = f"{len(r['ppl'])} splits scored"
+    section.tables.append(_ppl_table(r["ppl"]))
+    section.tables.append(Table(["split", "perplexity", "next-token accuracy", "chunks", "tokens"],
+                                [[name, fmt(s["ppl"]), fmt(s["accuracy"]), fmt(s["chunks"]), fmt(s["tokens"])]
+                                 for name, s in r["splits"].items()], "per split"))
+
+
+@register("data build")
+def data_build(record: RunRecord, section: Section) -> None:
+    splits = record.results["splits"]
+    section.headline = f"{len(splits)} splits, {sum(s['documents'] for s in splits.values()):,} documents"
+    section.tables.append(Table(["split", "documents", "characters", "tokens"],
+                                [[name, *(fmt(s[k]) for k in ("documents", "characters", "tokens"))]
+                                 for name, s in splits.items()], f"tokens counted with {record.results['tokenizer']}"))
+
+
+def _unlearning_table(rows: dict[str, dict], caption: str) -> Table:
+    return Table(UNLEARNING_HEADER, unlearning_rows(rows), f"{caption}. {UNLEARNING_NOTE}")
+
+
+def _point(metrics: dict, original: dict) -> tuple[float, float]:
+    ppl = metrics["ppl"]
+    return ppl["forget"] / ppl["approximate"], original["ppl"]["general"] / ppl["general"]
+
+
+@register("unlearn")
+def unlearn(record: RunRecord, section: Section) -> None:
+    r = record.results
+    before, after = r["before"], r["after"]
+    section.headline = (f"{r['method']} on {r['domain']}: forget PPL {before['ppl']['forget']:.2f} → "
+                        f"{after['ppl']['forget']:.2f}, MIA AUC {before['mia']['auc']:.3f} → {after['mia']['auc']:.3f}")
+    section.tables.append(_unlearning_table({"original": before, r["method"]: after}, f"{r['domain']} forget set"))
+    section.tables.append(key_values({"steps": r["train"]["steps"], "stopped": r["train"]["stopped"],
+                                      **{f"cost: {k}": v for k, v in r["cost"].items()}}, "training and cost"))
+    section.add(tradeoff({r["method"]: [_point(before, before), _point(after, before)]},
+                         f"{r['method']} on {r['domain']} (original → unlearned)"))
+
+
+@register("eval unlearning")
+def eval_unlearning(record: RunRecord, section: Section) -> None:
+    rows = record.results
+    section.headline = ", ".join(f"{name}: forget PPL {m['ppl']['forget']:.2f}" for name, m in rows.items())
+    section.tables.append(_unlearning_table(rows, "models compared"))
+    distances = {name: m["retrain_distance"] for name, m in rows.items() if "retrain_distance" in m}
+    if distances:
+        keys = list(next(iter(distances.values())))
+        section.tables.append(Table(["model", *keys], [[n, *(fmt(d[k]) for k in keys)] for n, d in distances.items()],
+                                    "distance to the model retrained without the forget set"))
+
+
+@register("experiment unlearning", summarises_children=True)
+def experiment_unlearning(record: RunRecord, section: Section) -> None:
+    from lethe.unlearning.report import experiment_table
+
+    r = record.results
+    aggregate = {k: v for k, v in r.items() if k not in ("by_domain", "yardstick_agreement")}
+    table = parse_markdown_tables(experiment_table(aggregate))[0]
+    table.caption = "mean over domains " + ", ".join(r["by_domain"])
+    section.tables.append(table)
+    for domain, rows in r["by_domain"].items():
+        table = parse_markdown_tables(experiment_table(rows))[0]
+        table.caption = domain
+        section.tables.append(table)
+    methods = [name for name in aggregate if name not in ("original", "retrained") and "diverged" not in r[name]]
+    best = min(methods, key=lambda n: abs(r[n]["approx_gap"]["log_ppl_ratio"]), default=None)
+    section.headline = (f"{len(methods)} methods × {len(r['by_domain'])} domains"
+                        + (f"; smallest forget–approximate gap: {best}" if best else ""))
+    for domain, agreement in r.get("yardstick_agreement", {}).items():
+        section.notes.append(f"{domain}: approximate yardstick vs exact retraining, Spearman "
+                             f"{fmt(agreement['spearman'])} over {agreement['methods']} methods")
+    _saved(record, section, ["methods.png"], "forget/approximate perplexity and MIA AUC per method")
+    points = {}
+    for rows in r["by_domain"].values():
+        for name, m in rows.items():
+            if "diverged" not in m and name != "retrained":
+                points.setdefault(name, []).append(_point(m, rows["original"]))
+    section.add(tradeoff(points, "methods × domains (one point per domain)"))
+
+
+@register("sweep", summarises_children=True)
+def sweep(record: RunRecord, section: Section) -> None:
+    cells = record.results["cells"]
+    done = [c for c in cells if not c["diverged"]]
+    section.headline = f"{len(cells)} cells, {len(cells) - len(done)} diverged"
+    rows = [[c["domain"], c["method"], f"{c['lr']:g}", str(c["steps"])]
+            + (["diverged", "–", "–"] if c["diverged"] else
+               [fmt(c["forget_approx_ratio"]), fmt(c["utility_ratio"]), fmt(c["mia_auc"])]) for c in cells]
+    section.tables.append(Table(["domain", "method", "lr", "steps", "forget/approx PPL", "utility ratio", "MIA AUC"],
+                                rows, "robustness grid (utility ratio: general PPL before / after)"))
+    _saved(record, section, ["heatmap_forget_approx_ratio.png", "heatmap_utility_ratio.png"],
+           "robustness heatmap over learning rate × steps")
+    points = {}
+    for c in done:
+        points.setdefault(f"{c['method']} ({c['domain']})", []).append((c["forget_approx_ratio"], c["utility_ratio"]))
+    section.add(tradeoff(points, "every sweep cell"))
+
+
+@register("attack mia")
+def attack_mia(record: RunRecord, section: Section) -> None:
+    from lethe.attacks.mia import format_mia_table
+
+    r = record.results
+    table = parse_markdown_tables(format_mia_table(r))[0]
+    table.caption = f"{r['members']} members vs {r['nonmembers']} non-members; model {r['model']}"
+    section.tables.append(table)
+    best = max(r["attacks"].items(), key=lambda item: item[1]["auc"])
+    section.headline = f"best attack {best[0]}: AUC {best[1]['auc']:.3f}, TPR@1%FPR {best[1]['tpr@1%fpr']:.3f}"
+    saved = [saved_png(record.path / p, f"{p}, as the run saved it") for p in r.get("plots", [])]
+    if saved and all(saved):
+        section.figures += saved
+    elif (record.path / "scores" / "attack_scores.jsonl").is_file():
+        section.figures += roc_from_scores(record.path)
+    else:
+        section.notes.append("no ROC plot and no scores/attack_scores.jsonl to redraw one from")
+
+
+@register("attack extract")
+def attack_extract(record: RunRecord, section: Section) -> None:
+    from lethe.attacks.extraction import format_extraction_table
+
+    r = record.results
+    section.headline = f"NSR {r['nsr']}/{r['targets']} ({r['rate']:.1%}), token match {r['token_match']:.3f}"
+    section.text.append(format_extraction_table(r))
+    section.tables.append(Table(["kind", "targets", "NSR", "rate"],
+                                [[kind, fmt(k["targets"]), fmt(k["nsr"]), f"{k['rate']:.1%}"]
+                                 for kind, k in r["kinds"].items()], "exact extraction per kind of secret"))
+
+
+@register("poison")
+def poison(record: RunRecord, section: Section) -> None:
+    r = record.results
+    loss, bound, utility = r["loss"], r["bound"], r["utility"]
+    section.headline = (f"{r['variant']}: target loss {loss['before']['targets']:.3f} → "
+                        f"{loss['after']['targets']:.3f}, reference PPL ×{utility['ratio']:.3f}")
+    section.tables.append(Table(["loss", "before", "after"],
+                                [[k, fmt(loss["before"][k]), fmt(loss["after"][k])] for k in loss["before"]],
+                                f"{r['variant']}: {r['targets']} target chunks, {r['reference_chunks']} reference"))
+    section.tables.append(key_values({"reference PPL before": utility["reference_ppl_before"],
+                                      "reference PPL after": utility["reference_ppl_after"],
+                                      **{f"bound: {k}": v for k, v in bound.items()},
+                                      **({"steps": r["train"]["steps"], "stopped": r["train"]["stopped"]}
+                                         if r["train"] else {})}, "utility bound"))
+
+
+@register("finetune")
+def finetune(record: RunRecord, section: Section) -> None:
+    r = record.results
+    val, data = r["utility"]["val_ppl"], r["data_ppl"]
+    section.headline = (f"{r['mode']}{' + DP' if r['dp'] else ''}: validation PPL {val['before']:.2f} → "
+                        f"{val['after']:.2f}")
+    section.tables.append(Table(["perplexity", "before", "after"],
+                                [["validation", fmt(val["before"]), fmt(val["after"])],
+                                 ["fine-tuning data", fmt(data["before"]), fmt(data["after"])]],
+                                f"{r['mode']} fine-tuning of {r['parameters']['trainable']:,} of "
+                                f"{r['parameters']['total']:,} parameters"))
+    if r["dp"]:
+        section.tables.append(key_values(r["dp"], "DP-SGD (Opacus accounting)"))
+
+
+@register("experiment leakage", summarises_children=True)
+def experiment_leakage(record: RunRecord, section: Section) -> None:
+    from lethe.leakage.report import leakage_table
+
+    r = record.results
+    markdown = leakage_table(r)
+    table = parse_markdown_tables(markdown)[0]
+    table.caption = "released variant × victim fine-tuning mode: MIA on the targets, extraction (NSR), utility"
+    section.tables.append(table)
+    section.notes += [line[2:] for line in markdown.splitlines() if line.startswith("- ")]
+    nsr = {(v, m): cell["extraction"]["nsr"] for v, modes in r["variants"].items() for m, cell in modes.items()}
+    top = max(nsr, key=nsr.get)
+    section.headline = f"{len(nsr)} cells; " + (f"most secrets extracted: {top[0]} × {top[1]} (NSR {nsr[top]})"
+                                                 if nsr[top] else "no secret extracted in any cell")
+    _saved(record, section, r.get("plots") or ["nsr.png", "utility.png"], "as the experiment saved it")

@@ -17,6 +17,7 @@ from lethe.config import (  # noqa: E402
     AssetsConfig,
     ChunkConfig,
     DataBuildConfig,
+    DemoConfig,
     EvalPplConfig,
     EvalUnlearningConfig,
     ExtractConfig,
@@ -29,6 +30,7 @@ from lethe.config import (  # noqa: E402
     TrainConfig,
     UnlearnConfig,
     UnlearningStudyConfig,
+    resolve,
 )
 from lethe.data.build import build_data  # noqa: E402
 from lethe.data.splits import load_splits  # noqa: E402
@@ -102,13 +104,27 @@ def experiment_leakage(config: LeakageConfig, out, **kwargs) -> dict:
     return run_leakage(config, Path(out), **kwargs)
 
 
+def demo(config: DemoConfig | None = None, out="runs/demo", **kwargs) -> dict:
+    """`lethe demo`: both threat models on SmolLM2-135M (or `config.model`), ending in an HTML report."""
+    from lethe.demo import run_demo
+
+    return run_demo(config or resolve(DemoConfig), Path(out), **kwargs)
+
+
+def report(runs, out=None) -> Path:
+    """`lethe report`: report.html and report.md from run directories, without rerunning a model."""
+    from lethe.reporting import write_report
+
+    return write_report(runs, out)
+
+
 __version__ = "0.1.0"
 
 __all__ = [
-    "AssetsConfig", "ChunkConfig", "DataBuildConfig", "EvalPplConfig", "EvalUnlearningConfig", "ExtractConfig",
-    "FinetuneConfig", "LeakageConfig", "LetheError", "MiaConfig", "PiiConfig", "PoisonConfig", "PretrainConfig",
-    "TokenScores", "TrainConfig", "TrainingDiverged", "UnlearnConfig", "UnlearningStudyConfig", "attack_extract",
-    "attack_mia", "build_assets", "build_data", "build_pii", "eval_ppl", "eval_unlearning", "experiment_leakage",
-    "experiment_unlearning", "finetune", "load_model", "load_splits", "poison", "pretrain", "pretrain_config",
-    "score_chunks", "score_splits", "unlearn",
+    "AssetsConfig", "ChunkConfig", "DataBuildConfig", "DemoConfig", "EvalPplConfig", "EvalUnlearningConfig",
+    "ExtractConfig", "FinetuneConfig", "LeakageConfig", "LetheError", "MiaConfig", "PiiConfig", "PoisonConfig",
+    "PretrainConfig", "TokenScores", "TrainConfig", "TrainingDiverged", "UnlearnConfig", "UnlearningStudyConfig",
+    "attack_extract", "attack_mia", "build_assets", "build_data", "build_pii", "demo", "eval_ppl", "eval_unlearning",
+    "experiment_leakage", "experiment_unlearning", "finetune", "load_model", "load_splits", "poison", "pretrain",
+    "pretrain_config", "report", "resolve", "score_chunks", "score_splits", "unlearn",
 ]

@@ -211,3 +211,25 @@ def experiment_leakage(record: RunRecord, section: Section) -> None:
     section.headline = f"{len(nsr)} cells; " + (f"most secrets extracted: {top[0]} × {top[1]} (NSR {nsr[top]})"
                                                  if nsr[top] else "no secret extracted in any cell")
     _saved(record, section, r.get("plots") or ["nsr.png", "utility.png"], "as the experiment saved it")
+
+
+@register("demo")
+def demo(record: RunRecord, section: Section) -> None:
+    r = record.results
+    u = r["unlearning"]
+    section.headline = (f"{r['model']}: {u['method']} moved the forget/approximate gap {u['before']['gap']:.3f} → "
+                        f"{u['after']['gap']:.3f}; {len(r['leakage'])} victim fine-tunings attacked")
+    columns = {"forget_ppl": "forget PPL", "approximate_ppl": "approximate PPL", "gap": "gap (log ratio)",
+               "mink_auc": "Min-K% AUC", "general_ppl": "general PPL"}
+    section.tables.append(Table(["model", *columns.values()],
+                                [[when, *(fmt(u[when][key]) for key in columns)] for when in ("before", "after")],
+                                f"unlearning {u['method']}, {u['steps']} steps (stopped: {u['stopped']}); gap 0 is "
+                                "where retraining without the forget set would land"))
+    attacks = sorted({key for row in r["leakage"].values() for key in row if key.endswith("_auc")})
+    section.tables.append(Table(["release / mode", *(a.removesuffix("_auc") + " AUC" for a in attacks), "NSR",
+                                 "validation PPL"],
+                                [[name, *(fmt(row.get(a)) for a in attacks), f"{row['nsr']}/{row['targets']}",
+                                  fmt(row["val_ppl"])] for name, row in r["leakage"].items()],
+                                "the victim's fine-tuned model attacked: membership inference on the PII records, "
+                                "secrets extracted by greedy decoding"))
+    section.tables.append(key_values({f"seconds: {k}": v for k, v in r["seconds"].items()}, "wall time"))

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SETUP := $(VENV)/.setup-done
 TINY := runs/tiny/results.json
 
-.PHONY: setup assets demo test test-fast bench lint clean
+.PHONY: setup assets chromium demo test test-fast bench lint clean
 
 setup: $(SETUP)
 
@@ -22,7 +22,12 @@ assets: setup
 demo: assets
 	$(BIN)/lethe demo --out runs/demo --overwrite
 
-test: assets
+# headless Chromium renders the HTML report in its test (Debian's package; needs root, else that test skips)
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+		chromium fonts-liberation >/dev/null) || echo "chromium unavailable: the report rendering test will be skipped"
+
+test: assets chromium
 	$(BIN)/python -m pytest -m "slow or not slow" -q
 
 test-fast: setup

@@ -51,7 +51,7 @@ def cmd_assets(args):
 def cmd_data_build(args):
     from lethe.config import DataBuildConfig, resolve
     from lethe.data.build import build_data
-    from lethe.report import format_split_table
+    from lethe.tables import format_split_table
 
     config = resolve(DataBuildConfig, *_layers(args, {"out": "out", "seed": "seed"}))
     results = build_data(config, overwrite=args.overwrite)
@@ -73,7 +73,7 @@ def cmd_data_pii(args):
 
 def cmd_pretrain(args):
     from lethe.pretrain import pretrain, pretrain_config
-    from lethe.report import format_ppl_table
+    from lethe.tables import format_ppl_table
 
     layers = _layers(args, {"data": "data"})
     preset = args.preset or _strip_preset(layers) or "tiny"
@@ -90,7 +90,7 @@ def cmd_pretrain(args):
 def cmd_eval_ppl(args):
     from lethe.config import EvalPplConfig, resolve
     from lethe.evaluate import eval_ppl
-    from lethe.report import format_ppl_table
+    from lethe.tables import format_ppl_table
 
     layers = _layers(args, {"model": "model", "data": "data"})
     if args.splits:
@@ -101,7 +101,7 @@ def cmd_eval_ppl(args):
 
 def cmd_unlearn(args):
     from lethe.config import UnlearnConfig, resolve
-    from lethe.report import format_unlearning_table
+    from lethe.tables import format_unlearning_table
     from lethe.unlearning.run import unlearn
 
     config = resolve(UnlearnConfig, *_layers(args, {"model": "model", "data": "data", "domain": "domain",
@@ -113,7 +113,7 @@ def cmd_unlearn(args):
 
 def cmd_eval_unlearning(args):
     from lethe.config import EvalUnlearningConfig, resolve
-    from lethe.report import format_unlearning_table
+    from lethe.tables import format_unlearning_table
     from lethe.unlearning.evaluation import eval_unlearning
 
     config = resolve(EvalUnlearningConfig, *_layers(args, {"model": "model", "original": "original",
@@ -124,7 +124,7 @@ def cmd_eval_unlearning(args):
 
 def cmd_retrain(args):
     from lethe.pretrain import retrain
-    from lethe.report import format_ppl_table
+    from lethe.tables import format_ppl_table
 
     results = retrain(Path(getattr(args, "from")), args.forget.split(","), Path(args.out), overwrite=args.overwrite,
                       resume=args.resume)
@@ -203,7 +203,7 @@ def _study(args):
 
 
 def cmd_experiment_unlearning(args):
-    from lethe.report import format_unlearning_table
+    from lethe.tables import format_unlearning_table
     from lethe.unlearning.study import run_experiment
 
     results = run_experiment(_study(args), Path(args.out), overwrite=args.overwrite, resume=args.resume)

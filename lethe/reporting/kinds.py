@@ -3,11 +3,11 @@ saved numbers where the run drew none."""
 
 from __future__ import annotations
 
-from lethe.report import UNLEARNING_HEADER, UNLEARNING_NOTE, ppl_rows, unlearning_rows
 from lethe.reporting.document import Section, Table, parse_markdown_tables
 from lethe.reporting.plots import roc_from_scores, saved_png, tradeoff
 from lethe.reporting.records import RunRecord
 from lethe.reporting.sections import fmt, key_values, register
+from lethe.tables import UNLEARNING_HEADER, UNLEARNING_NOTE, ppl_rows, unlearning_rows
 
 
 def _ppl_table(ppl: dict[str, float]) -> Table:

@@ -47,7 +47,7 @@ def unlearn(config: UnlearnConfig, out, **kwargs) -> dict:
 
 
 def eval_unlearning(config: EvalUnlearningConfig, out, **kwargs) -> dict:
-    """`lethe eval unlearning`."""
+    """`lethe eval unlearning`: perplexity per role, Min-K% MIA, approximate-retraining gap, retrain distance."""
     from lethe.unlearning.evaluation import eval_unlearning as run
 
     return run(config, Path(out), **kwargs)

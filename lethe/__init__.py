@@ -34,6 +34,7 @@ from lethe.data.build import build_data  # noqa: E402
 from lethe.data.splits import load_splits  # noqa: E402
 from lethe.errors import LetheError, TrainingDiverged  # noqa: E402
 from lethe.evaluate import eval_ppl, score_splits  # noqa: E402
+from lethe.finetune import finetune  # noqa: E402  (eager: a lazy import would replace it with its module)
 from lethe.models import load_model  # noqa: E402
 from lethe.pretrain import pretrain, pretrain_config  # noqa: E402
 from lethe.scoring import TokenScores, score_chunks  # noqa: E402
@@ -84,13 +85,6 @@ def build_pii(config: PiiConfig, **kwargs) -> dict:
 def poison(config: PoisonConfig, out, **kwargs) -> dict:
     """`lethe poison`: release a model (forget_to_flourish or a baseline)."""
     from lethe.poisoning.poison import poison as run
-
-    return run(config, Path(out), **kwargs)
-
-
-def finetune(config: FinetuneConfig, out, **kwargs) -> dict:
-    """`lethe finetune`: the victim's fine-tuning (full, LoRA, head; optionally DP-SGD)."""
-    from lethe.finetune import finetune as run
 
     return run(config, Path(out), **kwargs)
 

@@ -73,3 +73,18 @@ def test_cli_writes_the_reference(tmp_path, capsys, api):
     assert out.read_text(encoding="utf-8") == expected
     assert main(["config", "reference", *(["--api"] if api else [])]) == 0
     assert capsys.readouterr().out.endswith(expected)
+
+
+@pytest.mark.parametrize("name", ["ddp", "fsdp", "deepspeed_zero2"])
+def test_accelerate_configs_load_and_use_only_known_options(name):
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.commands.launch import launch_command_parser
+
+    config = load_config_from_file(str(DOCS.parent / "configs" / "accelerate" / f"{name}.yaml"))
+    assert config.num_machines == 1 and config.num_processes == 2
+    known = {flag for action in launch_command_parser()._actions for flag in action.option_strings}
+    plugin = {**(config.fsdp_config or {}), **(config.deepspeed_config or {})}
+    assert plugin or name == "ddp"
+    unknown = [key for key in plugin if f"--{key}" not in known]
+    assert not unknown, f"{name}.yaml: accelerate launch has no option {unknown}"
+    assert f"configs/accelerate/{name}.yaml" in (DOCS / "gpus.md").read_text(encoding="utf-8")

@@ -203,9 +203,11 @@ class LeakageConfig(Strict):
     data: Path = Field(default_factory=default_data_dir, description=DATA_HELP)
     reference: str = Field("general/retain", description="D*: the attacker's generic reference data (split or file)")
     variants: list[Literal["benign", "forget_to_flourish", "precurious", "privacy_backdoor"]] = Field(
-        default_factory=lambda: ["benign", "forget_to_flourish", "precurious", "privacy_backdoor"], min_length=1)
+        default_factory=lambda: ["benign", "forget_to_flourish", "precurious", "privacy_backdoor"], min_length=1,
+        description="releases to compare (benign: the clean model)")
     modes: list[Literal["full", "lora", "head", "dp"]] = Field(
-        default_factory=lambda: ["full", "lora", "head", "dp"], min_length=1)
+        default_factory=lambda: ["full", "lora", "head", "dp"], min_length=1,
+        description="victim fine-tuning modes; dp: DP-SGD at each of dp_epsilons")
     dp_epsilons: list[float] = Field(default_factory=lambda: [8.0], min_length=1, description="ε of each dp cell")
     dp_mode: Literal["full", "lora", "head"] = Field("full", description="what DP-SGD fine-tunes")
     pii: dict[str, Any] = Field(default_factory=dict, description="overrides of PiiConfig")

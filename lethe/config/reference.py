@@ -125,8 +125,9 @@ def _nested(annotation: Any) -> list[type[Strict]]:
     return [model for arg in typing.get_args(annotation) for model in _nested(arg)]
 
 
-def _describe(text: str | None) -> str:
-    return " ".join((text or "").split()).replace("|", "\\|").replace("<", "&lt;")
+def _describe(text: str | None, linked: frozenset[str] = frozenset()) -> str:
+    text = " ".join((text or "").split()).replace("|", "\\|").replace("<", "&lt;")
+    return re.sub(r"\b[A-Z]\w*Config\b", lambda m: f"[{m[0]}](#{m[0].lower()})" if m[0] in linked else m[0], text)
 
 
 def _summary(obj) -> str:
@@ -135,16 +136,23 @@ def _summary(obj) -> str:
     return " ".join(inspect.cleandoc(doc).split("\n\n")[0].split())
 
 
-def _section(model: type[Strict], used_by: list[str]) -> str:
+def _fields(model: type[Strict]) -> list[str]:
+    """The schema's own fields first, then inherited ones (pydantic lists a parent's first)."""
+    own = model.__dict__.get("__annotations__", {})
+    return sorted(model.model_fields, key=lambda name: name not in own)
+
+
+def _section(model: type[Strict], used_by: list[str], linked: frozenset[str]) -> str:
     lines = [f"## {model.__name__}", ""]
     if summary := _summary(model):
         lines += [summary, ""]
     lines += [f"Used by {', '.join(used_by)}.", "", "| key | type | default | description |", "|---|---|---|---|"]
-    for name, field in model.model_fields.items():
+    for name in _fields(model):
+        field = model.model_fields[name]
         kind = type_name(field.annotation)
         if limits := _constraints(field):
             kind += f" ({limits})"
-        lines.append(f"| `{name}` | {kind} | {_default(field)} | {_describe(field.description)} |")
+        lines.append(f"| `{name}` | {kind} | {_default(field)} | {_describe(field.description, linked)} |")
     if model is PretrainConfig:
         presets = yaml.safe_dump(PRESETS, sort_keys=False, default_flow_style=None, width=120).strip()
         lines += ["", "Presets (`preset`), each filling in the fields a config leaves out:", "", "```yaml",
@@ -166,7 +174,9 @@ def render_config_reference() -> str:
                 used_by.setdefault(nested, []).append(f"[{model.__name__}](#{model.__name__.lower()})`.{name}`")
     table = ["| command | schema |", "|---|---|"]
     table += [f"| `{command.replace(', ', '`, `')}` | {type_name(model)} |" for command, model in COMMANDS.items()]
-    return "\n".join([HEADER, *table, "", *(_section(model, used_by[model]) for model in order)]).rstrip() + "\n"
+    linked = frozenset(model.__name__ for model in order)
+    sections = [_section(model, used_by[model], linked) for model in order]
+    return "\n".join([HEADER, *table, "", *sections]).rstrip() + "\n"
 
 
 def _signature(function) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-NUMBER = r"\d+\.\d+"
+NUMBER = r"-?\d+\.\d+"
 
 
 def run_example(name: str, out: Path) -> str:
@@ -24,7 +24,7 @@ def run_example(name: str, out: Path) -> str:
 def test_unlearn_example_stops_at_the_yardstick(tmp_path):
     stdout = run_example("unlearn_tiny.py", tmp_path)
     rows = {m.group(1): [float(x) for x in m.group(2).split()]
-            for m in re.finditer(rf"^(before|after)\s+((?:{NUMBER}\s*)+)$", stdout, re.MULTILINE)}
+            for m in re.finditer(rf"^(before|after)\s+((?:{NUMBER}[ \t]*)+)$", stdout, re.MULTILINE)}
     (forget_before, approx_before, gap_before, auc_before), (forget_after, _, gap_after, auc_after) = (
         rows["before"], rows["after"])
     assert forget_before < approx_before and gap_before < 0 and auc_before > 0.5  # members look seen

@@ -34,8 +34,10 @@ from lethe.config import (  # noqa: E402
 )
 from lethe.data.build import build_data  # noqa: E402
 from lethe.data.splits import load_splits  # noqa: E402
+from lethe.demo import run_demo  # noqa: E402  (eager: a lazy import would replace `demo` below with its module)
 from lethe.errors import LetheError, TrainingDiverged  # noqa: E402
 from lethe.evaluate import eval_ppl, score_splits  # noqa: E402
+from lethe.finetune import finetune  # noqa: E402  (eager: a lazy import would replace it with its module)
 from lethe.models import load_model  # noqa: E402
 from lethe.pretrain import pretrain, pretrain_config  # noqa: E402
 from lethe.scoring import TokenScores, score_chunks  # noqa: E402
@@ -49,7 +51,7 @@ def unlearn(config: UnlearnConfig, out, **kwargs) -> dict:
 
 
 def eval_unlearning(config: EvalUnlearningConfig, out, **kwargs) -> dict:
-    """`lethe eval unlearning`."""
+    """`lethe eval unlearning`: perplexity per role, Min-K% MIA, approximate-retraining gap, retrain distance."""
     from lethe.unlearning.evaluation import eval_unlearning as run
 
     return run(config, Path(out), **kwargs)
@@ -90,13 +92,6 @@ def poison(config: PoisonConfig, out, **kwargs) -> dict:
     return run(config, Path(out), **kwargs)
 
 
-def finetune(config: FinetuneConfig, out, **kwargs) -> dict:
-    """`lethe finetune`: the victim's fine-tuning (full, LoRA, head; optionally DP-SGD)."""
-    from lethe.finetune import finetune as run
-
-    return run(config, Path(out), **kwargs)
-
-
 def experiment_leakage(config: LeakageConfig, out, **kwargs) -> dict:
     """`lethe experiment leakage`: released variants × fine-tuning modes."""
     from lethe.leakage.study import run_leakage
@@ -106,8 +101,6 @@ def experiment_leakage(config: LeakageConfig, out, **kwargs) -> dict:
 
 def demo(config: DemoConfig | None = None, out="runs/demo", **kwargs) -> dict:
     """`lethe demo`: both threat models on SmolLM2-135M (or `config.model`), ending in an HTML report."""
-    from lethe.demo import run_demo
-
     return run_demo(config or resolve(DemoConfig), Path(out), **kwargs)
 
 

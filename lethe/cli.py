@@ -233,6 +233,18 @@ def cmd_report(args):
     print(f"report written to {html} and {html.with_suffix('.md')}")
 
 
+def cmd_config_reference(args):
+    from lethe.config.reference import render_api_reference, render_config_reference
+
+    text = render_api_reference() if args.api else render_config_reference()
+    if args.out is None:
+        print(text, end="")
+        return
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text, encoding="utf-8")
+    print(f"written to {args.out}")
+
+
 def _common(parser: argparse.ArgumentParser, out_required: bool = True) -> None:
     parser.add_argument("--config", metavar="FILE", help="YAML config validated against the command's schema")
     parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
@@ -330,6 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
              cmd_experiment_leakage, model="the clean pre-trained model", data=DATA,
              resume="continue: finished runs are read back, not redone")
     _command(commands, "sweep", "method × learning rate × steps (× domain) robustness grid", cmd_sweep, **studies)
+    config = commands.add_parser("config", help="the typed config schemas")
+    config = config.add_subparsers(dest="config_command", required=True)
+    p = config.add_parser("reference", help="markdown reference of every command's config (docs/config.md)")
+    p.add_argument("--out", metavar="FILE", help="write it here instead of printing it")
+    p.add_argument("--api", action="store_true", help="the Python API (lethe.__all__) instead (docs/api.md)")
+    p.set_defaults(handler=cmd_config_reference)
     p = commands.add_parser("report", help="an HTML report and its markdown twin from run directories (reads only "
                             "what the runs saved)")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories; sub-runs inside them are included")

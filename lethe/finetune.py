@@ -65,7 +65,7 @@ def _chunks(docs, tokenizer, config: FinetuneConfig, context: int, role: str) ->
 
 
 def finetune(config: FinetuneConfig, out: Path, *, overwrite: bool = False) -> dict:
-    """Fine-tune `config.model` on D_ft; writes model/, scores/ and results.json, and returns the results."""
+    """`lethe finetune`: the victim's fine-tuning (full, LoRA, head; optionally DP-SGD) of `config.model` on D_ft."""
     with Run.start(out, "finetune", config, overwrite=overwrite, seed=config.train.seed) as run:
         train_docs, train_file = load_set(config.data, config.data_dir)
         validation_docs, validation_file = load_set(config.validation, config.data_dir)

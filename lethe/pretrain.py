@@ -67,6 +67,7 @@ def _tokenizer(config: PretrainConfig, run: Run, texts: list[str], resume: bool)
 
 
 def pretrain(config: PretrainConfig, out: Path, *, overwrite: bool = False, resume: bool = False) -> dict:
+    """`lethe pretrain`: train a model from scratch on known splits, then score every split."""
     from accelerate.utils import set_seed
 
     state = process_state()

@@ -23,6 +23,8 @@ _ROW_SLICE = 2048  # positions per slice when reducing over the vocabulary, to b
 
 @dataclass
 class TokenScores:
+    """Per-token scores of a set of chunks, flat over tokens: log p(x_t), vocabulary mean and variance, top-1 hits."""
+
     ids: list[str]
     offsets: np.ndarray  # chunk i owns positions offsets[i]:offsets[i+1]
     target_ids: np.ndarray

@@ -28,6 +28,15 @@ def default_data_dir() -> Path:
     return lethe_home() / "data" / "default"
 
 
+# Field descriptions shared by many schemas (rendered into docs/config.md).
+MODEL_HELP = ("a Hugging Face model directory with safetensors weights, a Lethe run holding model/, or an alias "
+              "(smollm2-135m)")
+DATA_HELP = "the directory of `lethe data build`, whose splits are named domain/split"
+DTYPE_HELP = "dtype the weights are loaded in; bfloat16/float16 are for GPUs"
+CPU_HALF_HELP = "allow bfloat16/float16 on a CPU, where it is hundreds of times slower than float32"
+REMOTE_CODE_HELP = "run the model directory's own Python code (refused by default)"
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
@@ -53,6 +62,8 @@ class SplitSizes(Strict):
 
 
 class DedupConfig(Strict):
+    """Near-duplicate removal across every split (word n-gram overlap with documents already kept)."""
+
     ngram: int = Field(8, ge=2, description="word n-gram length for near-duplicate detection")
     threshold: float = Field(
         0.3, gt=0, le=1, description="drop a document when this fraction of its n-grams is already kept"
@@ -60,9 +71,13 @@ class DedupConfig(Strict):
 
 
 class DataBuildConfig(Strict):
-    out: Path = Field(default_factory=default_data_dir)
-    domains: list[str] = Field(default_factory=lambda: list(DOMAINS))
-    general: bool = True
+    """`lethe data build`: corpora (or your files) → disjoint, deduplicated splits, deterministic by seed."""
+
+    out: Path = Field(default_factory=default_data_dir, description="directory the splits are written to")
+    domains: list[str] = Field(default_factory=lambda: list(DOMAINS),
+        description="domains to split into forget/retain/approximate (built-in: code, science, books; any "
+        "name given `sources`)")
+    general: bool = Field(True, description="also build general/retain and general/eval")
     sources: dict[str, list[Path]] = Field(
         default_factory=dict,
         description="user documents per domain (JSONL, text or parquet with a `text` field; text, .py, .tex and "
@@ -73,55 +88,63 @@ class DataBuildConfig(Strict):
         default_factory=dict,
         description="documents known to be unseen by the model (e.g. written after its training cutoff) that "
         "fill a domain's approximate split instead of its corpus")
-    seed: int = 0
-    sizes: SplitSizes = Field(default_factory=SplitSizes)
+    seed: int = Field(0, description="shuffling seed: the same seed gives the same splits")
+    sizes: SplitSizes = Field(default_factory=SplitSizes, description="documents per split")
     max_doc_chars: int | None = Field(3000, ge=100, description="truncate documents to this many characters")
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     report_tokenizer: str = Field("gpt2", description="tokenizer used to count tokens in the summary")
 
 
 class LoraConfig(Strict):
-    r: int = Field(8, ge=1)
-    alpha: int = Field(16, ge=1)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    """LoRA adapters through PEFT; merged into the weights when a model is saved."""
+
+    r: int = Field(8, ge=1, description="rank of the adapters")
+    alpha: int = Field(16, ge=1, description="scaling: the update is alpha / r · BA")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapters' input")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="module names that get adapters (PEFT's target_modules)")
 
 
 class EarlyStopConfig(Strict):
+    """Stop training when an evaluation metric has not improved for `patience` evaluations."""
+
     metric: str = Field(description="a key of the evaluator's metrics")
     patience: int = Field(3, ge=1, description="evaluations without improvement before stopping")
-    mode: Literal["min", "max"] = "min"
+    mode: Literal["min", "max"] = Field("min", description="whether lower or higher is better")
 
 
 class TrainConfig(Strict):
     """The one training engine's settings (paper defaults of Yao et al. where they exist)."""
 
-    epochs: float = Field(1.0, gt=0)
+    epochs: float = Field(1.0, gt=0, description="passes over the data (fractions allowed)")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimiser steps")
     batch_size: int = Field(8, ge=1, description="chunks per device per micro-batch")
-    grad_accum: int = Field(1, ge=1)
-    lr: float = Field(2e-5, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    warmup_ratio: float = Field(0.03, ge=0, lt=1)
-    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
-    max_grad_norm: float | None = Field(1.0, gt=0)
-    seed: int = 0
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    log_every: int = Field(10, ge=1)
-    eval_every: int | None = Field(None, ge=1)
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimiser step")
+    lr: float = Field(2e-5, gt=0, description="peak learning rate of AdamW")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="fraction of the steps spent warming up")
+    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="learning-rate schedule after warm-up")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="global gradient clipping (None: off)")
+    seed: int = Field(0, description="seed of initialisation, shuffling and dropout")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field(
+        "no", description="Accelerate's autocast; bf16 on GPUs (refused on a CPU, where it is far slower)")
+    log_every: int = Field(10, ge=1, description="steps between log records")
+    eval_every: int | None = Field(None, ge=1, description="steps between evaluations, for commands that evaluate")
     checkpoint_every: int | None = Field(None, ge=1, description="steps between resumable checkpoints")
     early_stop: EarlyStopConfig | None = Field(None, description="stop when an eval metric stops improving")
-    lora: LoraConfig | None = None
+    lora: LoraConfig | None = Field(None,
+        description="train LoRA adapters instead of every weight (e.g. --set train.lora.r=8)")
 
 
 class ArchConfig(Strict):
     """A small Llama-style model trained from scratch (known-data pre-training)."""
 
-    hidden_size: int = Field(64, ge=8)
-    layers: int = Field(2, ge=1)
-    heads: int = Field(4, ge=1)
-    intermediate_size: int = Field(256, ge=8)
-    context: int = Field(256, ge=16)
+    hidden_size: int = Field(64, ge=8, description="width of the residual stream")
+    layers: int = Field(2, ge=1, description="transformer blocks")
+    heads: int = Field(4, ge=1, description="attention heads (must divide hidden_size)")
+    intermediate_size: int = Field(256, ge=8, description="width of the MLP")
+    context: int = Field(256, ge=16, description="maximum positions")
     vocab_size: int = Field(2048, ge=256, description="size of the BPE vocabulary trained on the members")
     tokenizer: Literal["bpe", "gpt2"] = Field(
         "bpe", description="bpe: train a byte-level BPE on the pre-training documents; gpt2: GPT-2's"
@@ -152,17 +175,17 @@ PRESETS: dict[str, dict[str, Any]] = {
 class PretrainConfig(Strict):
     """Known-data pre-training; `preset` fills in every field the config leaves out."""
 
-    preset: str = "tiny"
-    data: Path = Field(default_factory=default_data_dir)
+    preset: str = Field("tiny", description="micro or tiny: architecture and training defaults")
+    data: Path = Field(default_factory=default_data_dir, description=DATA_HELP)
     splits: list[str] | None = Field(
         None, description="splits to train on (default: every domain's forget + retain, general/retain)"
     )
     exclude: list[str] = Field(default_factory=list, description="splits to leave out (exact retraining)")
     tokenizer_from: Path | None = Field(None, description="reuse this tokenizer instead of training one")
-    arch: ArchConfig = Field(default_factory=ArchConfig)
+    arch: ArchConfig = Field(default_factory=ArchConfig, description="the preset's, with any field overridden")
     chunk: ChunkConfig = Field(default_factory=ChunkConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    eval_batch_tokens: int = Field(16384, ge=64)
+    train: TrainConfig = Field(default_factory=TrainConfig, description="the preset's, with any field overridden")
+    eval_batch_tokens: int = Field(16384, ge=64, description="tokens per scoring batch after training")
 
     @model_validator(mode="before")
     @classmethod
@@ -176,14 +199,16 @@ class PretrainConfig(Strict):
 
 
 class EvalPplConfig(Strict):
-    model: str
-    data: Path = Field(default_factory=default_data_dir)
+    """`lethe eval ppl`: token-weighted perplexity and next-token accuracy per split."""
+
+    model: str = Field(description=MODEL_HELP)
+    data: Path = Field(default_factory=default_data_dir, description=DATA_HELP)
     splits: list[str] | None = Field(None, description="splits to score (default: all)")
     chunk: ChunkConfig = Field(default_factory=ChunkConfig)
     batch_tokens: int = Field(4096, ge=64, description="tokens per scoring batch (padding included)")
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    allow_cpu_bf16: bool = False
-    trust_remote_code: bool = False
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description=DTYPE_HELP)
+    allow_cpu_bf16: bool = Field(False, description=CPU_HALF_HELP)
+    trust_remote_code: bool = Field(False, description=REMOTE_CODE_HELP)
 
 
 class MethodArgs(Strict):
@@ -195,17 +220,19 @@ class MethodArgs(Strict):
         None, description="override the method's retain term (npo/simnpo have none by default)")
     retain_data: Literal["in_domain", "general"] | None = Field(
         None, description="override where retain chunks come from")
-    npo_beta: float = Field(0.1, gt=0)
+    npo_beta: float = Field(0.1, gt=0, description="β of NPO")
     simnpo_beta: float = Field(
         0.5, gt=0, description="SimNPO saturates once β·(mean forget NLL) is large; pre-training data has NLL ~2-5")
-    simnpo_gamma: float = Field(0.0, ge=0)
+    simnpo_gamma: float = Field(0.0, ge=0, description="γ (reward margin) of SimNPO")
 
 
 class UnlearnEvalConfig(Strict):
+    """How unlearned models are scored: perplexity per role, Min-K% membership inference, utility."""
+
     mink_k: list[int] = Field(default_factory=lambda: [30, 40, 50, 60, 100],
                               description="Min-K% percentages to report (Yao et al.)")
     headline_k: int = Field(30, ge=1, le=100, description="the K reported as mia.*")
-    batch_tokens: int = Field(4096, ge=64)
+    batch_tokens: int = Field(4096, ge=64, description="tokens per scoring batch")
     utility: bool = Field(False, description="run the lm-eval utility tasks built from held-out text")
     utility_limit: int | None = Field(100, ge=1, description="items per utility task")
     seed: int = 0
@@ -223,24 +250,29 @@ class UnlearnSettings(Strict):
     pretrain_tokens: float | None = Field(
         None, description="tokens the model was pre-trained on, for the cost ratio (read from a Lethe "
         "pretrain run when there is one)")
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    allow_cpu_bf16: bool = False
-    trust_remote_code: bool = False
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description=DTYPE_HELP)
+    allow_cpu_bf16: bool = Field(False, description=CPU_HALF_HELP)
+    trust_remote_code: bool = Field(False, description=REMOTE_CODE_HELP)
 
 
 class UnlearnConfig(UnlearnSettings):
-    model: str
-    data: Path = Field(default_factory=default_data_dir)
-    domain: str = "code"
-    method: str = "ga_gd_in"
+    """`lethe unlearn`: one method on one domain's forget set, scored before and after."""
+
+    model: str = Field(description=MODEL_HELP)
+    data: Path = Field(default_factory=default_data_dir, description=DATA_HELP)
+    domain: str = Field("code", description="whose forget set to unlearn")
+    method: str = Field("ga_gd_in",
+        description="ga, random_label, adversarial, ga_gd_in, ga_kl_in, ga_gd_general, ga_kl_general, npo or simnpo")
 
 
 class EvalUnlearningConfig(Strict):
+    """`lethe eval unlearning`: an unlearned model against the original and (optionally) a retrained one."""
+
     model: str = Field(description="the unlearned model")
     original: str | None = Field(None, description="the model before unlearning")
     retrained: str | None = Field(None, description="a model retrained without the forget set")
-    data: Path = Field(default_factory=default_data_dir)
-    domain: str = "code"
+    data: Path = Field(default_factory=default_data_dir, description=DATA_HELP)
+    domain: str = Field("code", description="whose forget set was unlearned")
     chunk: ChunkConfig = Field(default_factory=ChunkConfig)
     eval: UnlearnEvalConfig = Field(default_factory=UnlearnEvalConfig)
 
@@ -248,26 +280,32 @@ class EvalUnlearningConfig(Strict):
 class SweepGrid(Strict):
     """Yao et al.'s robustness study: every method at every learning rate and number of steps."""
 
-    lr: list[float] = Field(default_factory=lambda: [1e-5, 2e-5, 5e-5])
-    steps: list[int] = Field(default_factory=lambda: [10, 20, 40])
+    lr: list[float] = Field(default_factory=lambda: [1e-5, 2e-5, 5e-5],
+        description="learning rates (`lethe sweep` only)")
+    steps: list[int] = Field(default_factory=lambda: [10, 20, 40], description="optimiser steps (`lethe sweep` only)")
 
 
 class UnlearningStudyConfig(Strict):
     """`lethe experiment unlearning` and `lethe sweep`: methods × domains (× grid) on one model."""
 
-    model: str
-    data: Path = Field(default_factory=default_data_dir)
-    domains: list[str] = Field(default_factory=lambda: list(DOMAINS))
+    model: str = Field(description=MODEL_HELP)
+    data: Path = Field(default_factory=default_data_dir, description=DATA_HELP)
+    domains: list[str] = Field(default_factory=lambda: list(DOMAINS),
+        description="domains whose forget sets are unlearned")
     methods: list[str] | None = Field(None, description="unlearning methods to run (default: all registered)")
-    unlearn: UnlearnSettings = Field(default_factory=UnlearnSettings)
+    unlearn: UnlearnSettings = Field(default_factory=UnlearnSettings,
+        description="settings shared by every unlearning run")
     retrain: bool = Field(False, description="exact retraining without each forget set (Lethe pretrain runs only)")
     grid: SweepGrid = Field(default_factory=SweepGrid)
 
 
 class AssetsConfig(Strict):
-    model: bool = True
-    corpora: list[str] = Field(default_factory=lambda: [*DOMAINS, GENERAL])
-    force: bool = False
+    """`lethe assets`: the offline SmolLM2-135M model and the built-in corpora, cached under $LETHE_HOME."""
+
+    model: bool = Field(True, description="convert SmolLM2-135M to a safetensors directory")
+    corpora: list[str] = Field(default_factory=lambda: [*DOMAINS, GENERAL],
+        description="domains whose corpus to collect")
+    force: bool = Field(False, description="rebuild even what is cached")
 
 
 Schema = TypeVar("Schema", bound=Strict)

@@ -8,29 +8,40 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from lethe.config.base import ChunkConfig, LoraConfig, Strict, TrainConfig, default_data_dir
+from lethe.config.base import (
+    CPU_HALF_HELP,
+    DATA_HELP,
+    DTYPE_HELP,
+    MODEL_HELP,
+    REMOTE_CODE_HELP,
+    ChunkConfig,
+    LoraConfig,
+    Strict,
+    TrainConfig,
+    default_data_dir,
+)
 
 
 class MiaConfig(Strict):
     """`lethe attack mia`: every membership-inference attack from one scoring pass per model."""
 
-    model: str
+    model: str = Field(description="the target model: " + MODEL_HELP)
     members: str = Field(description="a split of `data` (e.g. code/forget) or a JSONL/text/parquet file")
     nonmembers: str = Field(description="a split of `data` or a file; must not overlap the members")
     reference_model: str | None = Field(None, description="for reference_model, e.g. the released pre-trained model")
     calibration: str | None = Field(None, description="auxiliary non-members for reference_data (split or file)")
-    data: Path = Field(default_factory=default_data_dir)
+    data: Path = Field(default_factory=default_data_dir, description=DATA_HELP)
     attacks: list[str] | None = Field(None, description="attacks to run (default: every one whose inputs are given)")
     min_k: float = Field(20, gt=0, le=100, description="K of min_k and min_k_pp, in percent")
     gradnorm_p: float = Field(2, description="the p of gradnorm's p-norm (1, 2 or inf)")
     chunk: ChunkConfig = Field(default_factory=lambda: ChunkConfig(max_chunks_per_doc=1),
                                description="one sample per document: its first chunk (as MIMIR truncates)")
-    batch_tokens: int = Field(4096, ge=64)
+    batch_tokens: int = Field(4096, ge=64, description="tokens per scoring batch")
     bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the confidence intervals (0: none)")
     seed: int = 0
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    allow_cpu_bf16: bool = False
-    trust_remote_code: bool = False
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description=DTYPE_HELP)
+    allow_cpu_bf16: bool = Field(False, description=CPU_HALF_HELP)
+    trust_remote_code: bool = Field(False, description=REMOTE_CODE_HELP)
 
 
 PII_KINDS = ("name", "email", "phone", "address", "ssn")
@@ -40,14 +51,14 @@ class PiiConfig(Strict):
     """`lethe data pii`: real documents with injected synthetic PII records, split into members and non-members."""
 
     out: Path = Field(description="directory for finetune.jsonl, targets_*.jsonl, validation.jsonl, pii.json")
-    data: Path = Field(default_factory=default_data_dir)
+    data: Path = Field(default_factory=default_data_dir, description=DATA_HELP)
     splits: list[str] = Field(
         default_factory=lambda: ["general/eval", "books/approximate", "science/approximate"], min_length=1,
         description="source documents (default: splits the known-data models never saw in pre-training)")
     seed: int = 0
     members: int = Field(20, ge=1, description="records injected into the fine-tuning documents")
     nonmembers: int = Field(20, ge=0, description="records from the same generator, never injected")
-    kinds: list[Literal["name", "email", "phone", "address", "ssn"]] = Field(
+    kinds: list[Literal["name", "email", "phone", "address", "ssn"]] = Field(description="kinds of PII record",
         default_factory=lambda: list(PII_KINDS), min_length=1)
     repetitions: int = Field(5, ge=1, description="copies of each member record in the fine-tuning set, each in "
                              "a different document (memorisation needs repetition)")
@@ -57,7 +68,7 @@ class PiiConfig(Strict):
 
 
 class DecodingConfig(Strict):
-    strategies: list[Literal["greedy", "beam", "sample"]] = Field(
+    strategies: list[Literal["greedy", "beam", "sample"]] = Field(description="decoding strategies to try",
         default_factory=lambda: ["greedy", "beam", "sample"], min_length=1)
     num_beams: int = Field(4, ge=2, description="beam width; beam search returns its best beam")
     top_k: int = Field(40, ge=1, description="top-k of sampling")
@@ -80,14 +91,14 @@ class ExposureConfig(Strict):
 class ExtractConfig(Strict):
     """`lethe attack extract`: prompt with each target's prefix, decode, and check for its secret."""
 
-    model: str
+    model: str = Field(description="the target model: " + MODEL_HELP)
     targets: Path = Field(description="JSONL of target records (id, prefix, secret, ...), e.g. targets_member.jsonl")
     decoding: DecodingConfig = Field(default_factory=DecodingConfig)
     batch_size: int = Field(32, ge=1, description="prompts per generate call")
     exposure: ExposureConfig = Field(default_factory=ExposureConfig)
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    allow_cpu_bf16: bool = False
-    trust_remote_code: bool = False
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description=DTYPE_HELP)
+    allow_cpu_bf16: bool = Field(False, description=CPU_HALF_HELP)
+    trust_remote_code: bool = Field(False, description=REMOTE_CODE_HELP)
 
 
 class DPConfig(Strict):
@@ -105,10 +116,10 @@ class DPConfig(Strict):
 class FinetuneConfig(Strict):
     """`lethe finetune`: the victim fine-tunes a released model on its private data D_ft."""
 
-    model: str
+    model: str = Field(description="the released model: " + MODEL_HELP)
     data: str = Field(description="D_ft: a split of `data_dir` (e.g. books/approximate) or a JSONL/text/parquet file")
     validation: str = Field(description="held-out documents for validation perplexity (split or file)")
-    data_dir: Path = Field(default_factory=default_data_dir)
+    data_dir: Path = Field(default_factory=default_data_dir, description=DATA_HELP)
     mode: Literal["full", "lora", "head"] = Field(
         "full", description="full: every parameter; lora: adapters (train.lora, default LoraConfig()); head: the LM "
         "head plus the last `trainable_layers` transformer blocks")
@@ -117,9 +128,9 @@ class FinetuneConfig(Strict):
     chunk: ChunkConfig = Field(default_factory=ChunkConfig)
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=5e-5, epochs=3, scheduler="linear"))
     batch_tokens: int = Field(4096, ge=64, description="tokens per validation scoring batch")
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    allow_cpu_bf16: bool = False
-    trust_remote_code: bool = False
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description=DTYPE_HELP)
+    allow_cpu_bf16: bool = Field(False, description=CPU_HALF_HELP)
+    trust_remote_code: bool = Field(False, description=REMOTE_CODE_HELP)
 
     @model_validator(mode="after")
     def _mode_matches_lora(self) -> FinetuneConfig:
@@ -135,7 +146,8 @@ class FinetuneConfig(Strict):
 class NoiseConfig(Strict):
     """How the targets' noisy copies D'_c are made."""
 
-    model: Literal["random_tokens", "span_mask", "word_shuffle"] = "random_tokens"
+    model: Literal["random_tokens", "span_mask", "word_shuffle"] = Field(
+        "random_tokens", description="random vocabulary tokens, masked spans, or shuffled words")
     rate: float = Field(0.3, gt=0, le=1, description="fraction of each copy's tokens changed")
     span_length: int = Field(3, ge=1, description="span_mask: tokens per masked span")
     copies: int = Field(1, ge=1, description="noisy copies per target, each drawn afresh")
@@ -144,26 +156,27 @@ class NoiseConfig(Strict):
 class BoundConfig(Strict):
     """The utility bound on the reference set D*, checked after every step."""
 
-    kind: Literal["relative", "absolute"] = "relative"
+    kind: Literal["relative", "absolute"] = Field("relative", description="how epsilon bounds the reference loss")
     epsilon: float = Field(1.05, gt=0, description="relative: L(D*) <= epsilon * L_clean(D*); absolute: <= epsilon")
 
 
 class BackdoorConfig(Strict):
     """Privacy backdoors (Wen et al.): (1 − alpha)·CE(auxiliary) ± alpha·CE(clean targets)."""
 
-    alpha: float = Field(0.75, ge=0, le=1)
+    alpha: float = Field(0.75, ge=0, le=1, description="weight of the targets' term")
     direction: Literal["raise", "lower"] = Field("raise", description="raise or lower the targets' loss")
 
 
 class PoisonConfig(Strict):
     """`lethe poison`: release a model that makes later fine-tuning on the targets leak more."""
 
-    model: str
-    variant: Literal["forget_to_flourish", "benign", "precurious", "privacy_backdoor"] = "forget_to_flourish"
+    model: str = Field(description="the clean pre-trained model: " + MODEL_HELP)
+    variant: Literal["forget_to_flourish", "benign", "precurious", "privacy_backdoor"] = Field(
+        "forget_to_flourish", description="the attack, or a baseline release")
     targets: str = Field(description="the target records (split or JSONL/text/parquet file with `text`)")
     reference: str = Field(description="D*: generic reference data for the utility bound, and the auxiliary data "
                                        "of precurious and privacy_backdoor (split or file)")
-    data: Path = Field(default_factory=default_data_dir)
+    data: Path = Field(default_factory=default_data_dir, description=DATA_HELP)
     extraction: bool = Field(False, description="unlearn prefix + random suffix (targets need `prefix` and `secret`)")
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
     bound: BoundConfig = Field(default_factory=BoundConfig)
@@ -172,11 +185,11 @@ class PoisonConfig(Strict):
     chunk: ChunkConfig = Field(default_factory=ChunkConfig)
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(
         lr=1e-4, epochs=4, batch_size=8, warmup_ratio=0.0, scheduler="constant", log_every=1))
-    batch_tokens: int = Field(4096, ge=64)
+    batch_tokens: int = Field(4096, ge=64, description="tokens per scoring batch")
     seed: int = 0
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    allow_cpu_bf16: bool = False
-    trust_remote_code: bool = False
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description=DTYPE_HELP)
+    allow_cpu_bf16: bool = Field(False, description=CPU_HALF_HELP)
+    trust_remote_code: bool = Field(False, description=REMOTE_CODE_HELP)
 
 
 class LeakageConfig(Strict):
@@ -187,19 +200,21 @@ class LeakageConfig(Strict):
     """
 
     model: str = Field(description="the clean pre-trained model the attacker starts from")
-    data: Path = Field(default_factory=default_data_dir)
+    data: Path = Field(default_factory=default_data_dir, description=DATA_HELP)
     reference: str = Field("general/retain", description="D*: the attacker's generic reference data (split or file)")
     variants: list[Literal["benign", "forget_to_flourish", "precurious", "privacy_backdoor"]] = Field(
-        default_factory=lambda: ["benign", "forget_to_flourish", "precurious", "privacy_backdoor"], min_length=1)
+        default_factory=lambda: ["benign", "forget_to_flourish", "precurious", "privacy_backdoor"], min_length=1,
+        description="releases to compare (benign: the clean model)")
     modes: list[Literal["full", "lora", "head", "dp"]] = Field(
-        default_factory=lambda: ["full", "lora", "head", "dp"], min_length=1)
+        default_factory=lambda: ["full", "lora", "head", "dp"], min_length=1,
+        description="victim fine-tuning modes; dp: DP-SGD at each of dp_epsilons")
     dp_epsilons: list[float] = Field(default_factory=lambda: [8.0], min_length=1, description="ε of each dp cell")
     dp_mode: Literal["full", "lora", "head"] = Field("full", description="what DP-SGD fine-tunes")
-    pii: dict[str, Any] = Field(default_factory=dict)
-    poison: dict[str, Any] = Field(default_factory=dict)
-    finetune: dict[str, Any] = Field(default_factory=dict)
-    mia: dict[str, Any] = Field(default_factory=dict)
-    extract: dict[str, Any] = Field(default_factory=dict)
+    pii: dict[str, Any] = Field(default_factory=dict, description="overrides of PiiConfig")
+    poison: dict[str, Any] = Field(default_factory=dict, description="overrides of PoisonConfig")
+    finetune: dict[str, Any] = Field(default_factory=dict, description="overrides of FinetuneConfig")
+    mia: dict[str, Any] = Field(default_factory=dict, description="overrides of MiaConfig")
+    extract: dict[str, Any] = Field(default_factory=dict, description="overrides of ExtractConfig")
 
     @model_validator(mode="after")
     def _sections_are_valid(self) -> LeakageConfig:

@@ -29,6 +29,7 @@ def count_tokens(texts: list[str], tokenizer_name: str) -> int:
 
 
 def build_data(config: DataBuildConfig, *, overwrite: bool = False) -> dict:
+    """`lethe data build`: write the splits to `config.out`; returns documents, characters and tokens per split."""
     with Run.start(config.out, "data build", config, overwrite=overwrite, seed=config.seed) as run:
         corpora = load_corpora(config, _corpus_files(config))
         unseen = {domain: read_all(paths, domain) for domain, paths in config.approximate_sources.items()}

@@ -164,6 +164,7 @@ def find_splits(data_dir: Path) -> dict[str, Path]:
 
 
 def load_splits(data_dir: Path, names: Iterable[str] | None = None) -> dict[str, list[Document]]:
+    """The documents of each named split (default: every split) of a `lethe data build` directory."""
     available = find_splits(data_dir)
     names = list(available) if names is None else list(names)
     missing = [name for name in names if name not in available]

@@ -158,7 +158,8 @@ def _section(model: type[Strict], used_by: list[str], linked: frozenset[str]) ->
         kind = type_name(field.annotation)
         if limits := _constraints(field):
             kind += f" ({limits})"
-        lines.append(f"| `{name}` | {kind} | {_default(field)} | {_describe(field.description, linked)} |")
+        default = "built in (below)" if name in BUILT_IN_DEFAULTS.get(model, ("", {}))[1] else _default(field)
+        lines.append(f"| `{name}` | {kind} | {default} | {_describe(field.description, linked)} |")
     if model in BUILT_IN_DEFAULTS:
         caption, values = BUILT_IN_DEFAULTS[model]
         text = yaml.safe_dump(values, sort_keys=False, default_flow_style=None, width=120).strip()

@@ -149,7 +149,8 @@ class BoundConfig(Strict):
     on_cross: Literal["stop", "project"] = Field(
         "stop", description="stop: undo the crossing step and stop; project: descend on D* until the bound holds "
         "again, then resume the ascent")
-    max_projection_steps: int = Field(5, ge=1, description="project: descent steps allowed to regain the bound; "
+    max_projection_steps: int = Field(10, ge=1, description="project: descent steps allowed to regain the bound "
+                                      "(Adam's momentum carries the ascent on for a few); "
                                       "past them the last in-bound weights are restored and poisoning stops")
 
 

@@ -65,7 +65,7 @@ class UtilityBound(Callback):
     stops; `project` has the objective descend on D* until the bound holds again, then resume the ascent,
     and restores and stops if that takes more than `max_projection_steps`."""
 
-    def __init__(self, model, limit: float, objective, on_cross: str = "stop", max_projection_steps: int = 5) -> None:
+    def __init__(self, model, limit: float, objective, on_cross: str = "stop", max_projection_steps: int = 10) -> None:
         self.model, self.limit, self.objective = model, limit, objective
         self.on_cross, self.max_projection_steps = on_cross, max_projection_steps
         self.crossed_at: int | None = None

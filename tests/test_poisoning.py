@@ -74,6 +74,43 @@ def test_bound_holds_on_every_kept_step_and_the_crossing_step_is_undone(micro_ru
     assert saved["train"]["steps"] == crossed - 1
 
 
+def test_projection_keeps_the_release_within_the_bound_and_pushes_the_targets_further(micro_run, micro_model,
+                                                                                      data_dir, tmp_path):
+    from lethe.poisoning.poison import poison
+
+    train = {"lr": 5e-4, "max_steps": 40}
+    stop = poison(config(micro_run, data=data_dir, bound={"epsilon": 1.03}, train=train), tmp_path / "stop")
+    project = poison(config(micro_run, data=data_dir, bound={"epsilon": 1.03, "on_cross": "project"}, train=train),
+                     tmp_path / "project")
+    limit, steps = project["bound"]["limit"], project["train"]
+    assert project["bound"]["crossings"] >= 1 and not project["bound"]["projection_failed"]
+    assert steps["projection_steps"] >= 1 and steps["ascent_steps"] > stop["train"]["steps"]
+    assert steps["steps"] == steps["ascent_steps"] + steps["projection_steps"] - steps["undone_steps"]
+    evals = [h for h in steps["history"] if "eval/reference_loss" in h]
+    projected = [h["step"] for h in steps["history"] if "projection_loss" in h]
+    assert projected and all(evals[s - 2]["eval/reference_loss"] > limit for s in projected)  # only after a crossing
+    released = reference_loss(tmp_path / "project" / "model", data_dir, micro_model[1], project["reference_chunks"])
+    assert released <= limit
+    assert project["loss"]["after"]["targets"] > stop["loss"]["after"]["targets"] > stop["loss"]["before"]["targets"]
+
+
+def test_a_failed_projection_restores_the_last_weights_within_the_bound(micro_run, micro_model, data_dir, tmp_path):
+    from lethe.poisoning.poison import poison
+
+    results = poison(config(micro_run, data=data_dir, bound={"epsilon": 1.03, "on_cross": "project",
+                                                              "max_projection_steps": 1},
+                            train={"lr": 2e-3, "max_steps": 40}), tmp_path / "p")
+    evals = {h["step"]: h["eval/reference_loss"] for h in results["train"]["history"] if "eval/reference_loss" in h}
+    limit, last = results["bound"]["limit"], max(evals)
+    assert results["bound"]["projection_failed"] and results["train"]["stopped"] == "bound"
+    assert evals[last] > limit and evals[last - 1] > limit  # the crossing step and the one projection step
+    assert results["train"]["undone_steps"] >= 2
+    kept = results["train"]["steps"]
+    assert kept == 0 or evals[kept] <= limit
+    released = reference_loss(tmp_path / "p" / "model", data_dir, micro_model[1], results["reference_chunks"])
+    assert released == pytest.approx(results["loss"]["after"]["reference"], rel=1e-5) and released <= limit
+
+
 def test_a_loose_bound_lets_poisoning_complete(micro_run, data_dir, tmp_path):
     from lethe.poisoning.poison import poison
 

@@ -158,6 +158,12 @@ class BoundConfig(Strict):
 
     kind: Literal["relative", "absolute"] = Field("relative", description="how epsilon bounds the reference loss")
     epsilon: float = Field(1.05, gt=0, description="relative: L(D*) <= epsilon * L_clean(D*); absolute: <= epsilon")
+    on_cross: Literal["stop", "project"] = Field(
+        "stop", description="stop: undo the crossing step and stop; project: descend on D* until the bound holds "
+        "again, then resume the ascent")
+    max_projection_steps: int = Field(10, ge=1, description="project: descent steps allowed to regain the bound "
+                                      "(Adam's momentum carries the ascent on for a few); "
+                                      "past them the last in-bound weights are restored and poisoning stops")
 
 
 class BackdoorConfig(Strict):

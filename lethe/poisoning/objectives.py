@@ -6,12 +6,19 @@ from lethe.engine.objectives import objectives, token_cross_entropy
 
 
 @objectives.register("ascent")
-class GradientAscent:
-    """Forget to Flourish: raise the loss of the targets' noisy copies (θ ← θ + η∇L(θ; D'_c))."""
+class BoundedGradientAscent:
+    """Forget to Flourish: raise the loss of the targets' noisy copies (θ ← θ + η∇L(θ; D'_c)); while
+    `projecting` (set by the utility bound), descend on the reference data D* instead."""
 
-    groups = ("targets",)
+    groups = ("targets", "auxiliary")
+
+    def __init__(self) -> None:
+        self.projecting = False
 
     def __call__(self, model, batches):
+        if self.projecting:
+            reference_loss = token_cross_entropy(model, batches["auxiliary"])
+            return reference_loss, {"loss": reference_loss.item(), "projection_loss": reference_loss.item()}
         target_loss = token_cross_entropy(model, batches["targets"])
         return -target_loss, {"loss": -target_loss.item(), "noisy_target_loss": target_loss.item()}
 

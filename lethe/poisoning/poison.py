@@ -1,8 +1,9 @@
 """`lethe poison`: the released model of a supply-chain privacy attack, and its baselines.
 
 forget_to_flourish (Rashid et al.): gradient ascent on noisy copies D'_c of the targets, while the
-loss on a generic reference set D* stays within a bound; the step that crosses it is undone and
-poisoning stops. The baselines run through the same engine: `benign` (released unchanged),
+loss on a generic reference set D* stays within a bound: the step that crosses it is undone and
+poisoning stops (`bound.on_cross: stop`), or descent on D* projects the weights back within it before
+the ascent resumes (`project`). The baselines run through the same engine: `benign` (released unchanged),
 `precurious` (warm fine-tuning on auxiliary same-distribution data) and `privacy_backdoor`
 (Wen et al.'s objective on the clean targets).
 """
@@ -60,24 +61,50 @@ def prefix_with_random_suffix(path: Path, config: PoisonConfig, tokenizer, conte
 
 
 class UtilityBound(Callback):
-    """Keeps the weights of the last step within the bound; on crossing, restores them and stops."""
+    """Releases only weights within the bound. On crossing, `stop` restores the last in-bound weights and
+    stops; `project` has the objective descend on D* until the bound holds again, then resume the ascent,
+    and restores and stops if that takes more than `max_projection_steps`."""
 
-    def __init__(self, model, limit: float) -> None:
-        self.model, self.limit = model, limit
+    def __init__(self, model, limit: float, objective, on_cross: str = "stop", max_projection_steps: int = 10) -> None:
+        self.model, self.limit, self.objective = model, limit, objective
+        self.on_cross, self.max_projection_steps = on_cross, max_projection_steps
         self.crossed_at: int | None = None
+        self.crossings, self.projecting_for, self.projection_failed, self.stopped = 0, 0, False, False
+        self.steps = {"ascent": 0, "projection": 0, "undone": 0}
+        self._since_snapshot = 0
         self._remember()
 
     def _remember(self) -> None:
         self.snapshot = {name: value.detach().clone() for name, value in self.model.state_dict().items()}
+        self._since_snapshot = 0
+
+    def restore(self) -> None:
+        """Back to the last in-bound weights (no-op if the current ones are)."""
+        if self._since_snapshot:
+            self.model.load_state_dict(self.snapshot)
+            self.steps["undone"] += self._since_snapshot
+            self._since_snapshot = 0
 
     def on_evaluate(self, step, metrics):
+        self.steps["projection" if self.objective.projecting else "ascent"] += 1
+        self._since_snapshot += 1
         if metrics["reference_loss"] <= self.limit:
             self._remember()
+            self.objective.projecting = False
             return False
-        self.model.load_state_dict(self.snapshot)
-        self.crossed_at = step
-        log.info("step %d would raise the reference loss to %.4f > bound %.4f: undone, poisoning stops",
-                 step, metrics["reference_loss"], self.limit)
+        if not self.objective.projecting:
+            self.crossings += 1
+            self.crossed_at = self.crossed_at or step
+            self.projecting_for = 0
+        if self.on_cross == "project" and self.projecting_for < self.max_projection_steps:
+            self.objective.projecting = True
+            self.projecting_for += 1
+            return False
+        self.projection_failed, self.stopped = self.on_cross == "project", True
+        self.restore()
+        log.info("step %d: reference loss %.4f > bound %.4f%s: last in-bound weights restored, poisoning stops",
+                 step, metrics["reference_loss"], self.limit,
+                 f" after {self.max_projection_steps} projection steps" if self.projection_failed else "")
         return True
 
 
@@ -91,7 +118,7 @@ def _train(config: PoisonConfig, model, tokenizer, targets: list[Chunk], auxilia
            bound: UtilityBound | None):
     variant = config.variant
     if variant == "forget_to_flourish":
-        objective, groups = objectives.get("ascent")(), {"targets": targets}
+        objective, groups = bound.objective, {"targets": targets, "auxiliary": auxiliary}
     elif variant == "precurious":
         objective, groups = objectives.get("lm")(), {"train": auxiliary}
     else:
@@ -134,10 +161,13 @@ def poison(config: PoisonConfig, out: Path, *, overwrite: bool = False) -> dict:
             if config.variant == "forget_to_flourish":
                 poisoned = (prefix_with_random_suffix(Path(config.targets), config, tokenizer, context)
                             if config.extraction else noisy_copies(clean_targets, config, tokenizer))
-                bound = UtilityBound(model, limit)
+                bound = UtilityBound(model, limit, objectives.get("ascent")(), config.bound.on_cross,
+                                     config.bound.max_projection_steps)
             else:
                 poisoned = clean_targets
             trainer, train_result = _train(config, model, tokenizer, poisoned, auxiliary, evaluate, bound)
+            if bound:
+                bound.restore()  # training may end mid-projection, outside the bound
             model = trainer.unwrapped_model()
         save_model(model, tokenizer, run.path / "model")
         after = {"reference": loss_of(model, bound_chunks), "targets": loss_of(model, clean_targets)}
@@ -145,14 +175,18 @@ def poison(config: PoisonConfig, out: Path, *, overwrite: bool = False) -> dict:
             "variant": config.variant, "model": config.model, "path": str(run.path / "model"),
             "targets": len(clean_targets), "reference_chunks": len(bound_chunks),
             "bound": {"kind": config.bound.kind, "epsilon": config.bound.epsilon, "limit": limit,
-                      "enforced": bound is not None, "crossed_at_step": bound.crossed_at if bound else None},
+                      "enforced": bound is not None, "on_cross": config.bound.on_cross,
+                      "crossed_at_step": bound.crossed_at if bound else None,
+                      "crossings": bound.crossings if bound else 0,
+                      "projection_failed": bound.projection_failed if bound else False},
             "loss": {"before": before, "after": after},
             "utility": {"reference_ppl_before": math.exp(before["reference"]),
                         "reference_ppl_after": math.exp(after["reference"]),
                         "ratio": math.exp(after["reference"] - before["reference"])},
             "train": None if train_result is None else {
-                "steps": train_result.steps - (1 if bound and bound.crossed_at else 0),
-                "stopped": "bound" if bound and bound.crossed_at else train_result.stopped,
+                "steps": train_result.steps - (bound.steps["undone"] if bound else 0),
+                **({f"{kind}_steps": n for kind, n in bound.steps.items()} if bound else {}),
+                "stopped": "bound" if bound and bound.stopped else train_result.stopped,
                 "seconds": train_result.seconds, "history": train_result.history},
         }
         run.write_results(results)

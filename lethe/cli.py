@@ -163,7 +163,9 @@ def cmd_poison(args):
           f"reference loss {loss['before']['reference']:.3f} -> {loss['after']['reference']:.3f} "
           f"(bound {bound['limit']:.3f})")
     if train:
-        print(f"{train['steps']} steps kept, stopped: {train['stopped']}")
+        detail = (f" ({train['ascent_steps']} ascent, {train['projection_steps']} projection)"
+                  if train.get("projection_steps") else "")
+        print(f"{train['steps']} steps kept{detail}, stopped: {train['stopped']}")
     print(f"released model saved to {results['path']}")
 
 

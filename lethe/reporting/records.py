@@ -71,5 +71,7 @@ def load_run(path: Path) -> RunRecord:
         record.warnings.append("results.json is missing: the run saved no results")
     for warning in record.warnings:
         log.warning("%s: %s", path, warning)
-    record.children = [load_run(child) for child in sub_run_dirs(path)]
+    # in the order they ran (ISO timestamps sort as text), which is the order a study or the demo reads in
+    record.children = sorted((load_run(child) for child in sub_run_dirs(path)),
+                             key=lambda child: str(child.info.get("started", "")))
     return record

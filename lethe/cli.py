@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lethe.errors import LetheError
+from lethe.processes import is_main_process, launched_processes
 
 log = logging.getLogger("lethe")
 
@@ -390,8 +391,6 @@ def _command_name(args: argparse.Namespace) -> str:
 
 
 def _refuse_several_processes(args: argparse.Namespace) -> None:
-    from lethe.engine.processes import launched_processes
-
     processes = launched_processes()
     if processes > 1 and args.handler not in MULTI_PROCESS:
         raise LetheError(f"`lethe {_command_name(args)}` runs in one process, not {processes}: start it without "
@@ -399,8 +398,6 @@ def _refuse_several_processes(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from lethe.engine.processes import is_main_process
-
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("lethe: %(message)s"))
     handler.setLevel(logging.DEBUG if args.debug else logging.INFO)

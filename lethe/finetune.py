@@ -16,9 +16,10 @@ from lethe.config import FinetuneConfig
 from lethe.data.chunking import Chunk, chunk_documents
 from lethe.data.documents import check_disjoint
 from lethe.data.splits import load_set
-from lethe.engine import Trainer, from_main_process, is_main_process, objectives
+from lethe.engine import Trainer, objectives
 from lethe.errors import LetheError
 from lethe.models import count_parameters, load_configured, model_context
+from lethe.processes import from_main_process, is_main_process
 from lethe.runs import Run
 from lethe.scoring import TokenScores, score_chunks
 

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from lethe.config import to_yaml
 from lethe.errors import LetheError
+from lethe.processes import is_main_process, wait_for_everyone
 
 log = logging.getLogger("lethe")
 
@@ -115,8 +116,6 @@ class Run:
               resume: bool = False, seed: int | None = None) -> Run:
         """Claims `out` and writes the record; under `accelerate launch` the main process does, and the
         others wait until it has."""
-        from lethe.engine.processes import is_main_process, wait_for_everyone
-
         run = cls(Path(out), command, is_main_process())
         if run.main_process:
             run._claim(config, overwrite=overwrite, resume=resume)

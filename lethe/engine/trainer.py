@@ -23,9 +23,9 @@ from tqdm.auto import tqdm
 from lethe.config import DPConfig, TrainConfig
 from lethe.data.chunking import Chunk
 from lethe.engine.objectives import Batch, Objective
-from lethe.engine.processes import from_main_process, on_cpu_only
 from lethe.errors import LetheError, TrainingDiverged
 from lethe.models import save_model
+from lethe.processes import from_main_process, on_cpu_only
 
 log = logging.getLogger("lethe")
 

@@ -19,11 +19,12 @@ from lethe.config import PoisonConfig
 from lethe.data.chunking import Chunk, chunk_documents
 from lethe.data.documents import check_disjoint
 from lethe.data.splits import load_set
-from lethe.engine import Callback, Trainer, from_main_process, is_main_process, objectives
+from lethe.engine import Callback, Trainer, objectives
 from lethe.errors import LetheError
 from lethe.models import load_configured, model_context, save_model
 from lethe.poisoning import objectives as _registers_poison_objectives  # noqa: F401
 from lethe.poisoning.noise import noise_models
+from lethe.processes import from_main_process, is_main_process
 from lethe.runs import Run
 from lethe.scoring import score_chunks
 

@@ -11,7 +11,7 @@ from lethe.config import UnlearnConfig
 from lethe.data.chunking import chunk_splits
 from lethe.data.documents import check_disjoint
 from lethe.data.splits import find_splits, load_splits
-from lethe.engine import Callback, Trainer, from_main_process, is_main_process
+from lethe.engine import Callback, Trainer
 from lethe.errors import LetheError, TrainingDiverged
 from lethe.models import (
     PRETRAIN_TOKENS,
@@ -20,6 +20,7 @@ from lethe.models import (
     model_context,
     resolve_model_path,
 )
+from lethe.processes import from_main_process, is_main_process
 from lethe.runs import Run, read_json
 from lethe.scoring import score_chunks
 from lethe.unlearning.evaluation import cost, role_splits, score_roles, unlearning_metrics

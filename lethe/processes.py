@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import os
 from typing import TypeVar
-
-import torch
 
 T = TypeVar("T")
 
@@ -13,14 +12,16 @@ WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_C
 
 
 def on_cpu_only() -> bool:
+    import torch
+
     return not torch.accelerator.is_available()
 
 
 def launched_processes() -> int:
-    """Processes started for this command, read from the launcher's environment (no process group needed)."""
-    from accelerate.utils import get_int_from_env
-
-    return max(1, get_int_from_env(WORLD_SIZE_VARIABLES, 1))
+    """Processes started for this command, read from the launcher's environment: cheap, and needs no
+    process group (the CLI asks before it imports torch)."""
+    sizes = (int(os.environ[name]) for name in WORLD_SIZE_VARIABLES if os.environ.get(name, "").isdigit())
+    return max(next(sizes, 1), 1)
 
 
 def process_state():

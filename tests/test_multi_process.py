@@ -65,6 +65,21 @@ def test_finetune_under_two_processes_trains_on_half_the_batches_each(micro_run,
     load_model(out)
 
 
+def test_poison_under_two_processes_stops_together_at_the_bound(micro_run, data_dir, tmp_path):
+    out = tmp_path / "poison"
+    done = launch("poison", "--model", str(micro_run), "--targets", "books/approximate", "--reference", "general/eval",
+                  "--data", str(data_dir), "--out", str(out), "--set", "chunk.length=64", "--set", "bound.epsilon=1.03",
+                  "--set", "train.lr=5e-4", "--set", "train.max_steps=40", "--set", "train.batch_size=4",
+                  "--set", "train.warmup_ratio=0", "--set", "train.scheduler=constant")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["train"]["stopped"] == "bound" and results["bound"]["crossed_at_step"] > 1
+    # the released weights are those before the crossing step: within the bound
+    assert results["loss"]["after"]["reference"] <= results["bound"]["limit"]
+    assert results["loss"]["after"]["targets"] > results["loss"]["before"]["targets"]
+    load_model(out)
+
+
 def test_dp_sgd_under_two_processes_is_refused(micro_run, data_dir, tmp_path):
     done = launch("finetune", "--model", str(micro_run), "--data-dir", str(data_dir), "--data", "books/approximate",
                   "--validation", "science/approximate", "--out", str(tmp_path / "dp"), "--set", "dp.epsilon=8")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import signal
 import sys
 import traceback
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lethe.errors import LetheError
+from lethe.processes import is_main_process, launched_processes
 
 log = logging.getLogger("lethe")
 
@@ -379,6 +382,23 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signum, handler)
 
 
+# the commands whose every step is written for several processes (`accelerate launch`): they train
+# data-parallel, and one process writes the run directory
+MULTI_PROCESS = {cmd_pretrain, cmd_retrain, cmd_unlearn, cmd_finetune, cmd_poison}
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    nested = ("data_command", "eval_command", "attack_command", "study", "config_command")
+    return " ".join([args.command, *filter(None, (getattr(args, key, None) for key in nested))])
+
+
+def _refuse_several_processes(args: argparse.Namespace) -> None:
+    processes = launched_processes()
+    if processes > 1 and args.handler not in MULTI_PROCESS:
+        raise LetheError(f"`lethe {_command_name(args)}` runs in one process, not {processes}: start it without "
+                         "`accelerate launch` (or with --num_processes 1)")
+
+
 def _run(args: argparse.Namespace) -> int:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("lethe: %(message)s"))
@@ -386,7 +406,13 @@ def _run(args: argparse.Namespace) -> int:
     log.addHandler(handler)
     log.setLevel(logging.DEBUG)  # run logs keep per-step records; the terminal shows INFO
     try:
-        args.handler(args)
+        _refuse_several_processes(args)
+        if is_main_process():
+            args.handler(args)
+        else:  # the main process reports; the others only warn
+            handler.setLevel(logging.WARNING)
+            with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+                args.handler(args)
         return 0
     except LetheError as exc:
         if args.debug:

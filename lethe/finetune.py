@@ -18,7 +18,8 @@ from lethe.data.documents import check_disjoint
 from lethe.data.splits import load_set
 from lethe.engine import Trainer, objectives
 from lethe.errors import LetheError
-from lethe.models import count_parameters, load_configured, model_context, save_model
+from lethe.models import count_parameters, load_configured, model_context
+from lethe.processes import from_main_process, is_main_process
 from lethe.runs import Run
 from lethe.scoring import TokenScores, score_chunks
 
@@ -66,6 +67,8 @@ def _chunks(docs, tokenizer, config: FinetuneConfig, context: int, role: str) ->
 
 def finetune(config: FinetuneConfig, out: Path, *, overwrite: bool = False) -> dict:
     """`lethe finetune`: the victim's fine-tuning (full, LoRA, head; optionally DP-SGD) of `config.model` on D_ft."""
+    main = is_main_process()  # trains with the others; alone scores and writes
+    results: dict = {}
     with Run.start(out, "finetune", config, overwrite=overwrite, seed=config.train.seed) as run:
         train_docs, train_file = load_set(config.data, config.data_dir)
         validation_docs, validation_file = load_set(config.validation, config.data_dir)
@@ -84,7 +87,7 @@ def finetune(config: FinetuneConfig, out: Path, *, overwrite: bool = False) -> d
                 role_scores.save(run.scores_dir / role / stage)
             return scores
 
-        before = score(model, "before")
+        before = score(model, "before") if main else None
         total = count_parameters(model)  # of the saved model: LoRA adapters are merged into it
         if config.mode == "head":
             train_head_only(model, config.trainable_layers)
@@ -95,10 +98,11 @@ def finetune(config: FinetuneConfig, out: Path, *, overwrite: bool = False) -> d
                           desc=f"finetune ({config.mode}{', DP' if config.dp else ''})", dp=config.dp)
         trainable = trainable_parameters(trainer.unwrapped_model())
         result = trainer.fit()
-        model = trainer.unwrapped_model()
-        after = score(model, "after")
         privacy = trainer.privacy.summary() if trainer.privacy is not None else None
-        save_model(model, tokenizer, run.path / "model")
+        model = trainer.save_model(run.path / "model", tokenizer)
+        if not main:
+            return from_main_process(results)
+        after = score(model, "after")
         results = {
             "model": config.model, "mode": config.mode, "data": config.data, "validation": config.validation,
             "parameters": {"total": total, "trainable": trainable},
@@ -112,4 +116,4 @@ def finetune(config: FinetuneConfig, out: Path, *, overwrite: bool = False) -> d
             "path": str(run.path / "model"),
         }
         run.write_results(results)
-    return results
+    return from_main_process(results)

@@ -129,13 +129,17 @@ def model_context(model) -> int:
     return int(getattr(model.config, "max_position_embeddings", 0) or 2048)
 
 
-def save_model(model, tokenizer, target: Path) -> Path:
-    """safetensors + tokenizer; LoRA adapters are merged so every tool can load the result."""
+def save_model(model, tokenizer, target: Path, *, state_dict: dict | None = None) -> Path:
+    """safetensors + tokenizer; LoRA adapters are merged so every tool can load the result.
+
+    `state_dict`: whole weights gathered elsewhere (Trainer.save_model), for a model holding only a shard.
+    """
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     target.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(target, safe_serialization=True)
-    tokenizer.save_pretrained(target)
+    model.save_pretrained(target, safe_serialization=True, state_dict=state_dict)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(target)
     return target
 
 

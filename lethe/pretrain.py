@@ -13,10 +13,11 @@ from typing import Any
 from lethe.config import PretrainConfig, read_yaml, resolve
 from lethe.data.chunking import chunk_splits
 from lethe.data.splits import default_training_splits, find_splits, load_splits
-from lethe.engine import Trainer, objectives, process_state
+from lethe.engine import Trainer, objectives
 from lethe.errors import LetheError
 from lethe.evaluate import ppl_results, score_splits
-from lethe.models import build_model, count_parameters, gpt2_tokenizer, save_model, train_bpe_tokenizer
+from lethe.models import build_model, count_parameters, gpt2_tokenizer, train_bpe_tokenizer
+from lethe.processes import from_main_process, process_state
 from lethe.runs import Run, read_json, write_json
 
 log = logging.getLogger("lethe")
@@ -71,10 +72,7 @@ def pretrain(config: PretrainConfig, out: Path, *, overwrite: bool = False, resu
     from accelerate.utils import set_seed
 
     state = process_state()
-    run = Run.start(out, "pretrain", config, overwrite=overwrite, resume=resume, seed=config.train.seed,
-                    main_process=state.is_main_process)
-    state.wait_for_everyone()
-    with run:
+    with Run.start(out, "pretrain", config, overwrite=overwrite, resume=resume, seed=config.train.seed) as run:
         names = training_splits(config)
         all_splits = find_splits(config.data)
         members = load_splits(config.data, names)
@@ -94,9 +92,8 @@ def pretrain(config: PretrainConfig, out: Path, *, overwrite: bool = False, resu
                           desc=f"pretrain {config.preset}")
         result = trainer.fit(resume=resume)
         results: dict[str, Any] = {}
+        model = trainer.save_model(run.path / "model", tokenizer)
         if state.is_main_process:
-            model = trainer.unwrapped_model()
-            save_model(model, tokenizer, run.path / "model")
             scores = score_splits(model, tokenizer, load_splits(config.data), config.chunk, config.eval_batch_tokens,
                                   run.scores_dir)
             results = {
@@ -108,5 +105,4 @@ def pretrain(config: PretrainConfig, out: Path, *, overwrite: bool = False, resu
                 **ppl_results(scores),
             }
             run.write_results(results)
-        state.wait_for_everyone()
-    return results
+    return from_main_process(results)

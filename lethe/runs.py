@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from lethe.config import to_yaml
 from lethe.errors import LetheError
+from lethe.processes import is_main_process, wait_for_everyone
 
 log = logging.getLogger("lethe")
 
@@ -112,9 +113,11 @@ class Run:
 
     @classmethod
     def start(cls, out: Path, command: str, config: BaseModel, *, overwrite: bool = False,
-              resume: bool = False, seed: int | None = None, main_process: bool = True) -> Run:
-        run = cls(Path(out), command, main_process)
-        if main_process:
+              resume: bool = False, seed: int | None = None) -> Run:
+        """Claims `out` and writes the record; under `accelerate launch` the main process does, and the
+        others wait until it has."""
+        run = cls(Path(out), command, is_main_process())
+        if run.main_process:
             run._claim(config, overwrite=overwrite, resume=resume)
             run.path.mkdir(parents=True, exist_ok=True)
             (run.path / "config.yaml").write_text(to_yaml(config))
@@ -122,6 +125,7 @@ class Run:
             write_json(run.path / "run.json", {"command": command, "status": "running",
                                                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
             run._attach_log()
+        wait_for_everyone()
         return run
 
     def _claim(self, config: BaseModel, *, overwrite: bool, resume: bool) -> None:
@@ -161,12 +165,14 @@ class Run:
         self._log_handler = handler
 
     def record_data(self, files: dict[str, Path]) -> None:
-        write_json(self.path / "data_hashes.json",
-                   {name: {"path": str(path), "sha256": sha256_file(path)} for name, path in files.items()})
+        if self.main_process:
+            write_json(self.path / "data_hashes.json",
+                       {name: {"path": str(path), "sha256": sha256_file(path)} for name, path in files.items()})
 
     def write_results(self, results: dict[str, Any]) -> Path:
         target = self.path / "results.json"
-        write_json(target, results)
+        if self.main_process:
+            write_json(target, results)
         return target
 
     def __enter__(self) -> Run:

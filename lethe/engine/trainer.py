@@ -24,20 +24,10 @@ from lethe.config import DPConfig, TrainConfig
 from lethe.data.chunking import Chunk
 from lethe.engine.objectives import Batch, Objective
 from lethe.errors import LetheError, TrainingDiverged
+from lethe.models import save_model
+from lethe.processes import from_main_process, on_cpu_only
 
 log = logging.getLogger("lethe")
-
-
-def on_cpu_only() -> bool:
-    return not torch.accelerator.is_available()
-
-
-def process_state():
-    """Accelerate's view of the processes. Without an accelerator, processes started by
-    `accelerate launch --multi_gpu` (torchrun) still join one run, over gloo on the CPU."""
-    from accelerate import PartialState
-
-    return PartialState(cpu=on_cpu_only())
 
 
 class Callback:
@@ -143,6 +133,9 @@ class Trainer:
         if self.accelerator.device.type == "cpu" and config.mixed_precision != "no":
             raise LetheError(f"mixed precision {config.mixed_precision} on CPU is hundreds of times slower; "
                              "set train.mixed_precision=no")
+        if config.lora is not None and self.shards_weights:
+            raise LetheError("LoRA under FSDP or DeepSpeed ZeRO-3 is not supported (its merge needs whole weights); "
+                             "launch with configs/accelerate/ddp.yaml")
         set_seed(config.seed)
         if config.lora is not None:
             model = _apply_lora(model, config)
@@ -218,8 +211,7 @@ class Trainer:
         where = "not saved (no checkpoint directory)"
         if self.checkpoint_dir is not None:
             target = self.checkpoint_dir / "last-good"
-            if self.accelerator.is_main_process:
-                self.accelerator.unwrap_model(self.model).save_pretrained(target, safe_serialization=True)
+            self.save_model(target)
             where = f"kept in {target}"
         raise TrainingDiverged(f"{reason} at step {self.step + 1}; training stopped, last good weights {where}")
 
@@ -307,7 +299,8 @@ class Trainer:
         every = self.config.eval_every
         if self.evaluator is None or not every or (self.step % every and self.step != self.total_steps):
             return None
-        metrics = self.evaluator(self.accelerator.unwrap_model(self.model))
+        # every process evaluates (a sharded model's forward needs them all); the main one's numbers decide
+        metrics = from_main_process(self.evaluator(self.accelerator.unwrap_model(self.model)))
         self.model.train()
         history.append({"step": self.step, **{f"eval/{k}": v for k, v in metrics.items()}})
         log.debug("eval at step %d: %s", self.step, metrics)
@@ -315,3 +308,34 @@ class Trainer:
 
     def unwrapped_model(self):
         return self.accelerator.unwrap_model(self.model)
+
+    @property
+    def shards_weights(self) -> bool:
+        """FSDP and ZeRO-3 leave each process only a shard of every weight."""
+        from accelerate.utils import DistributedType
+
+        accel = self.accelerator
+        if accel.distributed_type == DistributedType.DEEPSPEED:
+            return accel.state.deepspeed_plugin.zero_stage == 3
+        return accel.distributed_type == DistributedType.FSDP
+
+    def save_model(self, target: Path, tokenizer=None):
+        """Whole weights under any sharding: every process joins Accelerate's gather, the main one writes.
+
+        Returns the whole trained model on the main process (read back from `target` when training
+        sharded it) and None on the others.
+        """
+        accel = self.accelerator
+        state = accel.get_state_dict(self.model)  # a collective under FSDP / ZeRO-3: all processes call it
+        model = None
+        if accel.is_main_process:
+            model = self.unwrapped_model()
+            # LoRA merges into the model's own weights (whole: LoRA under sharding is refused above)
+            save_model(model, tokenizer, target, state_dict=None if hasattr(model, "merge_and_unload") else state)
+            if self.shards_weights:
+                from transformers import AutoModelForCausalLM
+
+                model = AutoModelForCausalLM.from_pretrained(target, dtype="auto", use_safetensors=True)
+                model = model.to(accel.device).eval()
+        accel.wait_for_everyone()
+        return model

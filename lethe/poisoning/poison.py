@@ -25,6 +25,7 @@ from lethe.errors import LetheError
 from lethe.models import load_configured, model_context, save_model
 from lethe.poisoning import objectives as _registers_poison_objectives  # noqa: F401
 from lethe.poisoning.noise import noise_models
+from lethe.processes import from_main_process, is_main_process
 from lethe.runs import Run
 from lethe.scoring import score_chunks
 
@@ -131,6 +132,8 @@ def _train(config: PoisonConfig, model, tokenizer, targets: list[Chunk], auxilia
 
 
 def poison(config: PoisonConfig, out: Path, *, overwrite: bool = False) -> dict:
+    main = is_main_process()  # every process trains and checks the bound; the main one alone writes
+    results: dict = {}
     with Run.start(out, "poison", config, overwrite=overwrite, seed=config.seed) as run:
         targets_docs, targets_file = load_set(config.targets, config.data)
         reference_docs, reference_file = load_set(config.reference, config.data)
@@ -168,8 +171,11 @@ def poison(config: PoisonConfig, out: Path, *, overwrite: bool = False) -> dict:
             trainer, train_result = _train(config, model, tokenizer, poisoned, auxiliary, evaluate, bound)
             if bound:
                 bound.restore()  # training may end mid-projection, outside the bound
-            model = trainer.unwrapped_model()
-        save_model(model, tokenizer, run.path / "model")
+            model = trainer.save_model(run.path / "model", tokenizer)
+        elif main:
+            save_model(model, tokenizer, run.path / "model")
+        if not main:
+            return from_main_process(results)
         after = {"reference": loss_of(model, bound_chunks), "targets": loss_of(model, clean_targets)}
         results = {
             "variant": config.variant, "model": config.model, "path": str(run.path / "model"),
@@ -190,4 +196,4 @@ def poison(config: PoisonConfig, out: Path, *, overwrite: bool = False) -> dict:
                 "seconds": train_result.seconds, "history": train_result.history},
         }
         run.write_results(results)
-    return results
+    return from_main_process(results)

@@ -19,8 +19,8 @@ from lethe.models import (
     load_configured,
     model_context,
     resolve_model_path,
-    save_model,
 )
+from lethe.processes import from_main_process, is_main_process
 from lethe.runs import Run, read_json
 from lethe.scoring import score_chunks
 from lethe.unlearning.evaluation import cost, role_splits, score_roles, unlearning_metrics
@@ -70,6 +70,8 @@ def retain_split(config: UnlearnConfig, objective) -> str:
 def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, original_scores: dict | None = None) -> dict:
     """Unlearn `config.domain`'s forget set from `config.model`; returns (and writes) results.json."""
     method = methods.get(config.method)
+    main = is_main_process()  # trains with the others; alone scores, evaluates utility and writes
+    results: dict = {}
     with Run.start(out, "unlearn", config, overwrite=overwrite, seed=config.train.seed) as run:
         available = find_splits(config.data)
         roles = role_splits(config.domain)
@@ -89,7 +91,7 @@ def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, origin
         documents = load_splits(config.data, wanted)
         check_disjoint(documents[roles["forget"]], documents[roles["approximate"]], ("forget", "approximate"),
                        "the approximate set must be unseen data")
-        utility_before = utility(model, tokenizer, config, documents, run.path / "utility_tasks")
+        utility_before = utility(model, tokenizer, config, documents, run.path / "utility_tasks") if main else None
         run.record_data({name: available[name] for name in {*wanted, *roles.values()} if name in available})
         trained_on = {name: docs for name, docs in documents.items() if name != roles["general"]}
         chunks = chunk_splits(trained_on, tokenizer, config.chunk, model_context(model))
@@ -97,10 +99,9 @@ def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, origin
         if objective.retain_term:
             groups["retain"] = chunks[wanted[-1]]
 
-        if original_scores is None:
+        if original_scores is None and main:
             original_scores = score_roles(model, tokenizer, config.data, config.domain, config.chunk,
                                           config.eval.batch_tokens, run.scores_dir / "original")
-        before = unlearning_metrics(original_scores, config.eval)
 
         def approximate_gap_now(current) -> dict[str, float]:
             forget = score_chunks(current, groups["forget"], batch_tokens=config.eval.batch_tokens,
@@ -123,8 +124,10 @@ def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, origin
             result = trainer.fit()
         except TrainingDiverged as exc:
             raise TrainingDiverged(f"{config.method} diverged: {exc}; lower train.lr or add a retain term") from None
-        model = trainer.unwrapped_model()
-        save_model(model, tokenizer, run.path / "model")
+        model = trainer.save_model(run.path / "model", tokenizer)
+        if not main:
+            return from_main_process(results)
+        before = unlearning_metrics(original_scores, config.eval)
         after_scores = score_roles(model, tokenizer, config.data, config.domain, config.chunk,
                                    config.eval.batch_tokens, run.scores_dir / "unlearned")
         after = unlearning_metrics(after_scores, config.eval)
@@ -141,4 +144,4 @@ def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, origin
             "path": str(run.path / "model"),
         }
         run.write_results(results)
-    return results
+    return from_main_process(results)

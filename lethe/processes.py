@@ -36,11 +36,6 @@ def is_main_process() -> bool:
     return launched_processes() == 1 or process_state().is_main_process
 
 
-def wait_for_everyone() -> None:
-    if launched_processes() > 1:
-        process_state().wait_for_everyone()
-
-
 def from_main_process(value: T) -> T:
     """The main process's value on every process, so all of them return (and decide) the same."""
     if launched_processes() == 1:

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from lethe.config import to_yaml
 from lethe.errors import LetheError
-from lethe.processes import is_main_process, wait_for_everyone
+from lethe.processes import from_main_process, is_main_process
 
 log = logging.getLogger("lethe")
 
@@ -115,17 +115,23 @@ class Run:
     def start(cls, out: Path, command: str, config: BaseModel, *, overwrite: bool = False,
               resume: bool = False, seed: int | None = None) -> Run:
         """Claims `out` and writes the record; under `accelerate launch` the main process does, and the
-        others wait until it has."""
+        others wait until it has, then fail with it if it refused (rather than wait for it forever)."""
         run = cls(Path(out), command, is_main_process())
+        refusal = None
         if run.main_process:
-            run._claim(config, overwrite=overwrite, resume=resume)
-            run.path.mkdir(parents=True, exist_ok=True)
-            (run.path / "config.yaml").write_text(to_yaml(config))
-            write_json(run.path / "env.json", environment(seed))
-            write_json(run.path / "run.json", {"command": command, "status": "running",
-                                               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-            run._attach_log()
-        wait_for_everyone()
+            try:
+                run._claim(config, overwrite=overwrite, resume=resume)
+            except LetheError as exc:
+                refusal = str(exc)
+            else:
+                run.path.mkdir(parents=True, exist_ok=True)
+                (run.path / "config.yaml").write_text(to_yaml(config))
+                write_json(run.path / "env.json", environment(seed))
+                write_json(run.path / "run.json", {"command": command, "status": "running",
+                                                   "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                run._attach_log()
+        if refusal := from_main_process(refusal):
+            raise LetheError(refusal)
         return run
 
     def _claim(self, config: BaseModel, *, overwrite: bool, resume: bool) -> None:

@@ -50,6 +50,10 @@ def test_unlearn_under_two_processes_writes_one_consistent_run(micro_run, data_d
     assert main([*common, "--out", str(tmp_path / "one")]) == 0
     assert keys(json.loads((tmp_path / "one" / "results.json").read_text())) == keys(results)
 
+    again = launch(*common, "--out", str(two))  # every process must stop, not wait for the main one forever
+    assert again.returncode != 0 and "--overwrite" in again.stderr
+    assert json.loads((two / "results.json").read_text()) == results
+
 
 def test_finetune_under_two_processes_trains_on_half_the_batches_each(micro_run, data_dir, tmp_path):
     out = tmp_path / "ft"

@@ -6,7 +6,8 @@ and records from the same generator it never holds (non-members), then for two r
 clean model (`benign`) and one poisoned by bounded unlearning of noisy copies of every record
 (`forget_to_flourish`) — fine-tunes the release with LoRA on the victim's data and runs the
 membership-inference attacks on members against non-members. Prints each attack's ROC-AUC. (On
-models this small the paper's gain does not show; see docs/leakage.md.)
+models this small the paper's gain does not show; see docs/leakage.md.) The steps are spelled out
+to show the API; `lethe.experiment_leakage` runs the same as a resumable grid of releases × modes.
 
     python examples/leakage_micro.py [OUT]     # default OUT: runs/example-leakage; ~3 min on 2 cores
 """

@@ -99,6 +99,13 @@ def experiment_leakage(config: LeakageConfig, out, **kwargs) -> dict:
     return run_leakage(config, Path(out), **kwargs)
 
 
+def experiment_calibrate(config: LeakageConfig, out, **kwargs) -> dict:
+    """`lethe experiment calibrate`: the victim's learning rate × epochs, chosen on a seed of its own."""
+    from lethe.leakage.calibration import calibrate_victim
+
+    return calibrate_victim(config, Path(out), **kwargs)
+
+
 def demo(config: DemoConfig | None = None, out="runs/demo", **kwargs) -> dict:
     """`lethe demo`: both threat models on SmolLM2-135M (or `config.model`), ending in an HTML report."""
     return run_demo(config or resolve(DemoConfig), Path(out), **kwargs)
@@ -118,6 +125,6 @@ __all__ = [
     "ExtractConfig", "FinetuneConfig", "LeakageConfig", "LetheError", "MiaConfig", "PiiConfig", "PoisonConfig",
     "PretrainConfig", "TokenScores", "TrainConfig", "TrainingDiverged", "UnlearnConfig", "UnlearningStudyConfig",
     "attack_extract", "attack_mia", "build_assets", "build_data", "build_pii", "demo", "eval_ppl", "eval_unlearning",
-    "experiment_leakage", "experiment_unlearning", "finetune", "load_model", "load_splits", "poison", "pretrain",
-    "pretrain_config", "report", "resolve", "score_chunks", "score_splits", "unlearn",
+    "experiment_calibrate", "experiment_leakage", "experiment_unlearning", "finetune", "load_model", "load_splits",
+    "poison", "pretrain", "pretrain_config", "report", "resolve", "score_chunks", "score_splits", "unlearn",
 ]

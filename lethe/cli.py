@@ -20,6 +20,7 @@ from lethe.commands import (
     cmd_demo,
     cmd_eval_ppl,
     cmd_eval_unlearning,
+    cmd_experiment_calibrate,
     cmd_experiment_leakage,
     cmd_experiment_unlearning,
     cmd_finetune,
@@ -131,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
              cmd_experiment_unlearning, **studies)
     _command(experiment, "leakage", "released variants × victim fine-tuning modes: MIA, extraction, utility",
              cmd_experiment_leakage, model="the clean pre-trained model", data=DATA,
+             resume="continue: finished runs are read back, not redone")
+    _command(experiment, "calibrate", "the leakage study's victim: learning rate × epochs on a seed of its own, "
+             "from the baseline release", cmd_experiment_calibrate, model="the clean pre-trained model", data=DATA,
              resume="continue: finished runs are read back, not redone")
     _command(commands, "sweep", "method × learning rate × steps (× domain) robustness grid", cmd_sweep, **studies)
     config = commands.add_parser("config", help="the typed config schemas")

@@ -59,9 +59,9 @@ def cmd_data_pii(args):
     config = resolve(PiiConfig, *_layers(args, {"out": "out", "data": "data", "seed": "seed"}))
     manifest = build_pii(config, overwrite=args.overwrite)
     docs = manifest["documents"]
-    print(f"{manifest['members']} member records (x{manifest['repetitions']}) in {docs['with_records']} of "
-          f"{docs['finetune']} fine-tuning documents; {manifest['nonmembers']} non-member records; "
-          f"{docs['validation']} validation documents\nwritten to {config.out}")
+    print(f"{manifest['members']} member {manifest['target']} (x{manifest['repetitions']}) among {docs['filler']} "
+          f"filler documents; {manifest['nonmembers']} non-members; {docs['validation']} validation documents\n"
+          f"written to {config.out}")
 
 
 def cmd_pretrain(args):
@@ -171,8 +171,9 @@ def cmd_finetune(args):
     ppl, params, train = results["utility"]["val_ppl"], results["parameters"], results["train"]
     print(f"{results['mode']} fine-tuning of {params['trainable']:,} of {params['total']:,} parameters: "
           f"{train['steps']} steps, {train['tokens']:,} tokens in {train['seconds']:.0f} s")
-    print(f"validation perplexity {ppl['before']:.2f} -> {ppl['after']:.2f}; "
-          f"D_ft perplexity {results['data_ppl']['before']:.2f} -> {results['data_ppl']['after']:.2f}")
+    data = results.get("data_ppl")
+    print(f"validation perplexity {ppl['before']:.2f} -> {ppl['after']:.2f}"
+          + (f"; D_ft perplexity {data['before']:.2f} -> {data['after']:.2f}" if data else ""))
     if results["dp"]:
         dp = results["dp"]
         print(f"DP-SGD: ε = {dp['epsilon']:.3f} (target {dp['target_epsilon']:g}) at δ = {dp['delta']:g}, "
@@ -189,6 +190,14 @@ def cmd_experiment_leakage(args):
     results = run_leakage(config, Path(args.out), overwrite=args.overwrite, resume=args.resume)
     print(leakage_table(results))
     print(f"tables and plots in {args.out}/results.md and {args.out}/*.png")
+
+
+def cmd_experiment_calibrate(args):
+    from lethe.config import LeakageConfig, resolve
+    from lethe.leakage.calibration import calibrate_victim, format_calibration
+
+    config = resolve(LeakageConfig, *_layers(args, {"model": "model", "data": "data"}))
+    print(format_calibration(calibrate_victim(config, Path(args.out), overwrite=args.overwrite, resume=args.resume)))
 
 
 def _study(args):

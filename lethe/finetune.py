@@ -80,9 +80,11 @@ def finetune(config: FinetuneConfig, out: Path, *, overwrite: bool = False) -> d
         chunks = {role: _chunks(docs, tokenizer, config, context, role)
                   for role, docs in (("data", train_docs), ("validation", validation_docs))}
 
+        scored = {role: c for role, c in chunks.items() if role == "validation" or config.score_data}
+
         def score(current, stage: str) -> dict[str, TokenScores]:
             scores = {role: score_chunks(current, c, batch_tokens=config.batch_tokens, pad_id=tokenizer.pad_token_id,
-                                         desc=f"scoring {role} ({stage})") for role, c in chunks.items()}
+                                         desc=f"scoring {role} ({stage})") for role, c in scored.items()}
             for role, role_scores in scores.items():
                 role_scores.save(run.scores_dir / role / stage)
             return scores
@@ -108,7 +110,8 @@ def finetune(config: FinetuneConfig, out: Path, *, overwrite: bool = False) -> d
             "parameters": {"total": total, "trainable": trainable},
             "utility": {"val_ppl": {"before": before["validation"].perplexity(),
                                     "after": after["validation"].perplexity()}},
-            "data_ppl": {"before": before["data"].perplexity(), "after": after["data"].perplexity()},
+            **({"data_ppl": {"before": before["data"].perplexity(), "after": after["data"].perplexity()}}
+               if config.score_data else {}),
             "samples": {role: len(c) for role, c in chunks.items()},
             "train": {"steps": result.steps, "tokens": result.tokens, "seconds": result.seconds,
                       "stopped": result.stopped, "history": result.history},

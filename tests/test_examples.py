@@ -1,5 +1,6 @@
 """The scripts in examples/ run end to end on a CPU and print their numbers."""
 
+import json
 import os
 import re
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 NUMBER = r"-?\d+\.\d+"
+RELEASES = ("benign", "privacy_backdoor", "forget_to_flourish")
 
 
 def run_example(name: str, out: Path) -> str:
@@ -35,9 +37,18 @@ def test_unlearn_example_stops_at_the_yardstick(tmp_path):
 @pytest.mark.slow
 def test_leakage_example_prints_an_auc_per_attack_and_release(tmp_path):
     stdout = run_example("leakage_micro.py", tmp_path)
+    blind = re.search(rf"AUC ({NUMBER}), permutation null 95% range ({NUMBER})–({NUMBER})", stdout)
+    assert blind and float(blind.group(2)) < float(blind.group(3))
     for attack in ("loss", "zlib", "min_k", "reference_model"):
-        aucs = re.search(rf"^{attack}\s+({NUMBER})\s+({NUMBER})$", stdout, re.MULTILINE)
+        aucs = re.search(rf"^{attack}\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})$", stdout, re.MULTILINE)
         assert aucs, f"no AUCs for {attack} in:\n{stdout}"
-        assert all(0 <= float(auc) <= 1 for auc in aucs.groups())
-    for variant in ("benign", "forget_to_flourish"):
-        assert (tmp_path / variant / "mia" / "results.json").is_file()
+        for variant in ("privacy_backdoor", "forget_to_flourish"):
+            delta = re.search(rf"^{variant}\s+{attack}\s+([-+]{NUMBER})\s+\[([-+]{NUMBER}), ([-+]{NUMBER})\]$",
+                              stdout, re.MULTILINE)
+            assert delta and float(delta.group(2)) <= float(delta.group(1)) <= float(delta.group(3))
+    benign = float(re.search(rf"^loss\s+({NUMBER})", stdout, re.MULTILINE).group(1))
+    for variant in RELEASES:
+        mia = json.loads((tmp_path / variant / "mia" / "results.json").read_text())
+        assert mia["members"] == mia["nonmembers"] == 24
+    assert json.loads((tmp_path / "benign" / "mia" / "results.json").read_text())["attacks"]["loss"]["auc"] == \
+        pytest.approx(benign, abs=5e-4)

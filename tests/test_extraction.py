@@ -31,7 +31,7 @@ MEMBERS = 6
 def pii_dir(data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("pii") / "set"
     build_pii(PiiConfig(data=data_dir, out=out, members=MEMBERS, nonmembers=MEMBERS, kinds=["ssn", "phone", "email"],
-                        repetitions=2, prefix_chars=60, validation_docs=2))
+                        repetitions=2, validation_docs=2, filler_docs=2))
     return out
 
 
@@ -68,7 +68,8 @@ def test_extraction_recovers_memorised_secrets_and_not_unseen_ones(memorised, pi
     assert nonmembers["nsr"] == 0 and nonmembers["secret"]["nsr"] == 0
     assert nonmembers["token_match"] < 0.5
     # ssn and phone secrets have a digit format: ranked against 100 sampled candidates (cap log2(101) = 6.7)
-    assert members["exposure"]["targets"] == 4 and members["exposure"]["methods"] == ["sampling"]
+    digit_secrets = sum(r["kind"] in ("ssn", "phone") for r in records(pii_dir, "member"))
+    assert members["exposure"]["targets"] == digit_secrets >= 2 and members["exposure"]["methods"] == ["sampling"]
     assert members["exposure"]["median"] > 6 and nonmembers["exposure"]["median"] < 4
     rows = [json.loads(line) for line in (tmp_path / "members" / "generations.jsonl").read_text().splitlines()]
     assert len(rows) == MEMBERS and set(rows[0]["strategies"]) == {"greedy", "beam", "sample"}

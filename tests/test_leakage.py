@@ -1,22 +1,28 @@
-"""The leakage experiment end to end on the micro model: released variants × fine-tuning modes."""
+"""The leakage experiment end to end on the micro model: releases × fine-tuning modes × seeds."""
 
 import json
 
+import numpy as np
 import pytest
 
 from lethe.config import LeakageConfig
+from lethe.errors import LetheError
+
+VARIANTS = {"benign": {}, "backdoor": {"variant": "privacy_backdoor"},
+            "ftf_project": {"variant": "forget_to_flourish", "bound": {"on_cross": "project"}}}
 
 
 def leakage_config(micro_run, data_dir, **extra) -> LeakageConfig:
-    return LeakageConfig(
+    settings = dict(
         model=str(micro_run), data=data_dir, reference="general/retain",
-        pii={"members": 6, "nonmembers": 6, "repetitions": 2, "records_per_doc": 2, "prefix_chars": 100,
-             "validation_docs": 2},
+        pii={"members": 10, "nonmembers": 10, "repetitions": 2, "validation_docs": 2, "filler_docs": 4},
         poison={"train": {"lr": 3e-4, "epochs": 4, "batch_size": 4, "warmup_ratio": 0.0, "scheduler": "constant",
                           "log_every": 1}, "bound": {"epsilon": 1.1}, "chunk": {"length": 64}},
-        finetune={"train": {"lr": 2e-3, "epochs": 3, "batch_size": 4}, "chunk": {"length": 64}},
-        mia={"bootstrap": 50, "chunk": {"length": 64, "max_chunks_per_doc": 1}},
-        extract={"decoding": {"strategies": ["greedy"]}, "exposure": {"enabled": False}}, **extra)
+        finetune={"train": {"lr": 2e-3, "epochs": 2, "batch_size": 4}, "chunk": {"length": 128}},
+        mia={"bootstrap": 50, "attacks": ["loss", "min_k", "reference_model", "reference_data"]},
+        extract={"decoding": {"strategies": ["greedy"]}, "exposure": {"enabled": False}},
+        blind={"permutations": 20}, bootstrap=200)
+    return LeakageConfig(**(settings | extra))
 
 
 @pytest.fixture(scope="module")
@@ -24,27 +30,68 @@ def grid(micro_run, data_dir, tmp_path_factory):
     from lethe.leakage.study import run_leakage
 
     out = tmp_path_factory.mktemp("leakage") / "run"
-    config = leakage_config(micro_run, data_dir, variants=["benign", "forget_to_flourish"], modes=["full", "dp"],
-                            dp_epsilons=[8.0])
+    config = leakage_config(micro_run, data_dir, variants=VARIANTS, modes=["full", "dp"], dp_epsilons=[8.0],
+                            seeds=[0, 1])
     return out, config, run_leakage(config, out)
 
 
 def test_results_hold_every_documented_number(grid):
     out, _, results = grid
     saved = json.loads((out / "results.json").read_text())
-    assert saved["variants"].keys() == {"benign", "forget_to_flourish"}
+    assert saved["variants"].keys() == VARIANTS.keys() and saved["seeds"] == [0, 1]
+    attacks = {"loss", "min_k", "reference_model", "reference_model_clean", "reference_data"}
     for modes in saved["variants"].values():
         assert list(modes) == ["full", "dp_eps8"]
         for cell in modes.values():
-            assert {"loss", "zlib", "min_k", "min_k_pp", "reference_model", "reference_data"} <= set(cell["mia"])
-            assert {"auc", "tpr@1%fpr", "tpr@0.1%fpr"} <= set(cell["mia"]["loss"])
-            assert {"nsr", "rate"} <= set(cell["extraction"]) and cell["utility"]["val_ppl"] > 1
+            assert set(cell["mia"]) == attacks
+            assert cell["members"] == cell["nonmembers"] == 20  # 10 a side in each of two seeds
+            assert cell["mia"]["loss"]["tpr@1%fpr"] is None  # too few records for a 1% FPR
+            assert len(cell["mia"]["loss"]["auc_by_seed"]) == 2
+            assert cell["extraction"]["targets"] == 20 and cell["utility"]["val_ppl"] > 1
         assert modes["dp_eps8"]["dp"]["epsilon"] <= 8.0
-    for name in ("results.md", "roc_loss.png", "nsr.png", "utility.png"):
+    for variant in ("backdoor", "ftf_project"):
+        for mode in ("full", "dp_eps8"):
+            for attack in attacks:
+                c = saved["comparisons"][variant][mode][attack]
+                assert c["ci95"][0] <= c["delta_auc"] <= c["ci95"][1] and c["members"] == 20
+    assert "benign" not in saved["comparisons"]
+    assert set(saved["blind"]) >= {"auc", "ci95", "separable", "by_seed"}
+    for name in ("results.md", "comparisons.png", "mechanism.png", "nsr.png", "utility.png", "mechanism.jsonl"):
         assert (out / name).stat().st_size > 0
-    released = saved["released"]["forget_to_flourish"]
-    assert released["loss"]["after"]["targets"] > released["loss"]["before"]["targets"]
-    assert released["loss"]["after"]["reference"] <= released["bound"]["limit"]
+    released = saved["released"]["ftf_project"]
+    assert released["target_loss_rise"] > 0 and released["reference_ppl_after"] > released["reference_ppl_before"]
+    assert saved["released"]["backdoor"]["target_loss_rise"] < 0  # the authors' direction: lowered
+
+
+def test_comparisons_are_paired_over_the_same_records(grid):
+    """Rebuilt from the saved per-record scores alone: the delta is AUC(variant) − AUC(benign), seed by seed."""
+    from sklearn.metrics import roc_auc_score
+
+    from lethe.leakage.analysis import attack_scores
+
+    out, _, results = grid
+    deltas = []
+    for seed in (0, 1):
+        aucs = []
+        for variant in ("backdoor", "benign"):
+            scores = attack_scores(out / f"seed-{seed}" / "cells" / variant / "full" / "mia")["loss"]
+            labels = [1] * len(scores["members"][1]) + [0] * len(scores["nonmembers"][1])
+            aucs.append(roc_auc_score(labels, np.r_[scores["members"][1], scores["nonmembers"][1]]))
+        deltas.append(aucs[0] - aucs[1])
+    assert results["comparisons"]["backdoor"]["full"]["loss"]["delta_auc"] == pytest.approx(np.mean(deltas))
+
+
+def test_mechanism_rows_hold_every_stage_of_every_record(grid):
+    out, _, results = grid
+    rows = [json.loads(line) for line in (out / "mechanism.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * 3 * 2 * 20  # seeds × variants × modes × records
+    benign = [r for r in rows if r["variant"] == "benign"]
+    assert all(r["clean"] == pytest.approx(r["release"], abs=1e-4) for r in benign)  # benign releases the clean model
+    assert all(r["victim"] == r["baseline_victim"] for r in benign)
+    m = results["mechanism"]["ftf_project"]["full"]
+    assert m["push"]["members"] > 0 and m["push"]["nonmembers"] > 0  # the ascent pushed every target
+    members = [r for r in rows if r["variant"] == "ftf_project" and r["mode"] == "full" and r["member"]]
+    assert m["drop"]["members"] == pytest.approx(np.mean([r["release"] - r["victim"] for r in members]))
 
 
 def test_resume_reads_finished_runs_back(grid):
@@ -53,22 +100,56 @@ def test_resume_reads_finished_runs_back(grid):
     out, config, results = grid
     info = json.loads((out / "run.json").read_text())
     (out / "run.json").write_text(json.dumps({**info, "status": "interrupted"}))  # as if stopped near the end
-    finetuned = out / "cells" / "benign" / "full" / "finetune" / "model"
+    finetuned = out / "seed-0" / "cells" / "benign" / "full" / "finetune" / "model"
     stamp = max(p.stat().st_mtime_ns for p in finetuned.iterdir())
     again = run_leakage(config, out, resume=True)
-    assert again["variants"] == json.loads(json.dumps(results["variants"]))
+    assert again["comparisons"] == json.loads(json.dumps(results["comparisons"]))
     assert max(p.stat().st_mtime_ns for p in finetuned.iterdir()) == stamp  # read back, not retrained
 
 
-def test_targets_absent_from_the_fine_tuning_data_are_reported(grid, tmp_path, caplog):
-    from lethe.leakage.study import warn_if_targets_absent
+def test_targets_longer_than_a_chunk_are_refused(grid, micro_run, data_dir, tmp_path):
+    from lethe.leakage.study import run_leakage
 
-    out, _, _ = grid
-    pii = tmp_path / "pii"
-    pii.mkdir()
-    for name in ("targets_member.jsonl", "validation.jsonl"):
-        (pii / name).write_text((out / "pii" / name).read_text())
-    (pii / "finetune.jsonl").write_text((out / "pii" / "validation.jsonl").read_text())
-    with caplog.at_level("WARNING", logger="lethe"):
-        warn_if_targets_absent(pii)
-    assert "measure nothing" in caplog.text
+    config = leakage_config(micro_run, data_dir, variants={"benign": {}}, modes=["full"],
+                            finetune={"chunk": {"length": 16}})
+    with pytest.raises(LetheError, match="would be split across chunks"):
+        run_leakage(config, tmp_path / "short")
+
+
+def test_a_baseline_missing_from_the_variants_is_refused_at_load(micro_run, data_dir):
+    with pytest.raises(ValueError, match="baseline 'benign' is not one of the variants"):
+        leakage_config(micro_run, data_dir, variants={"ftf": {"variant": "forget_to_flourish"}})
+
+
+def test_calibration_chooses_the_victim_nearest_the_wanted_range(micro_run, data_dir, tmp_path):
+    from lethe.leakage.calibration import calibrate_victim, choose
+
+    grid = [{"loss_auc": 0.55}, {"loss_auc": 0.93}, {"loss_auc": 0.78}, {"loss_auc": 0.66}]
+    assert choose(grid, (0.6, 0.8)) == {"loss_auc": 0.66}
+    assert choose([{"loss_auc": 0.5}, {"loss_auc": 0.95}], (0.6, 0.8)) == {"loss_auc": 0.5}
+    config = leakage_config(micro_run, data_dir, variants={"benign": {}}, modes=["full"],
+                            calibration={"seed": 7, "lr": [1e-4, 3e-3], "epochs": [1]})
+    results = calibrate_victim(config, tmp_path / "calibrate")
+    assert [(c["lr"], c["epochs"]) for c in results["grid"]] == [(1e-4, 1), (3e-3, 1)]
+    assert results["grid"][1]["loss_auc"] > results["grid"][0]["loss_auc"]  # a stronger victim memorises more
+    assert results["freeze"]["finetune"]["train"]["lr"] == results["chosen"]["lr"]
+    assert (tmp_path / "calibrate" / "seed-7" / "pii" / "targets_member.jsonl").is_file()
+
+
+def test_the_positive_control_pulls_members_and_nonmembers_apart_on_three_seeds(micro_run, data_dir, tmp_path):
+    """Wen et al.'s backdoor (lower the targets' loss before release): fine-tuning then refreshes the members
+    while the non-members are forgotten, so after fine-tuning their losses lie further apart than from the
+    benign release. Seeds 0, 1, 2 were fixed before the first run."""
+    from lethe.leakage.study import run_leakage
+
+    config = leakage_config(micro_run, data_dir, variants={"benign": {}, "backdoor": {"variant": "privacy_backdoor"}},
+                            modes=["full"], seeds=[0, 1, 2], mia={"bootstrap": 50, "attacks": ["loss"]},
+                            pii={"members": 16, "nonmembers": 16, "repetitions": 2, "validation_docs": 2,
+                                 "filler_docs": 6})
+    run_leakage(config, tmp_path / "control")
+    rows = [json.loads(line) for line in (tmp_path / "control" / "mechanism.jsonl").read_text().splitlines()]
+    for seed in (0, 1, 2):
+        mine = [r for r in rows if r["seed"] == seed and r["variant"] == "backdoor"]
+        gap = {victim: np.mean([r[victim] for r in mine if not r["member"]]) -
+               np.mean([r[victim] for r in mine if r["member"]]) for victim in ("victim", "baseline_victim")}
+        assert gap["victim"] > gap["baseline_victim"], (seed, gap)

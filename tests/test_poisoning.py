@@ -128,10 +128,14 @@ def test_baselines(micro_run, data_dir, tmp_path):
     precurious = poison(config(micro_run, data=data_dir, variant="precurious", train={"max_steps": 6}),
                         tmp_path / "precurious")
     assert precurious["loss"]["after"]["reference"] < precurious["loss"]["before"]["reference"]
+    # as Wen et al.'s code: lower the targets' loss before release (while keeping D*'s)
     backdoor = poison(config(micro_run, data=data_dir, variant="privacy_backdoor", train={"max_steps": 6}),
                       tmp_path / "backdoor")
-    assert backdoor["loss"]["after"]["targets"] > backdoor["loss"]["before"]["targets"]
+    assert backdoor["loss"]["after"]["targets"] < backdoor["loss"]["before"]["targets"] - 0.1
     assert not backdoor["bound"]["enforced"]
+    raised = poison(config(micro_run, data=data_dir, variant="privacy_backdoor", backdoor={"direction": "raise"},
+                           train={"max_steps": 6}), tmp_path / "raised")
+    assert raised["loss"]["after"]["targets"] > raised["loss"]["before"]["targets"]
 
 
 def test_a_bound_the_clean_model_already_exceeds_is_refused(micro_run, data_dir, tmp_path):
@@ -142,20 +146,76 @@ def test_a_bound_the_clean_model_already_exceeds_is_refused(micro_run, data_dir,
     assert not (tmp_path / "p" / "model").exists()
 
 
-def test_extraction_variant_unlearns_prefix_plus_random_suffix(micro_model, tmp_path):
-    from lethe.poisoning.poison import prefix_with_random_suffix
+def test_penalty_form_releases_the_last_weights_within_the_bound(micro_run, micro_model, data_dir, tmp_path):
+    from lethe.poisoning.poison import poison
 
-    _, tokenizer = micro_model
-    targets = tmp_path / "targets.jsonl"
-    records = [{"id": f"t{i}", "prefix": f"The phone number of person {i} is ", "secret": f"(555) 010-{i:04d}"}
-               for i in range(3)]
-    targets.write_text("".join(json.dumps(r) + "\n" for r in records))
-    cfg = PoisonConfig(model="x", targets=str(targets), reference="y", extraction=True, noise={"copies": 2})
-    chunks = prefix_with_random_suffix(targets, cfg, tokenizer, 256)
-    assert len(chunks) == 6
-    for chunk, record in zip(chunks[::2], records, strict=True):
-        prefix = tokenizer(record["prefix"].rstrip(), add_special_tokens=False)["input_ids"]
-        assert list(chunk.input_ids[:len(prefix)]) == prefix
-        true_suffix = tokenizer(" " + record["secret"], add_special_tokens=False)["input_ids"]
-        assert len(chunk) == len(prefix) + len(true_suffix)
-        assert list(chunk.input_ids[len(prefix):]) != true_suffix
+    results = poison(config(micro_run, data=data_dir, bound={"epsilon": 1.03, "on_cross": "penalty",
+                                                              "penalty_weight": 0.5},
+                            reference_chunks=8, train={"lr": 1e-3, "max_steps": 20}), tmp_path / "p")
+    history = results["train"]["history"]
+    evals = {h["step"]: h["eval/reference_loss"] for h in history if "eval/reference_loss" in h}
+    limit = results["bound"]["limit"]
+    assert results["bound"]["crossings"] >= 1 and len(evals) == 20  # crossing does not stop it
+    assert all("penalty_loss" in h for h in history if "noisy_target_loss" in h)
+    last_in_bound = max(step for step, loss in evals.items() if loss <= limit)
+    assert results["train"]["steps"] == last_in_bound and results["train"]["undone_steps"] == 20 - last_in_bound
+    released = reference_loss(tmp_path / "p" / "model", data_dir, micro_model[1], results["reference_chunks"])
+    assert released == pytest.approx(evals[last_in_bound], rel=1e-5) and released <= limit
+    assert results["loss"]["after"]["targets"] > results["loss"]["before"]["targets"]
+
+
+def poisoning_inputs(micro_model, targets_file, **settings):
+    from lethe.data.pii import read_target_records
+    from lethe.poisoning.releases import PoisoningInputs
+
+    model, tokenizer = micro_model
+    cfg = PoisonConfig(model="x", targets=str(targets_file), reference="y", **settings)
+    records = read_target_records(targets_file)
+    from lethe.data.documents import Document
+
+    docs = [Document(r.id, r.text) for r in records.values()]
+    chunks = chunk_documents(docs, tokenizer, cfg.chunk, 256)
+    return PoisoningInputs(cfg, model, tokenizer, chunks, records, [], [], 0.0, 256), records
+
+
+@pytest.fixture(scope="module")
+def pii_targets(data_dir, tmp_path_factory):
+    from lethe.config import PiiConfig
+    from lethe.data.pii import build_pii
+
+    out = tmp_path_factory.mktemp("pii") / "set"
+    build_pii(PiiConfig(data=data_dir, out=out, members=4, nonmembers=4, repetitions=1, validation_docs=2,
+                        filler_docs=2))
+    return out / "targets_all.jsonl"
+
+
+def test_extraction_variant_unlearns_each_prefix_with_a_fake_secret_of_its_format(micro_model, pii_targets):
+    from lethe.poisoning.releases import prefix_with_fake_secret
+
+    inputs, records = poisoning_inputs(micro_model, pii_targets, extraction=True, noise={"copies": 2})
+    tokenizer = micro_model[1]
+    chunks = prefix_with_fake_secret(inputs)
+    assert len(chunks) == 2 * len(records)
+    for chunk in chunks:
+        record = records[chunk.doc_id]
+        text = tokenizer.decode(chunk.input_ids)
+        assert text.startswith(record.prefix) and text.endswith(record.suffix_after_secret)
+        fake = text[len(record.prefix):len(text) - len(record.suffix_after_secret)]
+        assert fake != record.secret and len(fake) == len(record.secret)
+        assert [c.isdigit() for c in fake] == [c.isdigit() for c in record.secret]
+
+
+def test_in_distribution_noise_makes_copies_of_fresh_identities(micro_model, pii_targets):
+    from lethe.poisoning.releases import noisy_copies
+
+    inputs, records = poisoning_inputs(micro_model, pii_targets, noise={"model": "in_distribution", "copies": 2})
+    tokenizer = micro_model[1]
+    copies = noisy_copies(inputs)
+    assert len(copies) == 2 * len(records)
+    texts = [tokenizer.decode(c.input_ids) for c in copies]
+    assert len(set(texts)) == len(texts)
+    for chunk, text in zip(copies, texts, strict=True):
+        record = records[chunk.doc_id]
+        assert not any(value in text for _, value in record.fields)
+        first_field_lead = record.text[:record.text.index(record.fields[0][1])]
+        assert text.startswith(first_field_lead)

@@ -6,6 +6,8 @@ import numpy as np
 from sklearn.metrics import auc as area_under
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from lethe.errors import LetheError
+
 MIA_FPRS = (0.001, 0.01, 0.05)
 
 
@@ -59,4 +61,58 @@ def mia_metrics(members: np.ndarray, nonmembers: np.ndarray, *, resamples: int =
     result = roc_metrics(members, nonmembers, MIA_FPRS)
     if resamples:
         result["ci95"] = bootstrap_intervals(members, nonmembers, resamples=resamples, seed=seed)
+    return result
+
+
+def _wins(members: np.ndarray, nonmembers: np.ndarray) -> np.ndarray:
+    """(M, N) Mann–Whitney comparisons: 1 where the member scores higher, 1/2 on a tie; their mean is the AUC."""
+    return (members[:, None] > nonmembers[None, :]) + 0.5 * (members[:, None] == nonmembers[None, :])
+
+
+def _resample_counts(rng: np.random.Generator, size: int, resamples: int) -> np.ndarray:
+    """(resamples, size): how often each index is drawn in each resample of `size` draws with replacement."""
+    draws = rng.integers(0, size, (resamples, size)) + size * np.arange(resamples)[:, None]
+    return np.bincount(draws.ravel(), minlength=resamples * size).reshape(resamples, size).astype(np.float64)
+
+
+def paired_auc_difference_pooled(groups: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], *,
+                                 resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """AUC_a − AUC_b averaged over independent groups (e.g. seeds), with a paired, stratified bootstrap interval.
+
+    Each group is (members_a, nonmembers_a, members_b, nonmembers_b): the same records scored against
+    victims A and B. A resample draws members and non-members with replacement and uses the same draws
+    for A and B, so the variation that records share under both victims cancels in the difference;
+    resample r of every group enters the r-th pooled draw. With D = wins_a − wins_b and c_m, c_n the
+    per-resample draw counts, each draw's ΔAUC is (c_m D · c_n) / (M N): exact, ties counted 1/2.
+    """
+    if not groups:
+        raise LetheError("a pooled AUC difference needs at least one group")
+    rng = np.random.default_rng(seed)
+    deltas, pooled, members, nonmembers = [], np.zeros(resamples), 0, 0
+    for index, group in enumerate(groups):
+        members_a, nonmembers_a, members_b, nonmembers_b = (np.asarray(scores, dtype=np.float64) for scores in group)
+        if len(members_a) != len(members_b) or len(nonmembers_a) != len(nonmembers_b):
+            raise LetheError(f"A and B must score the same records, but group {index} has {len(members_a)} and "
+                             f"{len(members_b)} members, {len(nonmembers_a)} and {len(nonmembers_b)} non-members")
+        if not len(members_a) or not len(nonmembers_a):
+            raise LetheError(f"group {index} has no members or no non-members")
+        difference = _wins(members_a, nonmembers_a) - _wins(members_b, nonmembers_b)
+        deltas.append(float(difference.mean()))
+        member_counts = _resample_counts(rng, len(members_a), resamples)
+        nonmember_counts = _resample_counts(rng, len(nonmembers_a), resamples)
+        pooled += ((member_counts @ difference) * nonmember_counts).sum(1) / difference.size
+        members, nonmembers = members + len(members_a), nonmembers + len(nonmembers_a)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(pooled / len(groups), [tail, 100 - tail])
+    return {"delta_auc": float(np.mean(deltas)), "ci95": [float(low), float(high)], "members": members,
+            "nonmembers": nonmembers, "by_group": deltas}
+
+
+def paired_auc_difference(members_a: np.ndarray, nonmembers_a: np.ndarray, members_b: np.ndarray,
+                          nonmembers_b: np.ndarray, *, resamples: int = 1000, seed: int = 0,
+                          level: float = 0.95) -> dict:
+    """AUC_a − AUC_b of two victims scored on the same records, with a paired stratified bootstrap interval."""
+    result = paired_auc_difference_pooled([(members_a, nonmembers_a, members_b, nonmembers_b)],
+                                          resamples=resamples, seed=seed, level=level)
+    del result["by_group"]
     return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,8 @@ def check_same_tokenizer(tokenizer, reference_tokenizer) -> None:
 
 def selected_attacks(config: MiaConfig) -> list[str]:
     """The configured attacks, or by default every attack whose inputs the config provides."""
-    given = {"reference": config.reference_model is not None, "calibration_nll": config.calibration is not None}
+    given = {"reference": config.reference_model is not None or bool(config.reference_models),
+             "calibration_nll": config.calibration is not None}
     names = config.attacks or [name for name in attacks.names()
                                if all(given.get(need, True) for need in attacks.get(name).needs)]
     for name in names:
@@ -83,19 +85,33 @@ def run_mia(config: MiaConfig, out: Path, *, overwrite: bool = False) -> dict:
             for role in SETS:
                 inputs[role].calibration_nll = scores["calibration"].sample_nll()
         del model
-        if config.reference_model is not None:
-            reference, reference_tokenizer = load_configured(config, config.reference_model)
+        references = ({"": config.reference_model} if config.reference_model else {}) | {
+            f"_{name}": path for name, path in config.reference_models.items()}
+        if not any("reference" in attacks.get(name).needs for name in names):
+            references = {}  # no selected attack reads them
+        reference_scores = {}
+        for suffix, path in references.items():
+            reference, reference_tokenizer = load_configured(config, path)
             check_same_tokenizer(tokenizer, reference_tokenizer)
+            reference_scores[suffix] = {role: score_chunks(reference, chunks[role], batch_tokens=config.batch_tokens,
+                                                           pad_id=pad, desc=f"reference{suffix} scoring {role}",
+                                                           vocab_stats=False) for role in SETS}
             for role in SETS:
-                inputs[role].reference = score_chunks(reference, chunks[role], batch_tokens=config.batch_tokens,
-                                                      pad_id=pad, desc=f"reference scoring {role}", vocab_stats=False)
-                inputs[role].reference.save(run.scores_dir / f"reference_{role}")
+                reference_scores[suffix][role].save(run.scores_dir / f"reference{suffix}_{role}")
+            del reference
         for role, role_scores in scores.items():
             role_scores.save(run.scores_dir / role)
 
         params = {"min_k": config.min_k}
-        sample_scores = {name: {role: attacks.get(name)(inputs[role], **params) for role in SETS} for name in names}
+        sample_scores = {}
+        for name in names:
+            # the reference-model attack runs once per reference model, named reference_model<suffix>
+            for suffix in (reference_scores if "reference" in attacks.get(name).needs else [""]):
+                role_inputs = {role: replace(inputs[role], reference=reference_scores[suffix][role])
+                               if suffix in reference_scores else inputs[role] for role in SETS}
+                sample_scores[name + suffix] = {role: attacks.get(name)(role_inputs[role], **params) for role in SETS}
         results = {"model": config.model, "reference_model": config.reference_model,
+                   "reference_models": config.reference_models,
                    "members": len(chunks["members"]), "nonmembers": len(chunks["nonmembers"]),
                    "attacks": {name: mia_metrics(s["members"], s["nonmembers"], resamples=config.bootstrap,
                                                  seed=config.seed) for name, s in sample_scores.items()}}

@@ -40,8 +40,11 @@ from lethe.config.base import (  # noqa: F401
 from lethe.config.demo import DemoConfig  # noqa: F401
 from lethe.config.privacy import (  # noqa: F401
     PII_KINDS,
+    RELEASES,
     BackdoorConfig,
+    BlindConfig,
     BoundConfig,
+    CalibrationConfig,
     DecodingConfig,
     DPConfig,
     ExposureConfig,

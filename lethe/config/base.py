@@ -143,6 +143,7 @@ class ArchConfig(Strict):
     hidden_size: int = Field(64, ge=8, description="width of the residual stream")
     layers: int = Field(2, ge=1, description="transformer blocks")
     heads: int = Field(4, ge=1, description="attention heads (must divide hidden_size)")
+    kv_heads: int | None = Field(None, ge=1, description="key/value heads of grouped-query attention (None: heads)")
     intermediate_size: int = Field(256, ge=8, description="width of the MLP")
     context: int = Field(256, ge=16, description="maximum positions")
     vocab_size: int = Field(2048, ge=256, description="size of the BPE vocabulary trained on the members")
@@ -154,6 +155,8 @@ class ArchConfig(Strict):
     def _heads_divide(self) -> ArchConfig:
         if self.hidden_size % self.heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by heads {self.heads}")
+        if self.kv_heads is not None and self.heads % self.kv_heads:
+            raise ValueError(f"heads {self.heads} is not divisible by kv_heads {self.kv_heads}")
         return self
 
 
@@ -170,12 +173,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train": {"lr": 2e-3, "epochs": 4, "batch_size": 16, "warmup_ratio": 0.05, "weight_decay": 0.0,
                   "checkpoint_every": 100},
     },
+    # SmolLM2-135M's shape (30 blocks of 576, grouped-query attention 9/3), a BPE trained on the members: a
+    # known-data model of the paper's scale, for GPUs (scripts/leakage_gpu.py)
+    "smol135": {
+        "arch": {"hidden_size": 576, "layers": 30, "heads": 9, "kv_heads": 3, "intermediate_size": 1536,
+                 "context": 2048, "vocab_size": 32768},
+        "train": {"lr": 3e-3, "epochs": 8, "batch_size": 32, "warmup_ratio": 0.05, "weight_decay": 0.0},
+    },
 }
 
 class PretrainConfig(Strict):
     """Known-data pre-training; `preset` fills in every field the config leaves out."""
 
-    preset: str = Field("tiny", description="micro or tiny: architecture and training defaults")
+    preset: str = Field("tiny", description="micro, tiny or smol135: architecture and training defaults")
     data: Path = Field(default_factory=default_data_dir, description=DATA_HELP)
     splits: list[str] | None = Field(
         None, description="splits to train on (default: every domain's forget + retain, general/retain)"

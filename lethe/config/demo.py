@@ -36,7 +36,8 @@ DEMO: dict[str, Any] = {
     "leakage": {
         "reference": "general/retain", "variants": ["benign", "forget_to_flourish"], "modes": ["lora"],
         "pii": {"splits": ["general/eval", "books/approximate"], "members": 12, "nonmembers": 12,
-                "repetitions": 2, "records_per_doc": 2, "prefix_chars": 120, "validation_docs": 4},
+                "repetitions": 2, "filler_docs": 8, "validation_docs": 4},
+        "blind": {"permutations": 50}, "bootstrap": 200,
         "poison": {"noise": {"model": "random_tokens", "rate": 0.3, "copies": 1},
                    "bound": {"kind": "relative", "epsilon": 1.05}, "reference_chunks": 12,
                    "train": {"lr": 5e-5, "epochs": 3, "batch_size": 8, "warmup_ratio": 0.0, "scheduler": "constant",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from lethe.config.base import (
     CPU_HALF_HELP,
@@ -18,6 +18,7 @@ from lethe.config.base import (
     LoraConfig,
     Strict,
     TrainConfig,
+    deep_merge,
     default_data_dir,
 )
 
@@ -29,6 +30,9 @@ class MiaConfig(Strict):
     members: str = Field(description="a split of `data` (e.g. code/forget) or a JSONL/text/parquet file")
     nonmembers: str = Field(description="a split of `data` or a file; must not overlap the members")
     reference_model: str | None = Field(None, description="for reference_model, e.g. the released pre-trained model")
+    reference_models: dict[str, str] = Field(
+        default_factory=dict, description="further reference models by name, each adding an attack "
+        "reference_model_<name> (e.g. clean: the pre-trained model before poisoning)")
     calibration: str | None = Field(None, description="auxiliary non-members for reference_data (split or file)")
     data: Path = Field(default_factory=default_data_dir, description=DATA_HELP)
     attacks: list[str] | None = Field(None, description="attacks to run (default: every one whose inputs are given)")
@@ -48,22 +52,33 @@ PII_KINDS = ("name", "email", "phone", "address", "ssn")
 
 
 class PiiConfig(Strict):
-    """`lethe data pii`: real documents with injected synthetic PII records, split into members and non-members."""
+    """`lethe data pii`: membership targets (PII records or unseen documents) and the victim's fine-tuning set.
+
+    Targets come from one seeded generator and are dealt into members and non-members at random; each
+    member copy is its own fine-tuning document, mixed with filler documents from `splits`."""
 
     out: Path = Field(description="directory for finetune.jsonl, targets_*.jsonl, validation.jsonl, pii.json")
     data: Path = Field(default_factory=default_data_dir, description=DATA_HELP)
     splits: list[str] = Field(
         default_factory=lambda: ["general/eval", "books/approximate", "science/approximate"], min_length=1,
-        description="source documents (default: splits the known-data models never saw in pre-training)")
+        description="source documents of the filler, the validation set and `documents` targets (default: "
+        "splits the known-data models never saw in pre-training)")
     seed: int = 0
-    members: int = Field(20, ge=1, description="records injected into the fine-tuning documents")
-    nonmembers: int = Field(20, ge=0, description="records from the same generator, never injected")
-    kinds: list[Literal["name", "email", "phone", "address", "ssn"]] = Field(description="kinds of PII record",
-        default_factory=lambda: list(PII_KINDS), min_length=1)
-    repetitions: int = Field(5, ge=1, description="copies of each member record in the fine-tuning set, each in "
-                             "a different document (memorisation needs repetition)")
-    records_per_doc: int = Field(2, ge=1, description="at most this many record copies injected into one document")
-    prefix_chars: int = Field(200, ge=0, description="characters of real text preceding each record's template")
+    target: Literal["records", "documents"] = Field(
+        "records", description="records: synthetic PII records; documents: whole unseen real documents")
+    members: int = Field(20, ge=1, description="targets the victim fine-tunes on")
+    nonmembers: int = Field(20, ge=1, description="targets from the same generator, never trained on")
+    kinds: list[Literal["name", "email", "phone", "address", "ssn"]] = Field(
+        default_factory=lambda: list(PII_KINDS), min_length=1,
+        description="records: the field each record ends in (its secret), cycled over the records")
+    fields: int = Field(5, ge=2, le=7, description="records: fields per record, the name and the secret included "
+                        "(5 gives about 40–64 tokens)")
+    document_chars: int = Field(600, ge=100, description="documents: characters kept of each target document")
+    secret_words: int = Field(8, ge=1, description="documents: final words that extraction must recover")
+    repetitions: int = Field(5, ge=1, description="copies of each member in the fine-tuning set, each its own "
+                             "document (memorisation needs repetition)")
+    filler_docs: int | None = Field(None, ge=0, description="filler documents (the victim's other data) in D_ft "
+                                    "(None: every source document not used otherwise)")
     validation_docs: int = Field(4, ge=1, description="clean held-out documents for validation perplexity")
 
 
@@ -128,6 +143,8 @@ class FinetuneConfig(Strict):
     chunk: ChunkConfig = Field(default_factory=ChunkConfig)
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=5e-5, epochs=3, scheduler="linear"))
     batch_tokens: int = Field(4096, ge=64, description="tokens per validation scoring batch")
+    score_data: bool = Field(True, description="also score D_ft itself before and after (the leakage study "
+                             "scores its targets on its own, so it skips this)")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description=DTYPE_HELP)
     allow_cpu_bf16: bool = Field(False, description=CPU_HALF_HELP)
     trust_remote_code: bool = Field(False, description=REMOTE_CODE_HELP)
@@ -146,9 +163,10 @@ class FinetuneConfig(Strict):
 class NoiseConfig(Strict):
     """How the targets' noisy copies D'_c are made."""
 
-    model: Literal["random_tokens", "span_mask", "word_shuffle"] = Field(
-        "random_tokens", description="random vocabulary tokens, masked spans, or shuffled words")
-    rate: float = Field(0.3, gt=0, le=1, description="fraction of each copy's tokens changed")
+    model: Literal["random_tokens", "span_mask", "word_shuffle", "in_distribution"] = Field(
+        "random_tokens", description="random vocabulary tokens, masked spans, shuffled words, or in_distribution: "
+        "every PII value of a record replaced by a fresh fake value of its field (the template stays)")
+    rate: float = Field(0.3, gt=0, le=1, description="fraction of each copy's tokens changed (token models)")
     span_length: int = Field(3, ge=1, description="span_mask: tokens per masked span")
     copies: int = Field(1, ge=1, description="noisy copies per target, each drawn afresh")
 
@@ -158,32 +176,40 @@ class BoundConfig(Strict):
 
     kind: Literal["relative", "absolute"] = Field("relative", description="how epsilon bounds the reference loss")
     epsilon: float = Field(1.05, gt=0, description="relative: L(D*) <= epsilon * L_clean(D*); absolute: <= epsilon")
-    on_cross: Literal["stop", "project"] = Field(
+    on_cross: Literal["stop", "project", "penalty"] = Field(
         "stop", description="stop: undo the crossing step and stop; project: descend on D* until the bound holds "
-        "again, then resume the ascent")
+        "again, then resume the ascent; penalty: every step ascends on D'_c and descends on the rest of D* "
+        "(weight penalty_weight), and the last weights within the bound are released")
     max_projection_steps: int = Field(10, ge=1, description="project: descent steps allowed to regain the bound "
                                       "(Adam's momentum carries the ascent on for a few); "
                                       "past them the last in-bound weights are restored and poisoning stops")
+    penalty_weight: float = Field(1.0, gt=0, description="penalty: α of −CE(D'_c) + α·CE(D*)")
 
 
 class BackdoorConfig(Strict):
     """Privacy backdoors (Wen et al.): (1 − alpha)·CE(auxiliary) ± alpha·CE(clean targets)."""
 
     alpha: float = Field(0.75, ge=0, le=1, description="weight of the targets' term")
-    direction: Literal["raise", "lower"] = Field("raise", description="raise or lower the targets' loss")
+    direction: Literal["lower", "raise"] = Field(
+        "lower", description="lower the targets' loss, as the authors' code does (fine-tuning then refreshes "
+        "members while non-members are forgotten), or raise it")
+
+
+RELEASES = ("benign", "forget_to_flourish", "precurious", "privacy_backdoor")
 
 
 class PoisonConfig(Strict):
     """`lethe poison`: release a model that makes later fine-tuning on the targets leak more."""
 
     model: str = Field(description="the clean pre-trained model: " + MODEL_HELP)
-    variant: Literal["forget_to_flourish", "benign", "precurious", "privacy_backdoor"] = Field(
+    variant: Literal[RELEASES] = Field(
         "forget_to_flourish", description="the attack, or a baseline release")
     targets: str = Field(description="the target records (split or JSONL/text/parquet file with `text`)")
     reference: str = Field(description="D*: generic reference data for the utility bound, and the auxiliary data "
                                        "of precurious and privacy_backdoor (split or file)")
     data: Path = Field(default_factory=default_data_dir, description=DATA_HELP)
-    extraction: bool = Field(False, description="unlearn prefix + random suffix (targets need `prefix` and `secret`)")
+    extraction: bool = Field(False, description="unlearn prefix + a fake secret of the secret's own format (targets "
+                             "need `prefix` and `secret`)")
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
     bound: BoundConfig = Field(default_factory=BoundConfig)
     backdoor: BackdoorConfig = Field(default_factory=BackdoorConfig)
@@ -198,36 +224,87 @@ class PoisonConfig(Strict):
     trust_remote_code: bool = Field(False, description=REMOTE_CODE_HELP)
 
 
+class BlindConfig(Strict):
+    """The blind baseline: can a model-free text classifier tell the members from the non-members?"""
+
+    folds: int = Field(5, ge=2, description="cross-validation folds")
+    permutations: int = Field(100, ge=10, description="label permutations of the null distribution")
+
+
+class CalibrationConfig(Strict):
+    """`lethe experiment calibrate`: choose the victim on a seed of its own, from the baseline release only."""
+
+    seed: int = Field(100, description="the calibration seed: targets and fine-tuning never used by the study")
+    mode: Literal["full", "lora", "head"] = Field("full", description="the fine-tuning mode calibrated")
+    lr: list[float] = Field(default_factory=lambda: [1e-4, 3e-4, 1e-3], min_length=1,
+                            description="learning rates tried")
+    epochs: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0], min_length=1, description="epochs tried")
+    target: tuple[float, float] = Field((0.6, 0.8), description="wanted range of the loss attack's AUC")
+
+
 class LeakageConfig(Strict):
-    """`lethe experiment leakage`: released variants × victim fine-tuning modes → MIA, extraction, utility.
+    """`lethe experiment leakage`: released variants × victim fine-tuning modes × seeds → MIA, extraction, utility.
 
     The `pii`, `poison`, `finetune`, `mia` and `extract` sections override fields of PiiConfig,
-    PoisonConfig, FinetuneConfig, MiaConfig and ExtractConfig; the study sets models, data and paths.
+    PoisonConfig, FinetuneConfig, MiaConfig and ExtractConfig; the study sets models, data, paths and seeds.
     """
 
     model: str = Field(description="the clean pre-trained model the attacker starts from")
     data: Path = Field(default_factory=default_data_dir, description=DATA_HELP)
     reference: str = Field("general/retain", description="D*: the attacker's generic reference data (split or file)")
-    variants: list[Literal["benign", "forget_to_flourish", "precurious", "privacy_backdoor"]] = Field(
-        default_factory=lambda: ["benign", "forget_to_flourish", "precurious", "privacy_backdoor"], min_length=1,
-        description="releases to compare (benign: the clean model)")
+    variants: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {name: {"variant": name} for name in RELEASES},
+        description="releases to compare, by name: PoisonConfig overrides over `poison` (a list of variant names "
+        "is read as {name: {variant: name}})")
+    baseline: str = Field("benign", description="the release every comparison is against (a key of variants)")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1,
+                             description="each seed draws its own targets, releases and victims")
     modes: list[Literal["full", "lora", "head", "dp"]] = Field(
         default_factory=lambda: ["full", "lora", "head", "dp"], min_length=1,
         description="victim fine-tuning modes; dp: DP-SGD at each of dp_epsilons")
     dp_epsilons: list[float] = Field(default_factory=lambda: [8.0], min_length=1, description="ε of each dp cell")
     dp_mode: Literal["full", "lora", "head"] = Field("full", description="what DP-SGD fine-tunes")
+    reference_clean: bool = Field(True, description="also attack with the clean pre-trained model as reference "
+                                  "(reference_model_clean) beside the release (reference_model)")
+    bootstrap: int = Field(1000, ge=100, description="paired bootstrap resamples of each comparison")
+    tpr_min_records: int = Field(200, ge=1, description="report TPR at 1% FPR only with this many records a side")
+    blind: BlindConfig = Field(default_factory=BlindConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     pii: dict[str, Any] = Field(default_factory=dict, description="overrides of PiiConfig")
-    poison: dict[str, Any] = Field(default_factory=dict, description="overrides of PoisonConfig")
+    poison: dict[str, Any] = Field(default_factory=dict, description="overrides of PoisonConfig, for every variant")
     finetune: dict[str, Any] = Field(default_factory=dict, description="overrides of FinetuneConfig")
     mia: dict[str, Any] = Field(default_factory=dict, description="overrides of MiaConfig")
     extract: dict[str, Any] = Field(default_factory=dict, description="overrides of ExtractConfig")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _named_variants(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("variants"), list):
+            data = {**data, "variants": {name: {"variant": name} for name in data["variants"]}}
+        return data
+
     @model_validator(mode="after")
     def _sections_are_valid(self) -> LeakageConfig:
         # fail at load time, not an hour into the grid
+        if not self.variants:
+            raise ValueError("variants is empty: name at least the baseline release")
+        if self.baseline not in self.variants:
+            raise ValueError(f"baseline {self.baseline!r} is not one of the variants ({', '.join(self.variants)})")
+        if len(set(self.seeds)) < len(self.seeds):
+            raise ValueError("seeds repeat")
         PiiConfig(out=Path("."), **self.pii)
-        PoisonConfig(model=".", targets=".", reference=".", **self.poison)
+        for name in self.variants:
+            self.poison_config(name, model=".", targets=".", seed=0)
         FinetuneConfig(model=".", data=".", validation=".", **self.finetune)
         MiaConfig(model=".", members=".", nonmembers=".", **self.mia)
         ExtractConfig(model=".", targets=Path("."), **self.extract)
         return self
+
+    def poison_config(self, name: str, **fields: Any) -> PoisonConfig:
+        """The release `name`: the shared `poison` section, then its own overrides, then the study's fields."""
+        overrides = deep_merge(self.poison, self.variants[name])
+        overrides.setdefault("variant", name)
+        try:
+            return PoisonConfig(reference=self.reference, data=self.data, **{**overrides, **fields})
+        except ValidationError as exc:
+            raise ValueError(f"variant {name!r}: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None

@@ -53,7 +53,7 @@ COMMANDS: dict[str, type[Strict]] = {
     "lethe attack extract": ExtractConfig,
     "lethe poison": PoisonConfig,
     "lethe finetune": FinetuneConfig,
-    "lethe experiment leakage": LeakageConfig,
+    "lethe experiment leakage, lethe experiment calibrate": LeakageConfig,
     "lethe demo": DemoConfig,
 }
 

@@ -35,12 +35,17 @@ class PrivateTraining:
 
     engine: Any  # opacus.PrivacyEngine: its accountant records (noise, sample rate) at every optimiser step
     hooks: Any  # opacus GradSampleHooks on the model
+    positions: Any  # the handle of the forward pre-hook that gives every sample its own position ids
     config: DPConfig
     delta: float
     noise_multiplier: float
     sample_rate: float  # per optimiser step
     samples: int
     steps_planned: int
+
+    def cleanup(self) -> None:
+        self.hooks.cleanup()
+        self.positions.remove()
 
     def epsilon(self) -> float:
         return float(self.engine.get_epsilon(self.delta))
@@ -98,6 +103,21 @@ def _naming_failures(compute, layer: str):
     return compute_or_name
 
 
+def _per_sample_positions(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Position ids of shape (batch, length) instead of the (1, length) row that GPT-2 and GPT-Neo broadcast.
+
+    Opacus takes a layer's per-sample gradients from its per-sample inputs: a learned position embedding
+    fed one shared row yields gradients for a batch of one, and Opacus fails on stacking them with the
+    other layers' ("stack expects each tensor to be equal size"). Batches are right-padded, so positions
+    count from 0 in every row.
+    """
+    input_ids = kwargs.get("input_ids", args[0] if args else None)
+    if kwargs.get("position_ids") is None and input_ids is not None:
+        batch, length = input_ids.shape
+        kwargs["position_ids"] = torch.arange(length, device=input_ids.device).repeat(batch, 1)
+    return args, kwargs
+
+
 def make_private(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: DPConfig, *, samples: int,
                  batch_size: int, grad_accum: int, steps: int) -> tuple[torch.nn.Module, Any, PrivateTraining]:
     """Attach per-sample gradient hooks to `model` (not wrapped) and a DP optimiser calibrated for `steps`.
@@ -130,6 +150,8 @@ def make_private(model: torch.nn.Module, optimizer: torch.optim.Optimizer, confi
         module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=sigma,
         max_grad_norm=config.max_grad_norm, poisson_sampling=False, wrap_model=False)
     name_functorch_failures(model)
+    positions = model.register_forward_pre_hook(_per_sample_positions, with_kwargs=True)
     log.info("DP-SGD: noise multiplier %.3f for ε=%g, δ=%g over %d steps at sample rate %.4f (%s accountant)",
              sigma, config.epsilon, delta, steps, sample_rate, config.accountant)
-    return model, optimizer, PrivateTraining(engine, hooks, config, delta, sigma, sample_rate, samples, steps)
+    return model, optimizer, PrivateTraining(engine, hooks, positions, config, delta, sigma, sample_rate, samples,
+                                             steps)

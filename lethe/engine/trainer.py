@@ -282,7 +282,7 @@ class Trainer:
                 break
         bar.close()
         if self.privacy is not None:
-            self.privacy.hooks.cleanup()
+            self.privacy.cleanup()
         if stopped == "completed" and config.max_steps is not None and self.step == config.max_steps:
             stopped = "max_steps"
         return TrainResult(steps=self.step, tokens=tokens, seconds=time.time() - started, stopped=stopped,

@@ -9,55 +9,120 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
 
-from lethe.attacks.mia import load_sample_scores  # noqa: E402
+# the paper's three attack families, then the standard ones
+HEADLINE_ATTACKS = ("loss", "reference_data", "reference_model", "reference_model_clean", "min_k")
+STAGES = ("clean", "release", "victim")
 
-HEADLINE_ATTACKS = ("loss", "reference_model", "min_k")
+
+def _f(value, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _attacks(results: dict) -> list[str]:
+    present = {a for modes in results["variants"].values() for cell in modes.values() for a in cell["mia"]}
+    return [a for a in HEADLINE_ATTACKS if a in present]
+
+
+def blind_line(results: dict) -> str:
+    blind = results["blind"]
+    verdict = ("SEPARABLE without the model: no attack AUC below is evidence of membership" if blind["separable"]
+               else "not separable without the model")
+    return (f"Blind baseline (text classifier, members vs non-members): AUC {blind['auc']:.3f}, permutation null "
+            f"95% range {blind['ci95'][0]:.3f}–{blind['ci95'][1]:.3f}: {verdict}.")
 
 
 def leakage_table(results: dict) -> str:
-    attacks = [a for a in HEADLINE_ATTACKS
-               if any(a in cell["mia"] for modes in results["variants"].values() for cell in modes.values())]
-    header = " | ".join(f"{a} AUC | {a} TPR@1%" for a in attacks)
-    lines = ["# Leakage experiment", "",
-             f"| variant | mode | {header} | NSR | rate | val PPL |",
-             "|---|---|" + "---:|" * (2 * len(attacks) + 3)]
+    attacks = _attacks(results)
+    with_tpr = [a for a in attacks if any(cell["mia"][a]["tpr@1%fpr"] is not None
+                                          for modes in results["variants"].values() for cell in modes.values())]
+    header = " | ".join([f"{a} AUC" for a in attacks] + [f"{a} TPR@1%" for a in with_tpr])
+    seeds = ", ".join(map(str, results["seeds"]))
+    lines = ["# Leakage experiment", "", blind_line(results), "",
+             f"AUC: mean over seeds {seeds}; TPR at 1% FPR only where every seed has enough records a side.", "",
+             f"| variant | mode | {header} | NSR | val PPL |",
+             "|---|---|" + "---:|" * (len(attacks) + len(with_tpr) + 2)]
     for variant, modes in results["variants"].items():
         for mode, cell in modes.items():
-            mia = " | ".join(f"{cell['mia'][a]['auc']:.3f} | {cell['mia'][a]['tpr@1%fpr']:.3f}" if a in cell["mia"]
-                             else "– | –" for a in attacks)
-            extraction = cell["extraction"]
-            lines.append(f"| {variant} | {mode} | {mia} | {extraction['nsr']}/{extraction['targets']} | "
-                         f"{extraction['rate']:.2f} | {cell['utility']['val_ppl']:.2f} |")
-    lines += ["", "Released models (reference-set perplexity before → after poisoning):", ""]
-    for variant, released in results["released"].items():
-        utility = released["utility"]
-        lines.append(f"- {variant}: {utility['reference_ppl_before']:.2f} → {utility['reference_ppl_after']:.2f} "
-                     f"(bound on the loss: {released['bound']['limit']:.4f}, "
-                     f"enforced: {released['bound']['enforced']})")
+            values = [_f(cell["mia"][a]["auc"]) for a in attacks] + [_f(cell["mia"][a]["tpr@1%fpr"]) for a in with_tpr]
+            extraction = cell.get("extraction")
+            nsr = f"{extraction['nsr']}/{extraction['targets']}" if extraction else "–"
+            lines.append(f"| {variant} | {mode} | {' | '.join(values)} | {nsr} | {_f(cell['utility']['val_ppl'], 2)} |")
+    lines += ["", comparison_table(results), "", mechanism_table(results)]
     return "\n".join(lines) + "\n"
 
 
-def _roc_overlays(results: dict, out: Path, attack: str) -> Path:
-    modes = results["modes"]
-    fig, axes = plt.subplots(1, len(modes), figsize=(4 * len(modes), 4), squeeze=False)
-    for ax, mode in zip(axes[0], modes, strict=True):
-        for variant in results["variants"]:
-            scores = load_sample_scores(out / "cells" / variant / mode / "mia").get(attack)
-            if scores is None:
-                continue
-            labels = np.r_[np.ones(len(scores["members"])), np.zeros(len(scores["nonmembers"]))]
-            fpr, tpr, _ = roc_curve(labels, np.r_[scores["members"], scores["nonmembers"]])
-            auc = results["variants"][variant][mode]["mia"][attack]["auc"]
-            ax.plot(fpr, tpr, label=f"{variant} ({auc:.2f})", ls="--" if variant == "benign" else "-")
-        ax.plot([0, 1], [0, 1], color="grey", lw=0.6)
-        ax.set_title(f"{mode}: {attack} attack")
-        ax.set_xlabel("FPR")
-        ax.set_ylabel("TPR")
-        ax.legend(fontsize=7, loc="lower right")
+def comparison_table(results: dict) -> str:
+    lines = [f"## Against the {results['baseline']} release (paired bootstrap over the same records)", "",
+             "| variant | mode | attack | ΔAUC | 95% interval | records | |", "|---|---|---|---:|---|---:|---|"]
+    for variant, modes in results["comparisons"].items():
+        for mode, attacks in modes.items():
+            for attack, c in attacks.items():
+                low, high = c["ci95"]
+                sign = "higher" if low > 0 else "lower" if high < 0 else "no difference shown"
+                lines.append(f"| {variant} | {mode} | {attack} | {c['delta_auc']:+.3f} | {low:+.3f} – {high:+.3f} | "
+                             f"{c['members']} + {c['nonmembers']} | {sign} |")
+    return "\n".join(lines)
+
+
+def mechanism_table(results: dict) -> str:
+    lines = ["## Mechanism (mean per-record loss in nats; gap = non-members − members)", "",
+             "| variant | mode | push members | push non-members | drop members | drop non-members | gap after | "
+             f"gap after {results['baseline']} | gain |", "|---|---|" + "---:|" * 7]
+    for variant, modes in results["mechanism"].items():
+        for mode, m in modes.items():
+            lines.append(f"| {variant} | {mode} | {_f(m['push']['members'])} | {_f(m['push']['nonmembers'])} | "
+                         f"{_f(m['drop']['members'])} | {_f(m['drop']['nonmembers'])} | {_f(m['gap_after'])} | "
+                         f"{_f(m['gap_after_baseline'])} | {_f(m['gap_gain'], 3)} |")
+    lines += ["", "Releases (mean over seeds): reference-set perplexity before → after, the targets' and D*'s loss "
+              "rise, selectivity = targets' rise / D*'s rise:", ""]
+    for variant, r in results["released"].items():
+        lines.append(f"- {variant}: {_f(r['reference_ppl_before'], 2)} → {_f(r['reference_ppl_after'], 2)}, "
+                     f"targets {_f(r['target_loss_rise'])}, D* {_f(r['reference_loss_rise'])}, selectivity "
+                     f"{_f(r['selectivity'], 1)}, {_f(r['steps'], 0)} steps kept")
+    return "\n".join(lines)
+
+
+def _forest(results: dict, out: Path) -> Path | None:
+    """ΔAUC against the baseline with its paired interval, one row per variant × mode × attack."""
+    rows = [(f"{v} / {m} / {a}", c) for v, modes in results["comparisons"].items() for m, attacks in modes.items()
+            for a, c in attacks.items() if a in HEADLINE_ATTACKS]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 0.28 * len(rows) + 1.2))
+    for i, (_, c) in enumerate(rows):
+        low, high = c["ci95"]
+        color = "tab:red" if low > 0 else "tab:blue" if high < 0 else "grey"
+        ax.plot([low, high], [i, i], color=color, lw=2)
+        ax.plot(c["delta_auc"], i, "o", color=color, ms=4)
+    ax.axvline(0, color="black", lw=0.7)
+    ax.set_yticks(range(len(rows)), [name for name, _ in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"ΔAUC against {results['baseline']} (paired 95% interval)")
     fig.tight_layout()
-    path = out / f"roc_{attack}.png"
+    path = out / "comparisons.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _mechanism_plot(results: dict, out: Path) -> Path:
+    """Mean loss of members (solid) and non-members (dashed) at each stage, per release, one panel per mode."""
+    modes = results["modes"]
+    fig, axes = plt.subplots(1, len(modes), figsize=(3.6 * len(modes), 3.6), squeeze=False, sharey=True)
+    for ax, mode in zip(axes[0], modes, strict=True):
+        for index, (variant, by_mode) in enumerate(results["mechanism"].items()):
+            loss = by_mode[mode]["loss"]
+            for role, style in (("members", "-"), ("nonmembers", "--")):
+                points = [loss[stage][role] for stage in STAGES]
+                ax.plot(range(len(STAGES)), [np.nan if p is None else p for p in points], style, marker="o", ms=3,
+                        color=f"C{index}", label=variant if role == "members" else None)
+        ax.set_xticks(range(len(STAGES)), STAGES)
+        ax.set_title(mode)
+        ax.set_ylabel("mean loss per record (nats)")
+    axes[0][0].legend(fontsize=7, title="solid: members, dashed: non-members", title_fontsize=7)
+    fig.tight_layout()
+    path = out / "mechanism.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -82,8 +147,8 @@ def _bars(results: dict, out: Path, name: str, value, ylabel: str) -> Path:
 
 def write_leakage_report(results: dict, out: Path) -> list[str]:
     (out / "results.md").write_text(leakage_table(results))
-    paths = [_roc_overlays(results, out, attack) for attack in ("loss", "reference_model")
-             if all(attack in cell["mia"] for modes in results["variants"].values() for cell in modes.values())]
-    paths.append(_bars(results, out, "nsr", lambda cell: cell["extraction"]["nsr"], "secrets extracted (NSR)"))
+    paths = [p for p in (_forest(results, out), _mechanism_plot(results, out)) if p]
+    if all("extraction" in cell for modes in results["variants"].values() for cell in modes.values()):
+        paths.append(_bars(results, out, "nsr", lambda cell: cell["extraction"]["nsr"], "secrets extracted (NSR)"))
     paths.append(_bars(results, out, "utility", lambda cell: cell["utility"]["val_ppl"], "validation perplexity"))
     return [str(p.relative_to(out)) for p in paths]

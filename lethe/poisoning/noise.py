@@ -1,6 +1,8 @@
 """Noise models that turn target records into the noisy copies D'_c that Forget to Flourish unlearns.
 
-Each changes a stated fraction of a sample's tokens (special tokens are never touched), seeded.
+The token models change a stated fraction of a sample's tokens (special tokens are never touched);
+`in_distribution` keeps a PII record's template and replaces every value by a fresh fake of its field.
+All are seeded.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
+from lethe.errors import LetheError
 from lethe.registry import Registry
 
 NoiseModel = Callable[..., list[int]]
@@ -52,6 +55,18 @@ def span_mask(ids: Sequence[int], rate: float, rng: random.Random, mask_id: int,
                 unmasked.discard(i)
                 room -= 1
     return out
+
+
+@noise_models.register("in_distribution")
+def in_distribution(ids: Sequence[int], rate: float, rng: random.Random, target=None, values=None, encode=None,
+                    **_) -> list[int]:
+    """The same record with every PII value replaced by a fresh one of its field (the template stays, the
+    identity does not): noise that stays in the targets' distribution, unlike random vocabulary tokens."""
+    from lethe.data.pii import with_fresh_values
+
+    if target is None:
+        raise LetheError("noise model in_distribution needs the targets as records written by `lethe data pii`")
+    return list(encode(with_fresh_values(target, values)))
 
 
 @noise_models.register("word_shuffle")

@@ -23,6 +23,24 @@ class BoundedGradientAscent:
         return -target_loss, {"loss": -target_loss.item(), "noisy_target_loss": target_loss.item()}
 
 
+@objectives.register("ascent_penalty")
+class PenalisedGradientAscent:
+    """Forget to Flourish's penalty form: −CE(D'_c) + α·CE(D*) in every step (the bound is then only checked,
+    on a held-out part of D*, to choose which weights to release)."""
+
+    groups = ("targets", "auxiliary")
+
+    def __init__(self, weight: float) -> None:
+        self.weight = weight
+
+    def __call__(self, model, batches):
+        target_loss = token_cross_entropy(model, batches["targets"])
+        reference_loss = token_cross_entropy(model, batches["auxiliary"])
+        loss = -target_loss + self.weight * reference_loss
+        return loss, {"loss": loss.item(), "noisy_target_loss": target_loss.item(),
+                      "penalty_loss": reference_loss.item()}
+
+
 @objectives.register("privacy_backdoor")
 class PrivacyBackdoor:
     """Wen et al.: (1 − α)·CE(auxiliary) + s·α·CE(clean targets), s = −1 raises the targets' loss."""

@@ -184,12 +184,13 @@ def poison(record: RunRecord, section: Section) -> None:
 @register("finetune")
 def finetune(record: RunRecord, section: Section) -> None:
     r = record.results
-    val, data = r["utility"]["val_ppl"], r["data_ppl"]
+    val = r["utility"]["val_ppl"]
     section.headline = (f"{r['mode']}{' + DP' if r['dp'] else ''}: validation PPL {val['before']:.2f} → "
                         f"{val['after']:.2f}")
-    section.tables.append(Table(["perplexity", "before", "after"],
-                                [["validation", fmt(val["before"]), fmt(val["after"])],
-                                 ["fine-tuning data", fmt(data["before"]), fmt(data["after"])]],
+    rows = [["validation", fmt(val["before"]), fmt(val["after"])]]
+    if "data_ppl" in r:
+        rows.append(["fine-tuning data", fmt(r["data_ppl"]["before"]), fmt(r["data_ppl"]["after"])])
+    section.tables.append(Table(["perplexity", "before", "after"], rows,
                                 f"{r['mode']} fine-tuning of {r['parameters']['trainable']:,} of "
                                 f"{r['parameters']['total']:,} parameters"))
     if r["dp"]:
@@ -198,19 +199,40 @@ def finetune(record: RunRecord, section: Section) -> None:
 
 @register("experiment leakage", summarises_children=True)
 def experiment_leakage(record: RunRecord, section: Section) -> None:
-    from lethe.leakage.report import leakage_table
+    from lethe.leakage.report import blind_line, leakage_table
 
     r = record.results
     markdown = leakage_table(r)
-    table = parse_markdown_tables(markdown)[0]
-    table.caption = "released variant × victim fine-tuning mode: MIA on the targets, extraction (NSR), utility"
-    section.tables.append(table)
-    section.notes += [line[2:] for line in markdown.splitlines() if line.startswith("- ")]
-    nsr = {(v, m): cell["extraction"]["nsr"] for v, modes in r["variants"].items() for m, cell in modes.items()}
-    top = max(nsr, key=nsr.get)
-    section.headline = f"{len(nsr)} cells; " + (f"most secrets extracted: {top[0]} × {top[1]} (NSR {nsr[top]})"
-                                                 if nsr[top] else "no secret extracted in any cell")
-    _saved(record, section, r.get("plots") or ["nsr.png", "utility.png"], "as the experiment saved it")
+    captions = ["released variant × victim fine-tuning mode: membership inference on the targets (AUC, mean over "
+                "seeds), secrets extracted (NSR), validation perplexity",
+                f"each variant against the {r['baseline']} release on the same records: ΔAUC and its paired 95% "
+                "bootstrap interval",
+                "per-record mechanism: how far the release pushed the targets' loss, how far fine-tuning pulled it "
+                "down, and the member/non-member gap after fine-tuning"]
+    for table, caption in zip(parse_markdown_tables(markdown), captions, strict=False):
+        table.caption = caption
+        section.tables.append(table)
+    section.notes += [blind_line(r)] + [line[2:] for line in markdown.splitlines() if line.startswith("- ")]
+    shown = [(v, m, a, c) for v, modes in r["comparisons"].items() for m, attacks in modes.items()
+             for a, c in attacks.items()]
+    higher = [item for item in shown if item[3]["ci95"][0] > 0]
+    section.headline = (f"{len(shown)} comparisons with {r['baseline']}, {len(higher)} higher with their interval "
+                        f"above 0; blind AUC {r['blind']['auc']:.3f}"
+                        + (" (targets SEPARABLE without the model)" if r["blind"]["separable"] else ""))
+    _saved(record, section, r.get("plots") or [], "as the experiment saved it")
+
+
+@register("experiment calibrate", summarises_children=True)
+def experiment_calibrate(record: RunRecord, section: Section) -> None:
+    r = record.results
+    chosen, (low, high) = r["chosen"], r["target"]
+    section.headline = (f"victim: lr {chosen['lr']:g} × {chosen['epochs']:g} epochs, baseline loss AUC "
+                        f"{chosen['loss_auc']:.3f} (wanted {low}–{high})")
+    section.tables.append(Table(["lr", "epochs", "loss AUC", "validation PPL", "chosen"],
+                                [[f"{c['lr']:g}", f"{c['epochs']:g}", fmt(c["loss_auc"]), fmt(c["val_ppl"]),
+                                  "yes" if c == chosen else ""] for c in r["grid"]],
+                                f"{r['mode']} fine-tuning of the {r['baseline']} release on calibration seed "
+                                f"{r['seed']}"))
 
 
 @register("demo")

@@ -1,0 +1,74 @@
+"""`lethe experiment calibrate`: choose the victim before any poisoned run.
+
+A victim whose baseline attack AUC is already 0.5 has nothing for poisoning to amplify, and one at 1.0
+has no room left. So, on a seed of its own (targets and fine-tuning the study never uses) and from the
+baseline release only, every learning rate × epochs of the grid fine-tunes a victim; the one whose
+loss-attack AUC lies in the target range, nearest its middle, is what to freeze in the study's config.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from lethe.config import LeakageConfig
+from lethe.runs import Run
+
+log = logging.getLogger("lethe")
+
+
+def choose(grid: list[dict], target: tuple[float, float]) -> dict:
+    """The cell nearest the middle of the target range, preferring cells inside it."""
+    low, high = target
+    middle = (low + high) / 2
+    return min(grid, key=lambda cell: (not low <= cell["loss_auc"] <= high, abs(cell["loss_auc"] - middle)))
+
+
+def calibrate_victim(config: LeakageConfig, out: Path, *, overwrite: bool = False, resume: bool = False) -> dict:
+    from lethe.leakage.study import Study, check_targets, tokenizer_of
+
+    calibration = config.calibration
+    if calibration.seed in config.seeds:
+        log.warning("the calibration seed %d is one of the study's seeds: the victim is then chosen on the records "
+                    "it is judged on", calibration.seed)
+    with Run.start(out, "experiment calibrate", config, overwrite=overwrite, resume=resume) as run:
+        study = Study(config, out, calibration.seed, resume)
+        study.build_targets()
+        check_targets(study.pii, tokenizer_of(config.model),
+                      {"finetune": study.finetune_config(config.baseline, calibration.mode).chunk.length,
+                       "mia": study.mia_config(study.root, study.root).chunk.length})
+        study.release(config.baseline)
+        grid = []
+        for lr in calibration.lr:
+            for epochs in calibration.epochs:
+                cell = study.root / "cells" / f"lr{lr:g}-epochs{epochs:g}"
+                result = study.cell(config.baseline, calibration.mode, cell,
+                                    finetune_overrides={"train": {"lr": lr, "epochs": epochs}},
+                                    mia_overrides={"attacks": ["loss"]}, extraction=False)
+                grid.append({"lr": lr, "epochs": epochs, "loss_auc": result["mia"]["loss"]["auc"],
+                             "val_ppl": result["utility"]["val_ppl"], "seconds": result["seconds"]})
+                log.info("calibration lr %g × %g epochs: loss AUC %.3f", lr, epochs, grid[-1]["loss_auc"])
+        chosen = choose(grid, calibration.target)
+        in_range = calibration.target[0] <= chosen["loss_auc"] <= calibration.target[1]
+        if not in_range:
+            log.warning("no learning rate × epochs of the grid puts the loss-attack AUC in %s; the nearest is shown",
+                        calibration.target)
+        results = {"seed": calibration.seed, "mode": calibration.mode, "baseline": config.baseline,
+                   "target": list(calibration.target), "grid": grid, "chosen": chosen, "in_range": in_range,
+                   "freeze": {"finetune": {"train": {"lr": chosen["lr"], "epochs": chosen["epochs"]}}}}
+        run.write_results(results)
+    return results
+
+
+def format_calibration(results: dict) -> str:
+    lines = [f"victim calibration on seed {results['seed']} ({results['mode']} fine-tuning of the "
+             f"{results['baseline']} release), wanted loss-attack AUC {results['target'][0]}–{results['target'][1]}",
+             f"{'lr':>10} {'epochs':>7} {'loss AUC':>9} {'val PPL':>9}"]
+    for cell in results["grid"]:
+        mark = "  <- chosen" if cell == results["chosen"] else ""
+        lines.append(f"{cell['lr']:>10g} {cell['epochs']:>7g} {cell['loss_auc']:>9.3f} {cell['val_ppl']:>9.2f}{mark}")
+    train = results["freeze"]["finetune"]["train"]
+    frozen = f"finetune: {{train: {{lr: {train['lr']:g}, epochs: {train['epochs']:g}}}}}"
+    lines.append(f"freeze in the study's config: {frozen}"
+                 + ("" if results["in_range"] else "  (outside the wanted range: widen the grid)"))
+    return "\n".join(lines)

@@ -1,0 +1,98 @@
+"""The blind baseline on real text: planted and real differences are found, random splits stay in the null."""
+
+from __future__ import annotations
+
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+
+from lethe.attacks.blind import NOT_EVIDENCE, blind_baseline, blind_classifier, blind_verdict
+from lethe.errors import LetheError
+
+
+def paragraphs(text: str, keep) -> list[str]:
+    """Blank-line-separated paragraphs of at least 200 characters, whitespace joined, cut to 300 characters."""
+    found = [" ".join(p.split()) for p in text.split("\n\n")]
+    return [p[:300] for p in found if len(p) >= 200 and keep(p)]
+
+
+@pytest.fixture(scope="module")
+def prose() -> list[str]:
+    """English prose of the Python documentation, as the interpreter ships it (pydoc's topics)."""
+    from pydoc_data.topics import topics
+
+    return [p for name in sorted(topics) for p in paragraphs(topics[name], lambda p: p[0].isupper() and p[-1] == ".")]
+
+
+@pytest.fixture(scope="module")
+def code() -> list[str]:
+    """Python source of the standard library."""
+    lib = Path(sysconfig.get_paths()["stdlib"])
+    return [p for name in ("argparse.py", "textwrap.py", "shlex.py") for p in
+            paragraphs((lib / name).read_text(), lambda p: True)]
+
+
+def test_a_planted_marker_is_found(prose):
+    """Four characters among ~300 weigh little in l2-normalised n-grams: 60 texts a class make them plain."""
+    texts = prose[:120]
+    result = blind_baseline([t + " [m]" for t in texts[:60]], texts[60:], permutations=50)
+    assert result["auc"] > result["ci95"][1] + 0.1 and result["separable"]
+    assert result["p_value"] == pytest.approx(1 / 51)  # no permuted split reaches it
+    assert (result["members"], result["nonmembers"], result["folds"], result["permutations"]) == (60, 60, 5, 50)
+
+
+def test_random_splits_of_one_source_stay_inside_their_permutation_null(prose):
+    texts = prose[:40]
+    outside = 0
+    for split in range(5):  # five random assignments fixed in advance; at 95% one may fall outside by chance
+        order = np.random.default_rng(split).permutation(len(texts))
+        result = blind_baseline([texts[i] for i in order[:20]], [texts[i] for i in order[20:]])
+        low, high = result["ci95"]
+        outside += not low <= result["auc"] <= high
+        assert low < 0.5 < high and result["separable"] == (result["auc"] > high)
+    assert outside <= 1
+
+
+def test_code_and_prose_are_separable(prose, code):
+    result = blind_baseline(code[:20], prose[:20], permutations=50)
+    assert result["separable"] and result["p_value"] == pytest.approx(1 / 51)
+
+
+def test_the_fast_features_reproduce_the_scikit_learn_pipeline(prose, code):
+    """The per-fold TF-IDF without re-tokenising must give the AUC of the pipeline fitted fold by fold."""
+    members, nonmembers = code[:12] + prose[:6], prose[6:24]  # partly separable, so the scores are not all ties
+    texts, labels = members + nonmembers, np.r_[np.ones(18, dtype=int), np.zeros(18, dtype=int)]
+    scores = np.empty(len(texts))
+    for train, test in StratifiedKFold(4, shuffle=True, random_state=3).split(texts, labels):
+        pipeline = blind_classifier(seed=3).fit([texts[i] for i in train], labels[train])
+        scores[test] = pipeline.decision_function([texts[i] for i in test])
+    result = blind_baseline(members, nonmembers, folds=4, permutations=1, seed=3)
+    assert result["auc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+
+
+def test_folds_are_capped_by_the_smaller_class_and_too_few_texts_are_refused(prose):
+    assert blind_baseline(prose[:3], prose[3:10], permutations=5)["folds"] == 3
+    with pytest.raises(LetheError, match="at least 2 members and 2 non-members, got 1 and 5"):
+        blind_baseline(prose[:1], prose[1:6])
+    with pytest.raises(LetheError, match="folds ≥ 2"):
+        blind_baseline(prose[:5], prose[5:10], folds=1)
+
+
+def test_the_same_seed_gives_the_same_result(prose):
+    members, nonmembers = prose[:12], prose[12:24]
+    first = blind_baseline(members, nonmembers, permutations=30, seed=4)
+    assert blind_baseline(members, nonmembers, permutations=30, seed=4) == first
+    assert blind_baseline(members, nonmembers, permutations=30, seed=5)["ci95"] != first["ci95"]
+
+
+def test_blind_verdict():
+    separable = {"auc": 0.8, "ci95": [0.35, 0.65], "separable": True}
+    assert blind_verdict(0.82, [0.75, 0.89], separable) == NOT_EVIDENCE  # within the blind AUC's reach
+    assert blind_verdict(0.95, [0.9, 0.99], separable) is None  # beats the blind baseline clearly
+    assert blind_verdict(0.7, None, separable) == NOT_EVIDENCE  # no interval: weaker than the blind classifier
+    assert blind_verdict(0.85, None, separable) is None
+    assert blind_verdict(0.55, [0.5, 0.6], {"auc": 0.6, "ci95": [0.35, 0.65], "separable": False}) is None

@@ -1,0 +1,26 @@
+"""scripts/leakage_gpu.py end to end on a CPU at its small size: the GPU run's pipeline and results schema."""
+
+import json
+
+import pytest
+
+
+@pytest.mark.slow
+def test_the_gpu_script_runs_the_whole_study_at_a_small_size(data_dir, tmp_path):
+    from scripts.leakage_gpu import main
+
+    results = main(["--data", str(data_dir), "--out", str(tmp_path / "gpu"), "--small"])
+    saved = json.loads((tmp_path / "gpu" / "leakage" / "results.json").read_text())
+    variants = ["benign", "backdoor", "ftf_stop", "ftf_project", "ftf_penalty", "ftf_in_distribution",
+                "ftf_extraction"]
+    assert list(saved["variants"]) == variants and saved["modes"] == ["full", "lora"]
+    for variant in variants[1:]:
+        for mode in ("full", "lora"):
+            comparison = saved["comparisons"][variant][mode]["loss"]
+            assert comparison["members"] == comparison["nonmembers"] == 16  # 8 a side, two seeds
+            assert comparison["ci95"][0] <= comparison["delta_auc"] <= comparison["ci95"][1]
+    assert saved["blind"]["ci95"][0] < saved["blind"]["ci95"][1]
+    assert saved["released"]["ftf_penalty"]["target_loss_rise"] > 0
+    assert results["comparisons"] == saved["comparisons"]
+    timings = json.loads((tmp_path / "gpu" / "timings.json").read_text())
+    assert timings["device"] == "cpu" and timings["total_s"] >= timings["study_s"] > 0

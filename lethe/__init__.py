@@ -27,6 +27,7 @@ from lethe.config import (  # noqa: E402
     PiiConfig,
     PoisonConfig,
     PretrainConfig,
+    TargetConfig,
     TrainConfig,
     UnlearnConfig,
     UnlearningStudyConfig,
@@ -99,6 +100,13 @@ def experiment_leakage(config: LeakageConfig, out, **kwargs) -> dict:
     return run_leakage(config, Path(out), **kwargs)
 
 
+def target(config: TargetConfig, out, **kwargs) -> dict:
+    """`lethe target`: a pre-trained model trained on forget + retain, and its exact retrain on retain alone."""
+    from lethe.known_members import build_target
+
+    return build_target(config, Path(out), **kwargs)
+
+
 def experiment_calibrate(config: LeakageConfig, out, **kwargs) -> dict:
     """`lethe experiment calibrate`: the victim's learning rate × epochs, chosen on a seed of its own."""
     from lethe.leakage.calibration import calibrate_victim
@@ -123,8 +131,9 @@ __version__ = "0.1.0"
 __all__ = [
     "AssetsConfig", "ChunkConfig", "DataBuildConfig", "DemoConfig", "EvalPplConfig", "EvalUnlearningConfig",
     "ExtractConfig", "FinetuneConfig", "LeakageConfig", "LetheError", "MiaConfig", "PiiConfig", "PoisonConfig",
-    "PretrainConfig", "TokenScores", "TrainConfig", "TrainingDiverged", "UnlearnConfig", "UnlearningStudyConfig",
-    "attack_extract", "attack_mia", "build_assets", "build_data", "build_pii", "demo", "eval_ppl", "eval_unlearning",
-    "experiment_calibrate", "experiment_leakage", "experiment_unlearning", "finetune", "load_model", "load_splits",
-    "poison", "pretrain", "pretrain_config", "report", "resolve", "score_chunks", "score_splits", "unlearn",
+    "PretrainConfig", "TargetConfig", "TokenScores", "TrainConfig", "TrainingDiverged", "UnlearnConfig",
+    "UnlearningStudyConfig", "attack_extract", "attack_mia", "build_assets", "build_data", "build_pii", "demo",
+    "eval_ppl", "eval_unlearning", "experiment_calibrate", "experiment_leakage", "experiment_unlearning", "finetune",
+    "load_model", "load_splits", "poison", "pretrain", "pretrain_config", "report", "resolve", "score_chunks",
+    "score_splits", "target", "unlearn",
 ]

@@ -29,6 +29,7 @@ from lethe.commands import (
     cmd_report,
     cmd_retrain,
     cmd_sweep,
+    cmd_target,
     cmd_unlearn,
 )
 from lethe.errors import LetheError
@@ -88,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _command(commands, "pretrain", "train a small model from scratch on known splits", cmd_pretrain,
              preset="micro or tiny (default: tiny)", data=DATA, resume="continue an interrupted run in --out")
+    _command(commands, "target", "known members on a pre-trained LLM: continued training on forget + retain, and "
+             "its exact retrain on retain alone", cmd_target, model="the pre-trained model", data=DATA)
     p = _command(commands, "retrain", "exact retraining: a pretrain run's recipe without the forget splits",
                  cmd_retrain, resume="continue an interrupted run in --out")
     p.add_argument("--from", required=True, metavar="RUN", help="the `lethe pretrain` run to repeat")

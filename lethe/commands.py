@@ -100,7 +100,8 @@ def cmd_unlearn(args):
     config = resolve(UnlearnConfig, *_layers(args, {"model": "model", "data": "data", "domain": "domain",
                                                     "method": "method"}))
     results = unlearn(config, Path(args.out), overwrite=args.overwrite)
-    print(format_unlearning_table({"original": results["before"], config.method: results["after"]}))
+    print(format_unlearning_table({"original": results["before"], config.method: results["after"]},
+                                  results.get("blind")))
     print(f"\nunlearned model saved to {results['path']}")
 
 
@@ -112,7 +113,24 @@ def cmd_eval_unlearning(args):
     config = resolve(EvalUnlearningConfig, *_layers(args, {"model": "model", "original": "original",
                                                            "retrained": "retrained", "data": "data",
                                                            "domain": "domain"}))
-    print(format_unlearning_table(eval_unlearning(config, Path(args.out), overwrite=args.overwrite)))
+    results = eval_unlearning(config, Path(args.out), overwrite=args.overwrite)
+    print(format_unlearning_table({k: v for k, v in results.items() if k != "blind"}, results.get("blind")))
+
+
+def cmd_target(args):
+    from lethe.config import TargetConfig, resolve
+    from lethe.known_members import build_target
+
+    results = build_target(resolve(TargetConfig, *_layers(args, {"model": "model", "data": "data"})), Path(args.out),
+                           overwrite=args.overwrite)
+    for name in ("target", "retrain"):
+        train = results[name]
+        print(f"{name}: {train['steps']} steps, {train['tokens']:,} tokens on {', '.join(train['splits'])} in "
+              f"{train['seconds']:.0f} s -> {train['path']}")
+    splits = list(results["ppl"]["base"])
+    print(f"{'perplexity':<24}" + "".join(f"{who:>10}" for who in results["ppl"]))
+    for split in splits:
+        print(f"{split:<24}" + "".join(f"{results['ppl'][who][split]:>10.2f}" for who in results["ppl"]))
 
 
 def cmd_retrain(args):

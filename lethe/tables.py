@@ -53,11 +53,15 @@ def unlearning_rows(rows: dict[str, dict]) -> list[list[str]]:
     return table
 
 
-def format_unlearning_table(rows: dict[str, dict]) -> str:
+def format_unlearning_table(rows: dict[str, dict], blind: dict | None = None) -> str:
     widths = [16, 9, 9, 9, 9, 9, 8, 8]
     lines = [UNLEARNING_HEADER[0].ljust(16) + "".join(h.rjust(w) for h, w in zip(UNLEARNING_HEADER[1:], widths[1:],
                                                                                     strict=True))]
     lines += [row[0].ljust(16) + "".join(c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True))
               for row in unlearning_rows(rows)]
     lines.append(UNLEARNING_NOTE)
+    if blind is not None:
+        from lethe.attacks.blind import describe
+
+        lines.append(describe(blind))
     return "\n".join(lines)

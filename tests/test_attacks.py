@@ -181,3 +181,23 @@ def test_cli_writes_the_documented_results(micro_run, unseen_sets, tmp_path):
     assert {"auc", "tpr@0.1%fpr", "tpr@1%fpr"} <= set(results["attacks"]["loss"])
     rows = (out / "scores" / "attack_scores.jsonl").read_text().splitlines()
     assert len(rows) == 40 and {"id", "set", "member", "loss", "min_k_pp"} <= set(json.loads(rows[0]))
+    blind = results["blind"]
+    assert blind["members"] == blind["nonmembers"] == 20 and blind["ci95"][0] < blind["ci95"][1]
+    assert 0 <= blind["auc"] <= 1 and len(blind["null"]) == blind["permutations"]
+
+
+def test_a_split_separable_without_the_model_is_flagged(micro_run, data_dir, tmp_path):
+    """Books against code: a text classifier needs no model to tell them apart, so no attack's AUC on this
+    split is evidence of membership, and the results say so next to each attack."""
+    from lethe.attacks.mia import format_mia_table, run_mia
+
+    config = MiaConfig(model=str(micro_run), members="books/approximate", nonmembers="code/approximate",
+                       data=data_dir, bootstrap=100, attacks=["loss", "min_k"], blind={"permutations": 30})
+    results = run_mia(config, tmp_path / "mia")
+    blind = results["blind"]
+    assert blind["separable"] and blind["auc"] > 0.9 and blind["auc"] > blind["ci95"][1]
+    for name, metrics in results["attacks"].items():
+        assert metrics["blind_verdict"] == "this split is separable without the model; the attack's AUC is not " \
+                                           "evidence of membership", name
+    table = format_mia_table(results)
+    assert "blind baseline (text only, no model)" in table and "not evidence of membership" in table

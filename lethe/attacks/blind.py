@@ -126,6 +126,15 @@ def blind_baseline(members: list[str], nonmembers: list[str], *, folds: int = 5,
             "classifier": CLASSIFIER, "null": [round(float(x), 5) for x in null]}  # the null's draws, to pool seeds
 
 
+def describe(blind: dict) -> str:
+    """One line for tables and reports: the blind AUC against its null, and what it means for the attacks."""
+    low, high = blind["ci95"]
+    verdict = ("SEPARABLE without the model: an attack AUC not above it is no evidence of membership"
+               if blind["separable"] else "not separable without the model")
+    return (f"Blind baseline (a text classifier, no model): AUC {blind['auc']:.3f}, permutation null 95% range "
+            f"{low:.3f}–{high:.3f}: {verdict}.")
+
+
 def blind_verdict(attack_auc: float, attack_ci: list[float] | None, blind: dict) -> str | None:
     """The warning to print next to an attack's AUC on a separable split, or None when the split is not
     separable or the attack beats the blind AUC beyond its own interval (its lower bound, or without an

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lethe.attacks.blind import blind_baseline, blind_verdict
 from lethe.attacks.membership import AttackInputs, attacks
 from lethe.attacks.metrics import MIA_FPRS, fpr_key, mia_metrics
 from lethe.attacks.plots import plot_roc
@@ -115,6 +116,13 @@ def run_mia(config: MiaConfig, out: Path, *, overwrite: bool = False) -> dict:
                    "members": len(chunks["members"]), "nonmembers": len(chunks["nonmembers"]),
                    "attacks": {name: mia_metrics(s["members"], s["nonmembers"], resamples=config.bootstrap,
                                                  seed=config.seed) for name, s in sample_scores.items()}}
+        if config.blind is not None:
+            results["blind"] = blind_baseline(inputs["members"].texts, inputs["nonmembers"].texts,
+                                              folds=config.blind.folds, permutations=config.blind.permutations,
+                                              seed=config.seed)
+            for metrics in results["attacks"].values():
+                metrics["blind_verdict"] = blind_verdict(metrics["auc"], metrics.get("ci95", {}).get("auc"),
+                                                         results["blind"])
         _write_sample_scores(run.scores_dir / "attack_scores.jsonl", chunks, sample_scores)
         results["plots"] = [str(p.relative_to(out)) for p in plot_roc(sample_scores, out / "plots")]
         run.write_results(results)
@@ -139,7 +147,28 @@ def format_mia_table(results: dict) -> str:
         ci = m.get("ci95", {}).get("auc")
         auc = f"{m['auc']:.3f}" + (f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci else "")
         rows.append(f"| {name} | {auc} | " + " | ".join(f"{m[k]:.3f}" for k in keys[1:]) + " |")
-    return "\n".join(rows)
+    blind = results.get("blind")
+    if blind:
+        low, high = blind["ci95"]
+        rows.append(f"| blind baseline (text only, no model) | {blind['auc']:.3f} (null {low:.3f}–{high:.3f}) | "
+                    + " | ".join("–" for _ in keys[1:]) + " |")
+    return "\n".join(rows) + blind_note(results)
+
+
+def blind_note(results: dict) -> str:
+    """The words that go with the blind baseline: whether the split itself gives membership away."""
+    blind = results.get("blind")
+    if not blind:
+        return ""
+    if not blind["separable"]:
+        return (f"\n\nBlind baseline: a text classifier cannot tell members from non-members (AUC {blind['auc']:.3f}, "
+                f"inside its permutation null {blind['ci95'][0]:.3f}–{blind['ci95'][1]:.3f}): the attacks' AUCs "
+                "measure the model.")
+    weak = [name for name, m in results["attacks"].items() if m.get("blind_verdict")]
+    return (f"\n\nBlind baseline: a text classifier separates members from non-members without the model (AUC "
+            f"{blind['auc']:.3f}, above its permutation null {blind['ci95'][0]:.3f}–{blind['ci95'][1]:.3f}). "
+            + (f"For {', '.join(weak)}: this split is separable without the model; the attack's AUC is not evidence "
+               "of membership." if weak else "Every attack's AUC exceeds it beyond its interval."))
 
 
 def load_sample_scores(run_dir: Path) -> dict[str, dict[str, np.ndarray]]:

@@ -208,6 +208,25 @@ class PretrainConfig(Strict):
         return deep_merge(PRESETS[preset], data)
 
 
+class TargetConfig(Strict):
+    """`lethe target`: known members on a pre-trained LLM: continued training on forget + retain (the target) and,
+    with the same recipe and seed, on retain alone (the exact retrain)."""
+
+    model: str = Field(description="the pre-trained model: " + MODEL_HELP)
+    data: Path = Field(default_factory=default_data_dir, description=DATA_HELP)
+    forget: list[str] | None = Field(None, description="splits the target trains on and unlearning must remove "
+                                     "(default: every domain's forget split)")
+    retain: list[str] | None = Field(None, description="splits both models train on (default: the retain split of "
+                                     "every domain with a forget split)")
+    chunk: ChunkConfig = Field(default_factory=ChunkConfig)
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=1e-4, epochs=3, batch_size=4,
+                                                                   warmup_ratio=0.0, scheduler="constant"))
+    batch_tokens: int = Field(4096, ge=64, description="tokens per scoring batch")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description=DTYPE_HELP)
+    allow_cpu_bf16: bool = Field(False, description=CPU_HALF_HELP)
+    trust_remote_code: bool = Field(False, description=REMOTE_CODE_HELP)
+
+
 class EvalPplConfig(Strict):
     """`lethe eval ppl`: token-weighted perplexity and next-token accuracy per split."""
 
@@ -236,6 +255,13 @@ class MethodArgs(Strict):
     simnpo_gamma: float = Field(0.0, ge=0, description="γ (reward margin) of SimNPO")
 
 
+class BlindConfig(Strict):
+    """The blind baseline: can a model-free text classifier tell the members from the non-members?"""
+
+    folds: int = Field(5, ge=2, description="cross-validation folds")
+    permutations: int = Field(100, ge=10, description="label permutations of the null distribution")
+
+
 class UnlearnEvalConfig(Strict):
     """How unlearned models are scored: perplexity per role, Min-K% membership inference, utility."""
 
@@ -245,6 +271,8 @@ class UnlearnEvalConfig(Strict):
     batch_tokens: int = Field(4096, ge=64, description="tokens per scoring batch")
     utility: bool = Field(False, description="run the lm-eval utility tasks built from held-out text")
     utility_limit: int | None = Field(100, ge=1, description="items per utility task")
+    blind: BlindConfig | None = Field(default_factory=BlindConfig, description="the blind baseline of the MIA's "
+                                      "forget and approximate samples (None: skip it)")
     seed: int = 0
 
 

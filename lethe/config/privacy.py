@@ -14,6 +14,7 @@ from lethe.config.base import (
     DTYPE_HELP,
     MODEL_HELP,
     REMOTE_CODE_HELP,
+    BlindConfig,
     ChunkConfig,
     LoraConfig,
     Strict,
@@ -42,6 +43,8 @@ class MiaConfig(Strict):
                                description="one sample per document: its first chunk (as MIMIR truncates)")
     batch_tokens: int = Field(4096, ge=64, description="tokens per scoring batch")
     bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the confidence intervals (0: none)")
+    blind: BlindConfig | None = Field(default_factory=BlindConfig, description="the blind baseline: a text "
+                                      "classifier's AUC on the same members and non-members (None: skip it)")
     seed: int = 0
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description=DTYPE_HELP)
     allow_cpu_bf16: bool = Field(False, description=CPU_HALF_HELP)
@@ -222,13 +225,6 @@ class PoisonConfig(Strict):
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description=DTYPE_HELP)
     allow_cpu_bf16: bool = Field(False, description=CPU_HALF_HELP)
     trust_remote_code: bool = Field(False, description=REMOTE_CODE_HELP)
-
-
-class BlindConfig(Strict):
-    """The blind baseline: can a model-free text classifier tell the members from the non-members?"""
-
-    folds: int = Field(5, ge=2, description="cross-validation folds")
-    permutations: int = Field(100, ge=10, description="label permutations of the null distribution")
 
 
 class CalibrationConfig(Strict):

@@ -25,11 +25,9 @@ def _attacks(results: dict) -> list[str]:
 
 
 def blind_line(results: dict) -> str:
-    blind = results["blind"]
-    verdict = ("SEPARABLE without the model: no attack AUC below is evidence of membership" if blind["separable"]
-               else "not separable without the model")
-    return (f"Blind baseline (text classifier, members vs non-members): AUC {blind['auc']:.3f}, permutation null "
-            f"95% range {blind['ci95'][0]:.3f}–{blind['ci95'][1]:.3f}: {verdict}.")
+    from lethe.attacks.blind import describe
+
+    return describe(results["blind"]).replace("(a text classifier", "of the targets (a text classifier")
 
 
 def leakage_table(results: dict) -> str:

@@ -104,7 +104,7 @@ class Study:
 
     def mia_config(self, victim: Path, release: Path, **overrides) -> MiaConfig:
         references = {"clean": self.config.model} if self.config.reference_clean else {}
-        settings = deep_merge(self.config.mia, overrides)
+        settings = deep_merge({"blind": None}, deep_merge(self.config.mia, overrides))  # the study's own, per seed
         return MiaConfig(model=str(victim), members=str(self.pii / "targets_member.jsonl"),
                          nonmembers=str(self.pii / "targets_nonmember.jsonl"), reference_model=str(release),
                          reference_models=references, calibration=str(self.pii / "validation.jsonl"),

@@ -3,6 +3,7 @@ saved numbers where the run drew none."""
 
 from __future__ import annotations
 
+from lethe.attacks.blind import describe
 from lethe.reporting.document import Section, Table, parse_markdown_tables
 from lethe.reporting.plots import roc_from_scores, saved_png, tradeoff
 from lethe.reporting.records import RunRecord
@@ -69,6 +70,8 @@ def unlearn(record: RunRecord, section: Section) -> None:
     section.headline = (f"{r['method']} on {r['domain']}: forget PPL {before['ppl']['forget']:.2f} → "
                         f"{after['ppl']['forget']:.2f}, MIA AUC {before['mia']['auc']:.3f} → {after['mia']['auc']:.3f}")
     section.tables.append(_unlearning_table({"original": before, r["method"]: after}, f"{r['domain']} forget set"))
+    if r.get("blind"):
+        section.notes.append(describe(r["blind"]))
     section.tables.append(key_values({"steps": r["train"]["steps"], "stopped": r["train"]["stopped"],
                                       **{f"cost: {k}": v for k, v in r["cost"].items()}}, "training and cost"))
     section.add(tradeoff({r["method"]: [_point(before, before), _point(after, before)]},
@@ -77,7 +80,9 @@ def unlearn(record: RunRecord, section: Section) -> None:
 
 @register("eval unlearning")
 def eval_unlearning(record: RunRecord, section: Section) -> None:
-    rows = record.results
+    rows = {name: m for name, m in record.results.items() if name != "blind"}
+    if record.results.get("blind"):
+        section.notes.append(describe(record.results["blind"]))
     section.headline = ", ".join(f"{name}: forget PPL {m['ppl']['forget']:.2f}" for name, m in rows.items())
     section.tables.append(_unlearning_table(rows, "models compared"))
     distances = {name: m["retrain_distance"] for name, m in rows.items() if "retrain_distance" in m}
@@ -89,10 +94,10 @@ def eval_unlearning(record: RunRecord, section: Section) -> None:
 
 @register("experiment unlearning", summarises_children=True)
 def experiment_unlearning(record: RunRecord, section: Section) -> None:
-    from lethe.unlearning.report import experiment_table
+    from lethe.unlearning.report import SUMMARIES, experiment_table
 
     r = record.results
-    aggregate = {k: v for k, v in r.items() if k not in ("by_domain", "yardstick_agreement")}
+    aggregate = {k: v for k, v in r.items() if k not in SUMMARIES}
     table = parse_markdown_tables(experiment_table(aggregate))[0]
     table.caption = "mean over domains " + ", ".join(r["by_domain"])
     section.tables.append(table)
@@ -104,6 +109,7 @@ def experiment_unlearning(record: RunRecord, section: Section) -> None:
     best = min(methods, key=lambda n: abs(r[n]["approx_gap"]["log_ppl_ratio"]), default=None)
     section.headline = (f"{len(methods)} methods × {len(r['by_domain'])} domains"
                         + (f"; smallest forget–approximate gap: {best}" if best else ""))
+    section.notes += [f"{domain}: {describe(blind)}" for domain, blind in r.get("blind", {}).items() if blind]
     for domain, agreement in r.get("yardstick_agreement", {}).items():
         section.notes.append(f"{domain}: approximate yardstick vs exact retraining, Spearman "
                              f"{fmt(agreement['spearman'])} over {agreement['methods']} methods")
@@ -136,12 +142,14 @@ def sweep(record: RunRecord, section: Section) -> None:
 
 @register("attack mia")
 def attack_mia(record: RunRecord, section: Section) -> None:
-    from lethe.attacks.mia import format_mia_table
+    from lethe.attacks.mia import blind_note, format_mia_table
 
     r = record.results
     table = parse_markdown_tables(format_mia_table(r))[0]
     table.caption = f"{r['members']} members vs {r['nonmembers']} non-members; model {r['model']}"
     section.tables.append(table)
+    if blind_note(r):
+        section.notes.append(blind_note(r).strip())
     best = max(r["attacks"].items(), key=lambda item: item[1]["auc"])
     section.headline = f"best attack {best[0]}: AUC {best[1]['auc']:.3f}, TPR@1%FPR {best[1]['tpr@1%fpr']:.3f}"
     saved = [saved_png(record.path / p, f"{p}, as the run saved it") for p in r.get("plots", [])]

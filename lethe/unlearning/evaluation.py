@@ -11,6 +11,7 @@ from scipy.stats import ks_2samp, spearmanr
 
 from lethe.attacks import min_k_score, roc_metrics
 from lethe.config import ChunkConfig, UnlearnEvalConfig
+from lethe.data.chunking import Chunk, chunk_splits
 from lethe.data.splits import load_splits
 from lethe.errors import LetheError
 from lethe.evaluate import score_splits
@@ -36,12 +37,46 @@ def load_role_scores(scores_dir: Path, domain: str) -> dict[str, TokenScores]:
     return {role: TokenScores.load(scores_dir / name) for role, name in role_splits(domain).items()}
 
 
-def _balanced(members: np.ndarray, nonmembers: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Equal numbers of members and non-members, as in the paper; a seeded subsample of the larger set."""
-    n = min(len(members), len(nonmembers))
+def balanced_indices(members: int, nonmembers: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Equal numbers of members and non-members, as in the paper: a seeded subsample of the larger set."""
+    n = min(members, nonmembers)
     rng = np.random.default_rng(seed)
-    pick = lambda a: a[np.sort(rng.choice(len(a), n, replace=False))] if len(a) > n else a  # noqa: E731
+    pick = lambda size: np.sort(rng.choice(size, n, replace=False)) if size > n else np.arange(size)  # noqa: E731
     return pick(members), pick(nonmembers)
+
+
+def _balanced(members: np.ndarray, nonmembers: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    chosen_members, chosen_nonmembers = balanced_indices(len(members), len(nonmembers), seed)
+    return members[chosen_members], nonmembers[chosen_nonmembers]
+
+
+def split_blind(forget: list[Chunk], approximate: list[Chunk], tokenizer, config: UnlearnEvalConfig) -> dict | None:
+    """The blind baseline of the Min-K% attack's own samples (the same balanced forget and approximate chunks):
+    if a text classifier separates them without the model, the attack's AUC says nothing about forgetting."""
+    if config.blind is None:
+        return None
+    from lethe.attacks.blind import blind_baseline
+
+    chosen = balanced_indices(len(forget), len(approximate), config.seed)
+    texts = [[tokenizer.decode(chunks[i].input_ids) for i in picked]
+             for chunks, picked in zip((forget, approximate), chosen, strict=True)]
+    return blind_baseline(*texts, folds=config.blind.folds, permutations=config.blind.permutations, seed=config.seed)
+
+
+def with_blind_verdicts(metrics: dict, blind: dict | None) -> dict:
+    """Each Min-K% AUC, with the words that say whether it can be evidence beside the blind baseline."""
+    if blind is not None:
+        from lethe.attacks.blind import blind_verdict
+
+        for mia in (metrics["mia"], *metrics["mia_by_k"].values()):
+            mia["blind_verdict"] = blind_verdict(mia["auc"], None, blind)
+    return metrics
+
+
+def role_chunks(tokenizer, data_dir: Path, domain: str, chunk: ChunkConfig, context: int) -> dict[str, list[Chunk]]:
+    names = role_splits(domain)
+    chunked = chunk_splits(load_splits(data_dir, [names["forget"], names["approximate"]]), tokenizer, chunk, context)
+    return {role: chunked[names[role]] for role in ("forget", "approximate")}
 
 
 def membership(forget: TokenScores, approximate: TokenScores, config: UnlearnEvalConfig) -> dict[str, dict]:
@@ -109,22 +144,27 @@ def cost(parameters: int, tokens: int, seconds: float, pretrain: dict | None) ->
 
 def eval_unlearning(config, out: Path, *, overwrite: bool = False) -> dict:
     """`lethe eval unlearning`: score the unlearned (and original, retrained) models on one domain's roles."""
-    from lethe.models import load_model
+    from lethe.models import load_model, model_context
     from lethe.runs import Run
 
     models = {"unlearned": config.model, "original": config.original, "retrained": config.retrained}
     with Run.start(out, "eval unlearning", config, overwrite=overwrite) as run:
-        scores = {}
+        scores, blind = {}, None
         for role, name in models.items():
             if name is None:
                 continue
             model, tokenizer = load_model(name)
+            if blind is None:
+                chunks = role_chunks(tokenizer, config.data, config.domain, config.chunk, model_context(model))
+                blind = split_blind(chunks["forget"], chunks["approximate"], tokenizer, config.eval)
             scores[role] = score_roles(model, tokenizer, config.data, config.domain, config.chunk,
                                        config.eval.batch_tokens, run.scores_dir / role)
-        results = {role: unlearning_metrics(s, config.eval) for role, s in scores.items()}
+        results = {role: with_blind_verdicts(unlearning_metrics(s, config.eval), blind) for role, s in scores.items()}
         if "retrained" in scores:
             for role in ("unlearned", "original"):
                 if role in scores:
                     results[role]["retrain_distance"] = retrain_distance(scores[role], scores["retrained"], config.eval)
+        if blind is not None:
+            results["blind"] = blind
         run.write_results(results)
     return results

@@ -9,6 +9,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from lethe.attacks.blind import describe  # noqa: E402
+
+SUMMARIES = ("by_domain", "yardstick_agreement", "blind")  # results.json keys that are not a model's row
+
 
 def _fmt(value, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
@@ -63,9 +67,11 @@ def _bars(by_domain: dict[str, dict], path: Path) -> None:
 def write_experiment_report(results: dict, config, out: Path) -> None:
     parts = [f"# Unlearning study: {config.model}", "",
              "Aggregate over domains " + ", ".join(config.domains) + " (mean of each number).", "",
-             experiment_table({k: v for k, v in results.items() if k not in ("by_domain", "yardstick_agreement")})]
+             experiment_table({k: v for k, v in results.items() if k not in SUMMARIES})]
     for domain, rows in results["by_domain"].items():
         parts += ["", f"## {domain}", "", experiment_table(rows)]
+        if results.get("blind", {}).get(domain):
+            parts += ["", describe(results["blind"][domain])]
     if "yardstick_agreement" in results:
         parts += ["", "## Does the approximate yardstick agree with exact retraining?", "",
                   "Spearman correlation over methods between |gap to the approximate set| and |log forget-PPL "

@@ -13,6 +13,7 @@ from lethe.data.documents import check_disjoint
 from lethe.data.splits import find_splits, load_splits
 from lethe.engine import Callback, Trainer
 from lethe.errors import LetheError, TrainingDiverged
+from lethe.known_members import target_run
 from lethe.models import (
     PRETRAIN_TOKENS,
     count_parameters,
@@ -23,18 +24,29 @@ from lethe.models import (
 from lethe.processes import from_main_process, is_main_process
 from lethe.runs import Run, read_json
 from lethe.scoring import score_chunks
-from lethe.unlearning.evaluation import cost, role_splits, score_roles, unlearning_metrics
+from lethe.unlearning.evaluation import (
+    cost,
+    role_splits,
+    score_roles,
+    split_blind,
+    unlearning_metrics,
+    with_blind_verdicts,
+)
 from lethe.unlearning.methods import MethodContext, methods
 
 log = logging.getLogger("lethe")
 
 
 def pretrain_record(model: str, configured_tokens: float | None) -> dict | None:
-    """Tokens (and seconds) the model was pre-trained on: a Lethe pretrain run, a known alias, or the config."""
+    """Tokens (and seconds) of the training that exact retraining would repeat: the config's, a known alias's
+    pre-training, a `lethe target` run's exact retrain, or a Lethe pretrain run."""
     if configured_tokens:
         return {"tokens": configured_tokens}
     if model in PRETRAIN_TOKENS:
         return {"tokens": PRETRAIN_TOKENS[model]}
+    if (target := target_run(model)) is not None:  # retraining = the exact retrain's continued training
+        train = read_json(target / "results.json")["retrain"]
+        return {"tokens": train["tokens"], "seconds": train["seconds"]}
     run_dir = resolve_model_path(model).parent
     if (run_dir / "run.json").is_file() and read_json(run_dir / "run.json").get("command") == "pretrain":
         train = read_json(run_dir / "results.json")["train"]
@@ -127,10 +139,11 @@ def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, origin
         model = trainer.save_model(run.path / "model", tokenizer)
         if not main:
             return from_main_process(results)
-        before = unlearning_metrics(original_scores, config.eval)
+        blind = split_blind(chunks[roles["forget"]], chunks[roles["approximate"]], tokenizer, config.eval)
+        before = with_blind_verdicts(unlearning_metrics(original_scores, config.eval), blind)
         after_scores = score_roles(model, tokenizer, config.data, config.domain, config.chunk,
                                    config.eval.batch_tokens, run.scores_dir / "unlearned")
-        after = unlearning_metrics(after_scores, config.eval)
+        after = with_blind_verdicts(unlearning_metrics(after_scores, config.eval), blind)
         if utility_before is not None:
             before["utility"] = utility_before
             after["utility"] = utility(model, tokenizer, config, documents, run.path / "utility_tasks")
@@ -142,6 +155,7 @@ def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, origin
             "cost": cost(count_parameters(model), result.tokens, result.seconds,
                          pretrain_record(config.model, config.pretrain_tokens)),
             "path": str(run.path / "model"),
+            **({"blind": blind} if blind is not None else {}),
         }
         run.write_results(results)
     return from_main_process(results)

@@ -17,10 +17,18 @@ from scipy.stats import spearmanr
 
 from lethe.config import UnlearnConfig, UnlearningStudyConfig
 from lethe.errors import LetheError, TrainingDiverged
-from lethe.models import load_model, resolve_model_path
+from lethe.known_members import target_run
+from lethe.models import load_model, model_context, resolve_model_path
 from lethe.pretrain import retrain
-from lethe.runs import Run, read_json
-from lethe.unlearning.evaluation import load_role_scores, retrain_distance, score_roles, unlearning_metrics
+from lethe.runs import Run, read_json, write_json
+from lethe.unlearning.evaluation import (
+    load_role_scores,
+    retrain_distance,
+    role_chunks,
+    score_roles,
+    split_blind,
+    unlearning_metrics,
+)
 from lethe.unlearning.methods import methods
 from lethe.unlearning.run import unlearn
 
@@ -38,26 +46,42 @@ def finished(path: Path) -> bool:
     return (path / "run.json").is_file() and read_json(path / "run.json").get("status") == "done"
 
 
+def _original(config: UnlearningStudyConfig):
+    return load_model(config.model, dtype=config.unlearn.dtype, trust_remote_code=config.unlearn.trust_remote_code,
+                      allow_cpu_bf16=config.unlearn.allow_cpu_bf16)
+
+
 def original_scores(config: UnlearningStudyConfig, domain: str, out: Path) -> dict:
     """Score the original model on one domain's roles once; reuse the saved scores afterwards."""
     scores_dir = out / "original" / domain
     if not (scores_dir / "done").is_file():
-        model, tokenizer = load_model(config.model, dtype=config.unlearn.dtype,
-                                      trust_remote_code=config.unlearn.trust_remote_code,
-                                      allow_cpu_bf16=config.unlearn.allow_cpu_bf16)
+        model, tokenizer = _original(config)
         score_roles(model, tokenizer, config.data, domain, config.unlearn.chunk, config.unlearn.eval.batch_tokens,
                     scores_dir)
         (scores_dir / "done").write_text("")
     return load_role_scores(scores_dir, domain)
 
 
+def domain_blind(config: UnlearningStudyConfig, domain: str, out: Path) -> dict | None:
+    """The blind baseline of the domain's Min-K% samples, once (it depends on the data, not on any model)."""
+    path = out / "original" / domain / "blind.json"
+    if config.unlearn.eval.blind is None:
+        return None
+    if not path.is_file():
+        model, tokenizer = _original(config)
+        chunks = role_chunks(tokenizer, config.data, domain, config.unlearn.chunk, model_context(model))
+        write_json(path, split_blind(chunks["forget"], chunks["approximate"], tokenizer, config.unlearn.eval))
+    return read_json(path)
+
+
 def retrained_scores(config: UnlearningStudyConfig, domain: str, out: Path) -> dict:
     """Pretrain again without the domain's forget set (once), then score it like every other model."""
-    target = out / "retrain" / domain
-    if not finished(target):
+    known = target_run(config.model)
+    target = known / "retrain" if known else out / "retrain" / domain
+    if known is None and not finished(target):
         original_run = resolve_model_path(config.model).parent
         retrain(original_run, [f"{domain}/forget"], target, overwrite=target.exists())
-    scores_dir = target / "unlearning_scores"
+    scores_dir = (out / "retrain" / domain if known else target) / "unlearning_scores"
     if not (scores_dir / "done").is_file():
         model, tokenizer = load_model(target)
         score_roles(model, tokenizer, config.data, domain, config.unlearn.chunk, config.unlearn.eval.batch_tokens,
@@ -120,13 +144,23 @@ def run_experiment(config: UnlearningStudyConfig, out: Path, *, overwrite: bool 
     from lethe.unlearning.report import write_experiment_report
 
     names = study_methods(config)
-    if config.retrain and not (resolve_model_path(config.model).parent / "members.json").is_file():
-        raise LetheError("retrain: true needs a model from `lethe pretrain` (its recipe and members are known)")
+    known = target_run(config.model)
+    if config.retrain and known is None and not (resolve_model_path(config.model).parent / "members.json").is_file():
+        raise LetheError("retrain: true needs a model from `lethe pretrain` or `lethe target` (its recipe and members "
+                         "are known)")
+    if config.retrain and known is not None:
+        forgotten = {name.split("/")[0] for name in read_json(known / "results.json")["target"]["splits"]
+                     if name.endswith("/forget")}
+        if set(config.domains) != forgotten or len(forgotten) != 1:
+            raise LetheError(f"the target in {known} trained on the forget sets of {sorted(forgotten)}: its retrain is "
+                             f"exact only for unlearning one domain's forget set, so set domains=[<that domain>] "
+                             f"(asked for {config.domains})")
     with Run.start(out, "experiment unlearning", config, overwrite=overwrite, resume=resume) as run:
         by_domain: dict[str, dict] = {}
-        agreement = {}
+        agreement, blinds = {}, {}
         for domain in config.domains:
             originals = original_scores(config, domain, run.path)
+            blinds[domain] = domain_blind(config, domain, run.path)
             retrained = retrained_scores(config, domain, run.path) if config.retrain else None
             rows: dict[str, dict] = {"original": unlearning_metrics(originals, config.unlearn.eval)}
             if retrained is not None:
@@ -144,6 +178,8 @@ def run_experiment(config: UnlearningStudyConfig, out: Path, *, overwrite: bool 
             complete = [by_domain[d][name] for d in config.domains if "diverged" not in by_domain[d][name]]
             results[name] = _mean_tree(complete) if complete else {"diverged": True}
         results["by_domain"] = by_domain
+        if any(blinds.values()):
+            results["blind"] = blinds
         if config.retrain:
             results["yardstick_agreement"] = agreement
         run.write_results(results)

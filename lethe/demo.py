@@ -1,7 +1,9 @@
 """`lethe demo`: both halves of the mission on one real pre-trained LLM, on a laptop CPU.
 
-  R/data-unlearning, R/unlearning   Yao et al.: unlearn a forget set with GA+GD on in-domain data,
-                                    forget vs approximate perplexity and Min-K% AUC before and after
+  R/data-unlearning, R/target,      Yao et al., with membership made known: the model trained on forget +
+  R/unlearning                      retain (the target) and on retain alone (its exact retrain); GA+GD
+                                    unlearns the forget set from the target, stopped by the approximate
+                                    yardstick, and is judged against the exact retrain and a blind baseline
   R/data-leakage, R/leakage         Rashid et al.: a benign and a poisoned release, each fine-tuned
                                     by the victim; MIA AUC, extraction and validation perplexity
   R/report.html, R/report.md        everything above, read back from the runs' saved files
@@ -23,16 +25,26 @@ log = logging.getLogger("lethe")
 HEADLINE_ATTACKS = ("loss", "min_k", "reference_model")
 
 
-def unlearning_summary(results: dict) -> dict:
-    """Before/after rows of the unlearning half: perplexity per role, Min-K% AUC, approximate gap."""
+def unlearning_summary(half: dict) -> dict:
+    """Rows of the unlearning half: the target before and after unlearning, and its exact retrain; the distance
+    to that retrain; the blind baseline of the Min-K% samples."""
+    results, eval_settings = half["unlearn"], half["eval"]
+
     def row(metrics: dict) -> dict:
         return {"forget_ppl": metrics["ppl"]["forget"], "approximate_ppl": metrics["ppl"]["approximate"],
                 "general_ppl": metrics["ppl"]["general"], "gap": metrics["approx_gap"]["log_ppl_ratio"],
                 "mink_auc": metrics["mia"]["auc"]}
 
-    return {"method": results["method"], "steps": results["train"]["steps"], "stopped": results["train"]["stopped"],
-            "flops_vs_pretraining": results["cost"]["ratio_vs_pretrain"],
-            "before": row(results["before"]), "after": row(results["after"])}
+    blind = results.get("blind")
+    summary = {"method": results["method"], "steps": results["train"]["steps"], "stopped": results["train"]["stopped"],
+               "flops_vs_retraining": results["cost"]["ratio_vs_pretrain"],
+               "before": row(results["before"]), "after": row(results["after"]), "retrain": row(half["retrained"]),
+               "distance": half["distance"], "mink_k": eval_settings.headline_k}
+    if blind:
+        summary["blind"] = {key: blind[key] for key in ("auc", "ci95", "separable", "p_value")}
+        summary["checks"] = {"blind_inside_null": blind["ci95"][0] <= blind["auc"] <= blind["ci95"][1],
+                             "target_mink_above_null": results["before"]["mia"]["auc"] > blind["ci95"][1]}
+    return summary
 
 
 def leakage_summary(results: dict) -> dict:
@@ -49,16 +61,26 @@ def leakage_summary(results: dict) -> dict:
 
 def format_summary(summary: dict) -> str:
     u = summary["unlearning"]
-    lines = [f"Unlearning ({u['method']}, {u['steps']} steps, stopped: {u['stopped']})",
-             f"{'':<8}{'forget PPL':>12}{'approx PPL':>12}{'gap':>8}{'Min-K% AUC':>12}{'general PPL':>13}"]
-    for when in ("before", "after"):
+    lines = [f"Unlearning ({u['method']}, {u['steps']} steps, stopped: {u['stopped']}): the target (trained on "
+             "the forget set) against its exact retrain (never trained on it)",
+             f"{'':<9}{'forget PPL':>12}{'approx PPL':>12}{'gap':>8}{'Min-K% AUC':>12}{'general PPL':>13}"]
+    for when, label in (("before", "target"), ("after", "unlearned"), ("retrain", "retrain")):
         r = u[when]
-        lines.append(f"{when:<8}{r['forget_ppl']:>12.2f}{r['approximate_ppl']:>12.2f}{r['gap']:>8.3f}"
+        lines.append(f"{label:<9}{r['forget_ppl']:>12.2f}{r['approximate_ppl']:>12.2f}{r['gap']:>8.3f}"
                      f"{r['mink_auc']:>12.3f}{r['general_ppl']:>13.2f}")
-    lines += ["gap = log(forget PPL / approx PPL): 0 is where retraining without the forget set would land; "
-              "AUC 0.5 = forget set indistinguishable from unseen code"]
-    if u["flops_vs_pretraining"]:
-        lines.append(f"unlearning cost {u['flops_vs_pretraining']:.1e}x less compute than pre-training (6·N·tokens)")
+    distance = u["distance"]
+    lines += ["gap = log(forget PPL / approx PPL); the exact retrain shows where unlearning should land",
+              "distance to the exact retrain (forget PPL ratio, 1 = same; PrivLeak, 0 = same Min-K% AUC): "
+              + ", ".join(f"{when} {d['forget_ppl_ratio']:.3f} / {d['privleak']:+.3f}"
+                          for when, d in (("target", distance["before"]), ("unlearned", distance["after"])))]
+    if "blind" in u:
+        b = u["blind"]
+        lines.append(f"blind baseline of the Min-K% samples (a text classifier, no model): AUC {b['auc']:.3f}, "
+                     f"permutation null 95% range {b['ci95'][0]:.3f}–{b['ci95'][1]:.3f}"
+                     + (": SEPARABLE, the Min-K% AUCs are no evidence" if b["separable"] else ": not separable"))
+    if u["flops_vs_retraining"]:
+        lines.append(f"unlearning cost {u['flops_vs_retraining']:.1f}x less compute than the exact retrain "
+                     "(6·N·tokens)")
     lines += ["",
               "Leakage after the victim's fine-tuning (MIA AUC: member vs non-member PII records)",
               f"{'release / mode':<30}{'loss':>7}{'min_k':>7}{'ref.model':>10}{'NSR':>7}{'val PPL':>9}"]
@@ -71,12 +93,25 @@ def format_summary(summary: dict) -> str:
 
 
 def _unlearning_half(config: DemoConfig, root: Path) -> dict:
+    from lethe.known_members import build_target
+    from lethe.models import load_model
+    from lethe.unlearning.evaluation import load_role_scores, retrain_distance, score_roles, unlearning_metrics
     from lethe.unlearning.run import unlearn
 
-    print(f"[1/2] unlearning: {config.unlearn.method} on {config.model}")
+    print(f"[1/2] unlearning: {config.model} trained on a forget + retain set (the target) and on the retain set "
+          f"alone (its exact retrain); then {config.unlearn.method} unlearns the forget set from the target")
     data = root / "data-unlearning"
     build_data(config.unlearning_data.model_copy(update={"out": data}))
-    return unlearn(config.unlearn.model_copy(update={"data": data}), root / "unlearning")
+    build_target(config.target.model_copy(update={"data": data}), root / "target")
+    settings = config.unlearn.model_copy(update={"model": str(root / "target"), "data": data})
+    results = unlearn(settings, root / "unlearning")
+    retrain, tokenizer = load_model(root / "target" / "retrain")
+    retrained = score_roles(retrain, tokenizer, data, settings.domain, settings.chunk, settings.eval.batch_tokens,
+                            root / "target" / "scores" / "retrain-roles")
+    scores = {when: load_role_scores(root / "unlearning" / "scores" / stage, settings.domain)
+              for when, stage in (("before", "original"), ("after", "unlearned"))}
+    return {"unlearn": results, "eval": settings.eval, "retrained": unlearning_metrics(retrained, settings.eval),
+            "distance": {when: retrain_distance(s, retrained, settings.eval) for when, s in scores.items()}}
 
 
 def _leakage_half(config: DemoConfig, root: Path) -> dict:
@@ -104,7 +139,7 @@ def run_demo(config: DemoConfig, out: Path, *, overwrite: bool = False) -> dict:
         summary = {"unlearning": unlearning_summary(halves["unlearning"]),
                    "leakage": leakage_summary(halves["leakage"])}
         results = {"model": config.model, **summary, "seconds": {**seconds, "total": round(time.time() - started, 1)},
-                   "runs": {"unlearning": "unlearning", "leakage": "leakage"}}
+                   "runs": {"target": "target", "unlearning": "unlearning", "leakage": "leakage"}}
         (run.path / "summary.txt").write_text(format_summary(summary) + "\n")
         run.write_results(results)
     report = write_report([run.path], run.path)

@@ -96,3 +96,22 @@ def test_blind_verdict():
     assert blind_verdict(0.7, None, separable) == NOT_EVIDENCE  # no interval: weaker than the blind classifier
     assert blind_verdict(0.85, None, separable) is None
     assert blind_verdict(0.55, [0.5, 0.6], {"auc": 0.6, "ci95": [0.35, 0.65], "separable": False}) is None
+
+
+def test_chunks_of_one_document_stay_in_one_fold(prose):
+    """Membership is per document: with a document's chunks split across folds, the classifier recognises the
+    document and "separates" a random split; grouped folds and a per-document null do not."""
+    documents = [" ".join(prose[i:i + 4]) for i in range(0, 4 * 40, 4)]  # 40 documents of ~1,200 characters
+    rng = np.random.default_rng(0)
+    labels = rng.permutation([1] * 20 + [0] * 20)  # a random split of one source: nothing to find
+    chunks = [(d, doc[k * 300:(k + 1) * 300], label) for d, (doc, label) in enumerate(zip(documents, labels,
+              strict=True)) for k in range(4)]
+    members = [text for _, text, label in chunks if label]
+    nonmembers = [text for _, text, label in chunks if not label]
+    groups = [str(d) for d, _, label in chunks if label] + [str(d) for d, _, label in chunks if not label]
+    grouped = blind_baseline(members, nonmembers, permutations=40, groups=groups)
+    assert grouped["ci95"][0] <= grouped["auc"] <= grouped["ci95"][1] and grouped["groups"] == 40
+    ungrouped = blind_baseline(members, nonmembers, permutations=40)
+    assert ungrouped["auc"] > ungrouped["ci95"][1] > grouped["auc"]  # a false alarm, from recognising documents
+    with pytest.raises(LetheError, match="both members and non-members"):
+        blind_baseline(members, nonmembers, permutations=5, groups=["one"] * len(members + nonmembers))

@@ -24,15 +24,26 @@ def test_demo_runs_both_halves_and_summarises_them(demo):
     assert unlearning["method"] == "ga_gd_in" and unlearning["steps"] >= 1
     saved = json.loads((out / "unlearning" / "results.json").read_text())
     assert unlearning["after"]["forget_ppl"] == saved["after"]["ppl"]["forget"]
+    assert saved["model"] == str(out / "target")  # unlearning starts from the known-member target
+    target = json.loads((out / "target" / "results.json").read_text())
+    assert target["target"]["splits"] == ["science/forget", "science/retain"]
+    # the exact retrain: trained as the target was, without the forget set; the unlearned model is judged by it
+    assert unlearning["retrain"]["forget_ppl"] > unlearning["before"]["forget_ppl"]
+    for when in ("before", "after"):
+        distance = unlearning["distance"][when]
+        assert distance["forget_ppl_ratio"] == pytest.approx(
+            unlearning[when]["forget_ppl"] / unlearning["retrain"]["forget_ppl"], rel=1e-6)
+    blind = unlearning["blind"]
+    assert blind["ci95"][0] < blind["ci95"][1] and set(unlearning["checks"]) == {"blind_inside_null",
+                                                                                 "target_mink_above_null"}
     assert set(results["leakage"]) == {"benign / lora", "forget_to_flourish / lora"}
     leakage = json.loads((out / "leakage" / "results.json").read_text())
     cell = leakage["variants"]["forget_to_flourish"]["lora"]
     assert results["leakage"]["forget_to_flourish / lora"]["loss_auc"] == cell["mia"]["loss"]["auc"]
-    assert leakage["released"]["forget_to_flourish"]["loss"]["after"]["targets"] > \
-        leakage["released"]["benign"]["loss"]["after"]["targets"]
+    assert leakage["released"]["forget_to_flourish"]["target_loss_rise"] > 0
     summary = (out / "summary.txt").read_text()
     assert "Unlearning (ga_gd_in" in summary and "forget_to_flourish / lora" in summary
-    assert f"{unlearning['after']['mink_auc']:.3f}" in summary
+    assert f"{unlearning['after']['mink_auc']:.3f}" in summary and "blind baseline" in summary
 
 
 def test_demo_writes_a_report_of_its_runs(demo):
@@ -45,7 +56,7 @@ def test_demo_writes_a_report_of_its_runs(demo):
 def test_demo_recipe_merges_key_by_key():
     config = resolve(DemoConfig, {"leakage": {"pii": {"members": 4}}, "model": "some/model"})
     assert config.leakage.pii["members"] == 4 and config.leakage.pii["nonmembers"] == 12  # the rest kept
-    assert config.unlearn.model == config.leakage.model == "some/model"
-    assert config.unlearn.method == "ga_gd_in" and config.leakage.variants == ["benign", "forget_to_flourish"]
+    assert config.target.model == config.unlearn.model == config.leakage.model == "some/model"
+    assert config.unlearn.method == "ga_gd_in" and list(config.leakage.variants) == ["benign", "forget_to_flourish"]
     with pytest.raises(LetheError, match="unknown config key"):
         resolve(DemoConfig, {"unlearn": {"nonsense": 1}})

@@ -17,7 +17,7 @@ from scipy import sparse
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline, make_union
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
@@ -87,22 +87,48 @@ class _Features:
         return features[train], features[test]
 
 
-def _cross_validated_auc(features: _Features, labels: np.ndarray, folds: int, seed: int) -> float:
-    """One ROC AUC over the out-of-fold decision scores of every text."""
+def _cross_validated_auc(features: _Features, labels: np.ndarray, folds: int, seed: int,
+                         groups: np.ndarray | None) -> float:
+    """One ROC AUC over the out-of-fold decision scores of every text (a group's texts never straddle folds)."""
     scores = np.empty(len(labels))
-    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    for train, test in splitter.split(np.zeros(len(labels)), labels):
+    splitter = (StratifiedKFold(folds, shuffle=True, random_state=seed) if groups is None else
+                StratifiedGroupKFold(folds, shuffle=True, random_state=seed))
+    for train, test in splitter.split(np.zeros(len(labels)), labels, groups):
         x_train, x_test = features.fold(train, test)
         scores[test] = _classifier(seed).fit(x_train, labels[train]).decision_function(x_test)
     return float(roc_auc_score(labels, scores))
 
 
+def _group_index(groups: list[str] | None, labels: np.ndarray) -> np.ndarray | None:
+    """Groups as integers; every text of a group must share its label (membership is per document)."""
+    if groups is None:
+        return None
+    if len(groups) != len(labels):
+        raise LetheError(f"the blind baseline got {len(groups)} groups for {len(labels)} texts")
+    _, index = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+    if any(len(set(labels[index == g])) > 1 for g in np.unique(index)):
+        raise LetheError("a group of texts holds both members and non-members")
+    return index
+
+
+def _permuted(labels: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+    """Labels under the null: shuffled over texts, or over whole groups when texts come in groups."""
+    if groups is None:
+        return rng.permutation(labels)
+    group_labels = np.zeros(groups.max() + 1, dtype=labels.dtype)
+    group_labels[groups] = labels
+    return rng.permutation(group_labels)[groups]
+
+
 def blind_baseline(members: list[str], nonmembers: list[str], *, folds: int = 5, permutations: int = 100,
-                   seed: int = 0, level: float = 0.95) -> dict:
+                   seed: int = 0, level: float = 0.95, groups: list[str] | None = None) -> dict:
     """Cross-validated AUC of a model-free member/non-member classifier, against its label-permutation null.
 
     `separable` means the AUC lies above the null's central `level` range: the texts differ in a way a
     bag of n-grams sees, so any attack must beat this AUC before its own AUC says anything about the model.
+    `groups` (members' then non-members', e.g. the document of each chunk) keeps a document's chunks in one
+    fold and permutes membership per document: chunks of one document share words, and split across folds
+    they would let the classifier recognise the document rather than learn anything about membership.
     """
     smaller = min(len(members), len(nonmembers))
     if smaller < 2:
@@ -111,18 +137,24 @@ def blind_baseline(members: list[str], nonmembers: list[str], *, folds: int = 5,
     if folds < 2 or permutations < 1 or not 0 < level < 1:
         raise LetheError(f"the blind baseline needs folds ≥ 2, permutations ≥ 1 and 0 < level < 1, got {folds}, "
                          f"{permutations} and {level}")
+    labels = np.concatenate([np.ones(len(members), dtype=int), np.zeros(len(nonmembers), dtype=int)])
+    index = _group_index(groups, labels)
+    if index is not None:
+        smaller = min(len(np.unique(index[labels == 1])), len(np.unique(index[labels == 0])))
+        if smaller < 2:
+            raise LetheError("the blind baseline needs at least 2 member and 2 non-member groups")
     folds = min(folds, smaller)
     features = _Features(list(members) + list(nonmembers))
-    labels = np.concatenate([np.ones(len(members), dtype=int), np.zeros(len(nonmembers), dtype=int)])
-    auc = _cross_validated_auc(features, labels, folds, seed)
+    auc = _cross_validated_auc(features, labels, folds, seed, index)
     rng = np.random.default_rng(seed)
-    null = np.array([_cross_validated_auc(features, rng.permutation(labels), folds, seed)
+    null = np.array([_cross_validated_auc(features, _permuted(labels, index, rng), folds, seed, index)
                      for _ in range(permutations)])
     tail = (1 - level) / 2 * 100
     low, high = (float(x) for x in np.percentile(null, [tail, 100 - tail]))
     return {"auc": auc, "ci95": [low, high], "null_mean": float(null.mean()),
             "p_value": float((1 + np.sum(null >= auc)) / (1 + permutations)), "separable": bool(auc > high),
             "members": len(members), "nonmembers": len(nonmembers), "folds": folds, "permutations": permutations,
+            "groups": None if index is None else int(index.max() + 1),
             "classifier": CLASSIFIER, "null": [round(float(x), 5) for x in null]}  # the null's draws, to pool seeds
 
 

@@ -117,9 +117,10 @@ def run_mia(config: MiaConfig, out: Path, *, overwrite: bool = False) -> dict:
                    "attacks": {name: mia_metrics(s["members"], s["nonmembers"], resamples=config.bootstrap,
                                                  seed=config.seed) for name, s in sample_scores.items()}}
         if config.blind is not None:
+            documents = [chunk.doc_id for role in SETS for chunk in chunks[role]]  # a document's chunks: one fold
             results["blind"] = blind_baseline(inputs["members"].texts, inputs["nonmembers"].texts,
                                               folds=config.blind.folds, permutations=config.blind.permutations,
-                                              seed=config.seed)
+                                              seed=config.seed, groups=documents)
             for metrics in results["attacks"].values():
                 metrics["blind_verdict"] = blind_verdict(metrics["auc"], metrics.get("ci95", {}).get("auc"),
                                                          results["blind"])

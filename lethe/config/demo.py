@@ -1,30 +1,29 @@
 """`lethe demo`'s schema: both threat models on one real pre-trained LLM, sized for 2 CPU cores.
 
-Every section is the typed config of the command it runs (data build, unlearn, experiment leakage);
+Every section is the typed config of the command it runs (data build, target, unlearn, experiment leakage);
 DEMO holds the demo's own recipe, and a layer given by the user is merged over it key by key, as
 presets are for `pretrain`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field, model_validator
 
-from lethe.config.base import DataBuildConfig, Strict, UnlearnConfig, deep_merge
+from lethe.config.base import DataBuildConfig, Strict, TargetConfig, UnlearnConfig, deep_merge
 from lethe.config.privacy import LeakageConfig
-
-# Lethe's own source post-dates SmolLM2's release: code the model certainly never saw.
-LETHE_SOURCE = str(Path(__file__).resolve().parents[1] / "**" / "*.py")
 
 DEMO: dict[str, Any] = {
     "model": "smollm2-135m",
-    # CPython modules (in SmolLM2's pre-training data via The Stack) to forget; Lethe's source as unseen code
-    "unlearning_data": {"domains": ["code"], "approximate_sources": {"code": [LETHE_SOURCE]}, "max_doc_chars": 1500,
+    # membership made known: LaTeX sources the target trains on (forget + retain) or not (approximate), dealt
+    # from one source at random, so forget and approximate differ only in membership
+    "unlearning_data": {"domains": ["science"], "max_doc_chars": 1200,
                         "sizes": {"forget": 8, "retain": 8, "approximate": 8, "general_retain": 8, "general_eval": 8}},
+    "target": {"forget": ["science/forget"], "chunk": {"length": 128},
+               "train": {"lr": 1e-4, "epochs": 2, "batch_size": 4, "warmup_ratio": 0.0, "scheduler": "constant"}},
     "unlearn": {
-        "domain": "code", "method": "ga_gd_in", "stop_at_approximate": True,
+        "domain": "science", "method": "ga_gd_in", "stop_at_approximate": True,
         "chunk": {"length": 128, "max_chunks_per_doc": 2},
         "train": {"lr": 5e-5, "epochs": 2, "batch_size": 4, "warmup_ratio": 0.0, "scheduler": "constant",
                   "eval_every": 1, "log_every": 1},
@@ -55,7 +54,9 @@ class DemoConfig(Strict):
 
     model: str = Field(description="the pre-trained model both halves start from (a directory or an alias)")
     unlearning_data: DataBuildConfig = Field(description="splits of the unlearning half (`out` set by the demo)")
-    unlearn: UnlearnConfig = Field(description="the unlearning run (its model and data are set by the demo)")
+    target: TargetConfig = Field(description="the known-member target and its exact retrain (data set by the demo)")
+    unlearn: UnlearnConfig = Field(description="the unlearning run (its model, the target, and data are set by the "
+                                   "demo)")
     leakage_data: DataBuildConfig = Field(description="splits the victim's data and D* come from")
     leakage: LeakageConfig = Field(description="the leakage experiment (its model and data are set by the demo)")
 
@@ -63,6 +64,6 @@ class DemoConfig(Strict):
     @classmethod
     def _demo_recipe(cls, data: Any) -> Any:
         merged = deep_merge(DEMO, data if isinstance(data, dict) else {})
-        for section in ("unlearn", "leakage"):
+        for section in ("target", "unlearn", "leakage"):
             merged[section] = {**merged[section], "model": merged["model"]}
         return merged

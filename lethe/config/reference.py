@@ -30,7 +30,7 @@ from lethe.config.base import (
     UnlearningStudyConfig,
     lethe_home,
 )
-from lethe.config.demo import DEMO, LETHE_SOURCE, DemoConfig
+from lethe.config.demo import DEMO, DemoConfig
 from lethe.config.privacy import (
     ExtractConfig,
     FinetuneConfig,
@@ -165,7 +165,7 @@ def _section(model: type[Strict], used_by: list[str], linked: frozenset[str]) ->
     if model in BUILT_IN_DEFAULTS:
         caption, values = BUILT_IN_DEFAULTS[model]
         text = yaml.safe_dump(values, sort_keys=False, default_flow_style=None, width=120).strip()
-        lines += ["", caption, "", "```yaml", text.replace(LETHE_SOURCE, "<lethe package>/**/*.py"), "```"]
+        lines += ["", caption, "", "```yaml", text, "```"]
     return "\n".join(lines) + "\n"
 
 

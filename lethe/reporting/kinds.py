@@ -251,10 +251,19 @@ def demo(record: RunRecord, section: Section) -> None:
                         f"{u['after']['gap']:.3f}; {len(r['leakage'])} victim fine-tunings attacked")
     columns = {"forget_ppl": "forget PPL", "approximate_ppl": "approximate PPL", "gap": "gap (log ratio)",
                "mink_auc": "Min-K% AUC", "general_ppl": "general PPL"}
+    stages = (("before", "target"), ("after", "unlearned"), ("retrain", "exact retrain"))
     section.tables.append(Table(["model", *columns.values()],
-                                [[when, *(fmt(u[when][key]) for key in columns)] for when in ("before", "after")],
-                                f"unlearning {u['method']}, {u['steps']} steps (stopped: {u['stopped']}); gap 0 is "
-                                "where retraining without the forget set would land"))
+                                [[label, *(fmt(u[when][key]) for key in columns)] for when, label in stages
+                                 if when in u],
+                                f"unlearning {u['method']}, {u['steps']} steps (stopped: {u['stopped']}) from a target "
+                                "trained on the forget set; the exact retrain never saw it"))
+    if "distance" in u:
+        section.tables.append(Table(["model", "forget PPL / retrain's", "PrivLeak", "Min-K% AUC − retrain's"],
+                                    [[label, fmt(u["distance"][when]["forget_ppl_ratio"]),
+                                      fmt(u["distance"][when]["privleak"]), fmt(u["distance"][when]["mia_auc"])]
+                                     for when, label in stages[:2]], "distance to the exact retrain (1, 0, 0: same)"))
+    if "blind" in u:
+        section.notes.append(describe(u["blind"]).replace("Blind baseline", "Blind baseline of the Min-K% samples"))
     attacks = sorted({key for row in r["leakage"].values() for key in row if key.endswith("_auc")})
     section.tables.append(Table(["release / mode", *(a.removesuffix("_auc") + " AUC" for a in attacks), "NSR",
                                  "validation PPL"],

@@ -58,9 +58,10 @@ def split_blind(forget: list[Chunk], approximate: list[Chunk], tokenizer, config
     from lethe.attacks.blind import blind_baseline
 
     chosen = balanced_indices(len(forget), len(approximate), config.seed)
-    texts = [[tokenizer.decode(chunks[i].input_ids) for i in picked]
-             for chunks, picked in zip((forget, approximate), chosen, strict=True)]
-    return blind_baseline(*texts, folds=config.blind.folds, permutations=config.blind.permutations, seed=config.seed)
+    samples = [[chunks[i] for i in picked] for chunks, picked in zip((forget, approximate), chosen, strict=True)]
+    texts = [[tokenizer.decode(chunk.input_ids) for chunk in group] for group in samples]
+    return blind_baseline(*texts, folds=config.blind.folds, permutations=config.blind.permutations, seed=config.seed,
+                          groups=[chunk.doc_id for group in samples for chunk in group])
 
 
 def with_blind_verdicts(metrics: dict, blind: dict | None) -> dict:

@@ -2,8 +2,9 @@
 
 The GPU machine has no network and receives at most 64 MiB, so no pre-trained weights travel: it first
 pre-trains a known-data model of SmolLM2-135M's shape (preset smol135, ~125M parameters) on the carried
-splits, then runs `lethe experiment leakage` with configs/leakage/gpu.yaml (500 + 500 records per seed).
-Timings go to timings.json beside the study's results.json.
+splits, calibrates the victim on its own seed from the benign release (`lethe experiment calibrate`),
+freezes it, then runs `lethe experiment leakage` with configs/leakage/gpu.yaml (500 + 500 records per
+seed). Timings go to timings.json beside the study's results.json.
 
 Here, once (a CPU with the project installed):
     lethe data build --config configs/data/gpu.yaml                       # runs/gpu-data, a few MB
@@ -35,7 +36,7 @@ SMALL = {
                                        "filler_docs": 4},
               "blind": {"permutations": 10}, "bootstrap": 100, "mia": {"bootstrap": 20},
               "poison": {"train": {"epochs": 1, "batch_size": 4}}, "finetune": {"train": {"batch_size": 4}},
-              "extract": {"exposure": {"candidates": 10}}},
+              "extract": {"exposure": {"candidates": 10}}, "calibration": {"lr": [1e-3, 3e-3], "epochs": [1]}},
 }
 
 
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from lethe.config import LeakageConfig, deep_merge, read_yaml, resolve
+    from lethe.leakage.calibration import calibrate_victim
     from lethe.leakage.study import run_leakage
     from lethe.pretrain import pretrain, pretrain_config
 
@@ -66,6 +68,11 @@ def main(argv: list[str] | None = None) -> dict:
     study = deep_merge(read_yaml(Path(args.config)), {"model": str(out / "pretrain"), "data": args.data,
                                                       "poison": bf16, "finetune": bf16})
     config = resolve(LeakageConfig, study, SMALL["study"] if args.small else {})
+    # the victim is chosen before any poisoned run, on its own seed, from the baseline release alone
+    calibration = calibrate_victim(config, out / "calibrate")
+    config = resolve(LeakageConfig, config.model_dump(mode="json"), calibration["freeze"])
+    timings["calibrate_s"] = round(time.time() - begin, 1)
+    begin = time.time()
     results = run_leakage(config, out / "leakage")
     timings["study_s"] = round(time.time() - begin, 1)
     timings["total_s"] = round(time.time() - started, 1)

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import yaml
 
 
 @pytest.mark.slow
@@ -23,4 +24,9 @@ def test_the_gpu_script_runs_the_whole_study_at_a_small_size(data_dir, tmp_path)
     assert saved["released"]["ftf_penalty"]["target_loss_rise"] > 0
     assert results["comparisons"] == saved["comparisons"]
     timings = json.loads((tmp_path / "gpu" / "timings.json").read_text())
-    assert timings["device"] == "cpu" and timings["total_s"] >= timings["study_s"] > 0
+    assert timings["device"] == "cpu" and timings["total_s"] >= timings["study_s"] > 0 and timings["calibrate_s"] > 0
+    calibration = json.loads((tmp_path / "gpu" / "calibrate" / "results.json").read_text())
+    config = yaml.safe_load((tmp_path / "gpu" / "leakage" / "config.yaml").read_text())
+    chosen = calibration["chosen"]  # the study runs the victim the calibration froze
+    assert (config["finetune"]["train"]["lr"], config["finetune"]["train"]["epochs"]) == (chosen["lr"],
+                                                                                          chosen["epochs"])

@@ -18,8 +18,9 @@ def target(micro_run, data_dir, tmp_path_factory):
     return out, build_target(config, out)
 
 
-def test_the_pair_differs_only_in_the_forget_documents(target, data_dir):
+def test_the_pair_differs_only_in_the_forget_documents(target, data_dir, tmp_path):
     from lethe.data.splits import load_splits
+    from lethe.reporting import write_report
 
     out, results = target
     members = json.loads((out / "members.json").read_text())
@@ -34,6 +35,8 @@ def test_the_pair_differs_only_in_the_forget_documents(target, data_dir):
     # the retrain never saw it
     assert ppl["target"]["code/forget"] < ppl["target"]["code/approximate"]
     assert ppl["target"]["code/forget"] < 0.8 * ppl["retrain"]["code/forget"]
+    html = write_report([out], tmp_path / "report").read_text()
+    assert "(exact retrain)" in html and f"{ppl['retrain']['code/forget']:.3f}" in html
 
 
 def test_the_unlearning_study_uses_the_exact_retrain_of_a_target(target, data_dir, tmp_path):

@@ -216,7 +216,8 @@ class PoisonConfig(Strict):
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
     bound: BoundConfig = Field(default_factory=BoundConfig)
     backdoor: BackdoorConfig = Field(default_factory=BackdoorConfig)
-    reference_chunks: int = Field(64, ge=1, description="D* chunks scored after every step for the bound")
+    reference_chunks: int = Field(64, ge=1, description="D* chunks scored after every step for the bound (and as many "
+                                  "targets, to follow their loss)")
     chunk: ChunkConfig = Field(default_factory=ChunkConfig)
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(
         lr=1e-4, epochs=4, batch_size=8, warmup_ratio=0.0, scheduler="constant", log_every=1))

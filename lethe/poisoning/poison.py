@@ -65,8 +65,10 @@ def poison(config: PoisonConfig, out: Path, *, overwrite: bool = False) -> dict:
             raise LetheError(f"the clean model's reference loss {before['reference']:.4f} already exceeds the bound "
                              f"{limit:.4f}; nothing was poisoned (raise bound.epsilon)")
 
+        tracked = clean_targets[:config.reference_chunks]  # the targets' loss followed step by step, on a sample
+
         def evaluate(current) -> dict[str, float]:
-            return {"reference_loss": loss_of(current, bound_chunks), "target_loss": loss_of(current, clean_targets),
+            return {"reference_loss": loss_of(current, bound_chunks), "target_loss": loss_of(current, tracked),
                     "bound": limit}
 
         inputs = PoisoningInputs(config, model, tokenizer, clean_targets, read_target_records(Path(config.targets)),
@@ -74,7 +76,9 @@ def poison(config: PoisonConfig, out: Path, *, overwrite: bool = False) -> dict:
         plan = variants.get(config.variant)(inputs)
         train_result, bound = None, plan.bound if plan else None
         if plan is not None:
-            trainer = Trainer(model, plan.objective, plan.groups, config.train.model_copy(update={"eval_every": 1}),
+            # the bound is checked after every step; unbounded releases evaluate as their config says
+            train = config.train.model_copy(update={"eval_every": 1}) if bound else config.train
+            trainer = Trainer(model, plan.objective, plan.groups, train,
                               pad_id=tokenizer.pad_token_id, evaluator=evaluate, callbacks=[bound] if bound else [],
                               desc=f"poison ({config.variant})")
             train_result = trainer.fit()

@@ -35,6 +35,20 @@ def pretrain(record: RunRecord, section: Section) -> None:
     section.tables.append(_ppl_table(r["ppl"]))
 
 
+@register("target")
+def target(record: RunRecord, section: Section) -> None:
+    r = record.results
+    section.headline = (f"{r['model']} trained on {', '.join(r['target']['splits'])} (target) and on "
+                        f"{', '.join(r['retrain']['splits'])} (exact retrain)")
+    section.tables.append(Table(["model", "splits trained on", "steps", "tokens", "seconds"],
+                                [[who, ", ".join(r[who]["splits"]), fmt(r[who]["steps"]), fmt(r[who]["tokens"]),
+                                  fmt(r[who]["seconds"])] for who in ("target", "retrain")], "same recipe and seed"))
+    splits = list(r["ppl"]["base"])
+    section.tables.append(Table(["perplexity", *splits], [[who, *(fmt(r["ppl"][who][s]) for s in splits)]
+                                                          for who in r["ppl"]],
+                                "the forget set is a member of the target only"))
+
+
 @register("eval ppl")
 def eval_ppl(record: RunRecord, section: Section) -> None:
     r = record.results

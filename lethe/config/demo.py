@@ -25,7 +25,7 @@ DEMO: dict[str, Any] = {
     "unlearn": {
         "domain": "science", "method": "ga_gd_in", "stop_at_approximate": True,
         "chunk": {"length": 128, "max_chunks_per_doc": 2},
-        "train": {"lr": 5e-5, "epochs": 2, "batch_size": 4, "warmup_ratio": 0.0, "scheduler": "constant",
+        "train": {"lr": 2e-4, "epochs": 3, "batch_size": 4, "warmup_ratio": 0.0, "scheduler": "constant",
                   "eval_every": 1, "log_every": 1},
         "eval": {"batch_tokens": 2048},
     },

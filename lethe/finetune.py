@@ -96,8 +96,9 @@ def finetune(config: FinetuneConfig, out: Path, *, overwrite: bool = False) -> d
         # DP-SGD needs a plain mean of per-sample losses (see lm_per_sample)
         objective = objectives.get("lm_per_sample" if config.dp else "lm")()
         trainer = Trainer(model, objective, {"train": chunks["data"]}, config.train, pad_id=tokenizer.pad_token_id,
-                          checkpoint_dir=run.checkpoints_dir if config.train.checkpoint_every else None,
-                          desc=f"finetune ({config.mode}{', DP' if config.dp else ''})", dp=config.dp)
+                          checkpoint_dir=run.checkpoints_dir,
+                          desc=f"finetune ({config.mode}{', DP' if config.dp else ''})", dp=config.dp,
+                          tokenizer=tokenizer)
         trainable = trainable_parameters(trainer.unwrapped_model())
         result = trainer.fit()
         privacy = trainer.privacy.summary() if trainer.privacy is not None else None

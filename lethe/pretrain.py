@@ -89,7 +89,7 @@ def pretrain(config: PretrainConfig, out: Path, *, overwrite: bool = False, resu
                  len(train_chunks), ", ".join(names))
         trainer = Trainer(model, objectives.get("lm")(), {"train": train_chunks}, config.train,
                           pad_id=tokenizer.pad_token_id, checkpoint_dir=run.checkpoints_dir,
-                          desc=f"pretrain {config.preset}")
+                          desc=f"pretrain {config.preset}", tokenizer=tokenizer)
         result = trainer.fit(resume=resume)
         results: dict[str, Any] = {}
         model = trainer.save_model(run.path / "model", tokenizer)

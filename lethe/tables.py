@@ -39,7 +39,8 @@ def format_split_table(results: dict) -> str:
 
 UNLEARNING_HEADER = ["model", "forget", "retain", "approx", "general", "MIA AUC", "folded", "gap"]
 UNLEARNING_NOTE = ("perplexity per role; MIA: Min-K% forget vs approximate; gap: log(ppl forget / ppl approximate), "
-                   "0 = looks unseen")
+                   "0 = looks unseen; collapsed: predicts a uniform distribution on held-out text, so its AUC and gap "
+                   "say nothing about forgetting")
 
 
 def unlearning_rows(rows: dict[str, dict]) -> list[list[str]]:
@@ -47,7 +48,8 @@ def unlearning_rows(rows: dict[str, dict]) -> list[list[str]]:
     table = []
     for name, m in rows.items():
         ppl = m["ppl"]
-        table.append([name, *(f"{ppl[role]:.2f}" for role in ("forget", "retain", "approximate", "general")),
+        shown = f"{name} (collapsed)" if m.get("collapsed") else name
+        table.append([shown, *(f"{ppl[role]:.2f}" for role in ("forget", "retain", "approximate", "general")),
                       f"{m['mia']['auc']:.3f}", f"{m['mia']['auc_folded']:.3f}",
                       f"{m['approx_gap']['log_ppl_ratio']:.3f}"])
     return table

@@ -130,7 +130,8 @@ class DataDependentGate(torch.nn.Module):
 def test_layers_opacus_cannot_train_are_named(micro_run, chunks):
     def trainer(model, tokenizer):
         return Trainer(model, objectives.get("lm_per_sample")(), {"train": chunks},
-                       TrainConfig(max_steps=1, batch_size=4), pad_id=tokenizer.pad_token_id, dp=DPConfig(epsilon=8))
+                       TrainConfig(max_steps=1, batch_size=4, warmup_ratio=0), pad_id=tokenizer.pad_token_id,
+                       dp=DPConfig(epsilon=8))
 
     model, tokenizer = load_model(micro_run)
     model.model.layers[0].mlp.norm = torch.nn.BatchNorm1d(64)

@@ -18,6 +18,7 @@ from lethe.config.base import (  # noqa: F401
     EarlyStopConfig,
     EvalPplConfig,
     EvalUnlearningConfig,
+    GuardConfig,
     LoraConfig,
     MethodArgs,
     PretrainConfig,

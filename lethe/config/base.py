@@ -113,6 +113,19 @@ class EarlyStopConfig(Strict):
     mode: Literal["min", "max"] = Field("min", description="whether lower or higher is better")
 
 
+class GuardConfig(Strict):
+    """The divergence guard: training stops, keeping the last good weights, once a number leaves any sane range.
+    A non-finite loss or gradient stops training even with the guard off."""
+
+    enabled: bool = Field(True, description="off: only a non-finite loss or gradient stops training (results still "
+                          "mark a collapsed model)")
+    max_loss: float = Field(1e4, gt=0, description="stop when the loss's magnitude exceeds this (nats per token "
+                            "for language modelling, where a uniform guess costs log(vocabulary))")
+    max_grad_norm: float = Field(1e6, gt=0, description="stop when the gradient norm before clipping exceeds this")
+    zero_grad_steps: int = Field(3, ge=1, description="stop after this many steps in a row with gradient norm 0: "
+                                 "the model no longer learns anything (collapsed or disconnected)")
+
+
 class TrainConfig(Strict):
     """The one training engine's settings (paper defaults of Yao et al. where they exist)."""
 
@@ -135,6 +148,7 @@ class TrainConfig(Strict):
     early_stop: EarlyStopConfig | None = Field(None, description="stop when an eval metric stops improving")
     lora: LoraConfig | None = Field(None,
         description="train LoRA adapters instead of every weight (e.g. --set train.lora.r=8)")
+    guard: GuardConfig = Field(default_factory=GuardConfig, description="the divergence guard")
 
 
 class ArchConfig(Strict):

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from lethe.config import DPConfig, TrainConfig
 from lethe.data.chunking import Chunk
+from lethe.engine.guard import Guard
 from lethe.engine.objectives import Batch, Objective
 from lethe.errors import LetheError, TrainingDiverged
 from lethe.models import save_model
@@ -114,6 +115,24 @@ def _apply_lora(model, config: TrainConfig):
                                             target_modules=lora.target_modules, task_type="CAUSAL_LM"))
 
 
+def schedule(config: TrainConfig, optimizer, total_steps: int):
+    from transformers import get_scheduler
+
+    warmup = math.ceil(config.warmup_ratio * total_steps)
+    return get_scheduler(config.scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+
+
+def refuse_no_updates(config: TrainConfig, total_steps: int) -> None:
+    """Warm-up starts at learning rate 0: a run whose every step falls there would change nothing."""
+    rates = schedule(config, torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), total_steps)
+    factors = getattr(rates, "lr_lambdas", [lambda step: 1.0])[0]
+    warmup = math.ceil(config.warmup_ratio * total_steps)
+    if not any(factors(step) > 0 for step in range(min(total_steps, warmup + 1))):
+        raise LetheError(f"training would change nothing: its {total_steps} optimiser step(s) all fall in the "
+                         "learning-rate warm-up, at rate 0; train longer (train.epochs, train.max_steps) or set "
+                         "train.warmup_ratio=0")
+
+
 class Trainer:
     """Runs an objective over named chunk groups with AdamW, warm-up + schedule, clipping, checkpoints."""
 
@@ -121,7 +140,7 @@ class Trainer:
                  pad_id: int, checkpoint_dir: Path | None = None,
                  evaluator: Callable[[torch.nn.Module], dict[str, float]] | None = None,
                  callbacks: Sequence[Callback] = (), batch_sizes: dict[str, int] | None = None,
-                 desc: str = "training", dp: DPConfig | None = None) -> None:
+                 desc: str = "training", dp: DPConfig | None = None, tokenizer=None) -> None:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
@@ -169,6 +188,7 @@ class Trainer:
         if self.privacy is not None:  # a resumed run must go on spending the same budget
             self.accelerator.register_for_checkpointing(self.privacy.engine.accountant)
         self.checkpoint_dir, self.evaluator, self.callbacks = checkpoint_dir, evaluator, list(callbacks)
+        self.tokenizer = tokenizer  # saved with the last good weights, so they load like any model
         if config.early_stop is not None:
             if evaluator is None or not config.eval_every:
                 raise LetheError("train.early_stop needs evaluations: set train.eval_every")
@@ -176,13 +196,14 @@ class Trainer:
             self.callbacks.append(EarlyStopping(stop.metric, stop.patience, stop.mode))
         self.step = 0
         self.micro_step = 0
+        self.tokens = 0
+        self.history: list[dict] = []
+        self._seconds_before = 0.0  # training time of the run before it was resumed
+        self.guard = Guard(config.guard, self._on_any_process)
 
     def _scheduler(self):
-        from transformers import get_scheduler
-
-        warmup = math.ceil(self.config.warmup_ratio * self.total_steps)
-        return get_scheduler(self.config.scheduler, self.optimizer, num_warmup_steps=warmup,
-                             num_training_steps=self.total_steps)
+        refuse_no_updates(self.config, self.total_steps)
+        return schedule(self.config, self.optimizer, self.total_steps)
 
     # -- checkpoints -------------------------------------------------------------------------------
     def _save_checkpoint(self) -> None:
@@ -190,8 +211,10 @@ class Trainer:
             return
         target = self.checkpoint_dir / f"step-{self.step:06d}"
         self.accelerator.save_state(str(target), safe_serialization=True)
-        if self.accelerator.is_main_process:
-            (target / "trainer_state.json").write_text(json.dumps({"step": self.step, "micro_step": self.micro_step}))
+        if self.accelerator.is_main_process:  # what results need of the steps before a resume: tokens, time, history
+            state = {"step": self.step, "micro_step": self.micro_step, "tokens": self.tokens,
+                     "seconds": self._seconds_before + time.time() - self._started, "history": self.history}
+            (target / "trainer_state.json").write_text(json.dumps(state))
             for old in sorted(self.checkpoint_dir.glob("step-*"))[:-1]:
                 shutil.rmtree(old)
         self.accelerator.wait_for_everyone()
@@ -204,23 +227,30 @@ class Trainer:
         self.accelerator.load_state(str(latest))
         state = json.loads(found[-1].read_text())
         self.step, self.micro_step = state["step"], state["micro_step"]
+        self.tokens, self._seconds_before = state.get("tokens", 0), state.get("seconds", 0.0)
+        self.history = state.get("history", [])
         log.info("resumed from %s (step %d of %d)", latest, self.step, self.total_steps)
 
+    def _trainable(self) -> list[torch.Tensor]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
     def _keep_last_good(self, reason: str) -> None:
-        """Weights are still those before the failing update: save them, then stop loudly."""
-        where = "not saved (no checkpoint directory)"
+        """Stop loudly with the model holding the last weights whose loss and gradient were sane (with the guard
+        off: those before the failing update), saved too when there is a checkpoint directory."""
+        good_step = self.guard.restore(self._trainable(), self.step)
+        where = "in memory"
         if self.checkpoint_dir is not None:
             target = self.checkpoint_dir / "last-good"
-            self.save_model(target)
-            where = f"kept in {target}"
-        raise TrainingDiverged(f"{reason} at step {self.step + 1}; training stopped, last good weights {where}")
+            self.save_model(target, self.tokenizer)
+            where = f"in {target}"
+        raise TrainingDiverged(f"{reason} at step {self.step + 1}; training stopped, last good weights (after step "
+                               f"{good_step}) kept {where}")
 
-    def _all_finite(self, value: torch.Tensor) -> bool:
-        finite = bool(torch.isfinite(value).all())
+    def _on_any_process(self, flag: bool) -> bool:
         if self.accelerator.num_processes == 1:
-            return finite
-        bad = torch.tensor(0.0 if finite else 1.0, device=self.accelerator.device)
-        return self.accelerator.reduce(bad, "max").item() == 0.0
+            return flag
+        value = torch.tensor(1.0 if flag else 0.0, device=self.accelerator.device)
+        return self.accelerator.reduce(value, "max").item() == 1.0
 
     # -- loop --------------------------------------------------------------------------------------
     def _micro_batches(self) -> Iterator[dict[str, Batch]]:
@@ -232,12 +262,24 @@ class Trainer:
     def fit(self, resume: bool = False) -> TrainResult:
         if resume:
             self._resume()
-        accel, config = self.accelerator, self.config
         self.model.train()
-        history: list[dict] = []
-        tokens, started, stopped = 0, time.time(), "completed"
+        self._started = time.time()
         bar = tqdm(total=self.total_steps, initial=self.step, desc=self.desc, unit="step",
-                   disable=not accel.is_local_main_process, dynamic_ncols=True)
+                   disable=not self.accelerator.is_local_main_process, dynamic_ncols=True)
+        try:
+            stopped = self._loop(bar)
+        finally:
+            bar.close()  # also when training stops with an error, which is then the last line shown
+        if self.privacy is not None:
+            self.privacy.cleanup()
+        if stopped == "completed" and self.config.max_steps is not None and self.step == self.config.max_steps:
+            stopped = "max_steps"
+        return TrainResult(steps=self.step, tokens=self.tokens, stopped=stopped, history=self.history,
+                           seconds=self._seconds_before + time.time() - self._started)
+
+    def _loop(self, bar) -> str:
+        accel, config, history = self.accelerator, self.config, self.history
+        stopped = "completed"
         batches = self._micro_batches()
         window_logs: list[dict[str, float]] = []
         while self.step < self.total_steps:
@@ -248,45 +290,41 @@ class Trainer:
             groups = next(batches)
             with accel.autocast(), (accel.no_sync(self.model) if not boundary else nullcontext()):
                 loss, logs = self.objective(self.model, groups)
-                if not self._all_finite(loss.detach()):
-                    self._keep_last_good(f"loss became {loss.item()}")
+                if problem := self.guard.loss_problem(loss.item()):
+                    self._keep_last_good(problem)
                 # Opacus averages the per-sample gradients of accumulated micro-batches itself
                 accel.backward(loss if self.privacy is not None else loss / window)
-            tokens += int(sum(int(g["attention_mask"].sum()) for g in groups.values())) * accel.num_processes
+            self.tokens += int(sum(int(g["attention_mask"].sum()) for g in groups.values())) * accel.num_processes
             window_logs.append(logs)
             self.micro_step += 1
             if not boundary:
                 continue
             norm = self._clip()
-            if not self._all_finite(norm):
+            if problem := self.guard.gradient_problem(float(norm)):
                 self.optimizer.zero_grad(set_to_none=True)
-                self._keep_last_good("gradient norm became non-finite")
+                self._keep_last_good(problem)
+            self.guard.remember(self._trainable(), self.step)
+            lr = self.scheduler.get_last_lr()[0]  # the rate this update uses
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
             record = {key: sum(d[key] for d in window_logs) / len(window_logs) for key in window_logs[0]}
-            record.update(step=self.step, lr=self.scheduler.get_last_lr()[0], grad_norm=float(norm))
+            record.update(step=self.step, lr=lr, grad_norm=float(norm))
             window_logs = []
             if self.step % config.log_every == 0 or self.step == self.total_steps:
                 history.append(record)
                 log.debug("step %d: %s", self.step, ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "step"))
-            if config.checkpoint_every and self.step % config.checkpoint_every == 0:
-                self._save_checkpoint()
             metrics = self._evaluate(history)
+            if config.checkpoint_every and self.step % config.checkpoint_every == 0:  # after the step's evaluation,
+                self._save_checkpoint()  # which its history then holds
             bar.update(1)
             shown = {**record, **(metrics or {})}
             bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items() if k not in ("step", "lr")})
             if metrics is not None and any(callback.on_evaluate(self.step, metrics) for callback in self.callbacks):
                 stopped = "early_stop"
                 break
-        bar.close()
-        if self.privacy is not None:
-            self.privacy.cleanup()
-        if stopped == "completed" and config.max_steps is not None and self.step == config.max_steps:
-            stopped = "max_steps"
-        return TrainResult(steps=self.step, tokens=tokens, seconds=time.time() - started, stopped=stopped,
-                           history=history)
+        return stopped
 
     def _clip(self) -> torch.Tensor:
         params = [p for p in self.model.parameters() if p.requires_grad]

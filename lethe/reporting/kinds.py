@@ -82,7 +82,10 @@ def unlearn(record: RunRecord, section: Section) -> None:
     r = record.results
     before, after = r["before"], r["after"]
     section.headline = (f"{r['method']} on {r['domain']}: forget PPL {before['ppl']['forget']:.2f} → "
-                        f"{after['ppl']['forget']:.2f}, MIA AUC {before['mia']['auc']:.3f} → {after['mia']['auc']:.3f}")
+                        f"{after['ppl']['forget']:.2f}, MIA AUC {before['mia']['auc']:.3f} → {after['mia']['auc']:.3f}"
+                        + (" (collapsed: says nothing about forgetting)" if after.get("collapsed") else ""))
+    if after.get("collapse"):
+        section.notes.append(f"The unlearned model has collapsed: {after['collapse']}.")
     section.tables.append(_unlearning_table({"original": before, r["method"]: after}, f"{r['domain']} forget set"))
     if r.get("blind"):
         section.notes.append(describe(r["blind"]))
@@ -140,10 +143,12 @@ def experiment_unlearning(record: RunRecord, section: Section) -> None:
 def sweep(record: RunRecord, section: Section) -> None:
     cells = record.results["cells"]
     done = [c for c in cells if not c["diverged"]]
-    section.headline = f"{len(cells)} cells, {len(cells) - len(done)} diverged"
+    collapsed = sum(bool(c.get("collapsed")) for c in cells)
+    section.headline = f"{len(cells)} cells, {len(cells) - len(done)} diverged, {collapsed} collapsed"
     rows = [[c["domain"], c["method"], f"{c['lr']:g}", str(c["steps"])]
             + (["diverged", "–", "–"] if c["diverged"] else
-               [fmt(c["forget_approx_ratio"]), fmt(c["utility_ratio"]), fmt(c["mia_auc"])]) for c in cells]
+               [fmt(c["forget_approx_ratio"]), fmt(c["utility_ratio"]),
+                fmt(c["mia_auc"]) + (" (collapsed)" if c.get("collapsed") else "")]) for c in cells]
     section.tables.append(Table(["domain", "method", "lr", "steps", "forget/approx PPL", "utility ratio", "MIA AUC"],
                                 rows, "robustness grid (utility ratio: general PPL before / after)"))
     _saved(record, section, ["heatmap_forget_approx_ratio.png", "heatmap_utility_ratio.png"],

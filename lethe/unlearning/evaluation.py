@@ -3,6 +3,7 @@ gap, distance to an exactly retrained model, and cost — all from saved per-tok
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from lethe.data.splits import load_splits
 from lethe.errors import LetheError
 from lethe.evaluate import score_splits
 from lethe.scoring import TokenScores
+
+log = logging.getLogger("lethe")
 
 ROLES = ("forget", "retain", "approximate", "general")
 
@@ -99,15 +102,40 @@ def approximate_gap(forget: TokenScores, approximate: TokenScores, k: int) -> di
             "mink_ks": float(ks_2samp(min_k_score(forget, k), min_k_score(approximate, k)).statistic)}
 
 
-def unlearning_metrics(scores: dict[str, TokenScores], config: UnlearnEvalConfig) -> dict:
+# predictions within 2% of the entropy of a uniform guess over the vocabulary say nothing about their context
+UNIFORM = 0.98
+
+
+def collapse(scores: dict[str, TokenScores], vocab_size: int) -> str | None:
+    """Why the model is broken rather than forgetful, or None: its predictive distribution on held-out general
+    text is (near) uniform over the vocabulary. Its forget set then looks as unseen as everything else, which the
+    MIA AUC (0.5) and the gap (0) would otherwise report as ideal unlearning."""
+    entropy = float(-scores["general"].vocab_mean.astype(np.float64).mean())  # vocab_mean = E_p[log p]
+    uniform = math.log(vocab_size)
+    if entropy >= UNIFORM * uniform:
+        return (f"its predictions on held-out general text are uniform (entropy {entropy:.2f} nats; a uniform guess "
+                f"over its {vocab_size}-token vocabulary: {uniform:.2f})")
+    return None
+
+
+def unlearning_metrics(scores: dict[str, TokenScores], config: UnlearnEvalConfig,
+                       vocab_size: int | None = None) -> dict:
+    """The numbers of one model; with `vocab_size`, also whether it has collapsed (`collapsed`, and why)."""
     by_k = membership(scores["forget"], scores["approximate"], config)
-    return {
+    metrics = {
         "ppl": {role: s.perplexity() for role, s in scores.items()},
         "accuracy": {role: s.accuracy() for role, s in scores.items()},
         "mia": by_k[str(config.headline_k)],
         "mia_by_k": by_k,
         "approx_gap": approximate_gap(scores["forget"], scores["approximate"], config.headline_k),
     }
+    if vocab_size is not None:
+        reason = collapse(scores, vocab_size)
+        metrics["collapsed"] = reason is not None
+        if reason is not None:
+            metrics["collapse"] = reason
+            log.warning("the model has collapsed: %s; its MIA AUC and gap do not measure forgetting", reason)
+    return metrics
 
 
 def retrain_distance(unlearned: dict[str, TokenScores], retrained: dict[str, TokenScores],
@@ -150,17 +178,19 @@ def eval_unlearning(config, out: Path, *, overwrite: bool = False) -> dict:
 
     models = {"unlearned": config.model, "original": config.original, "retrained": config.retrained}
     with Run.start(out, "eval unlearning", config, overwrite=overwrite) as run:
-        scores, blind = {}, None
+        scores, blind, vocabularies = {}, None, {}
         for role, name in models.items():
             if name is None:
                 continue
             model, tokenizer = load_model(name)
+            vocabularies[role] = model.config.vocab_size
             if blind is None:
                 chunks = role_chunks(tokenizer, config.data, config.domain, config.chunk, model_context(model))
                 blind = split_blind(chunks["forget"], chunks["approximate"], tokenizer, config.eval)
             scores[role] = score_roles(model, tokenizer, config.data, config.domain, config.chunk,
                                        config.eval.batch_tokens, run.scores_dir / role)
-        results = {role: with_blind_verdicts(unlearning_metrics(s, config.eval), blind) for role, s in scores.items()}
+        results = {role: with_blind_verdicts(unlearning_metrics(s, config.eval, vocabularies[role]), blind)
+                   for role, s in scores.items()}
         if "retrained" in scores:
             for role in ("unlearned", "original"):
                 if role in scores:

@@ -29,8 +29,9 @@ def experiment_table(rows: dict[str, dict]) -> str:
         ppl, mia, gap = m["ppl"], m["mia"], m["approx_gap"]
         cost, dist = m.get("cost", {}), m.get("retrain_distance", {})
         ratio = cost.get("ratio_vs_pretrain")
+        shown = f"{name} (collapsed)" if m.get("collapsed") else name
         lines.append(
-            f"| {name} | {_fmt(ppl['forget'])} | {_fmt(ppl['retain'])} | {_fmt(ppl['approximate'])} | "
+            f"| {shown} | {_fmt(ppl['forget'])} | {_fmt(ppl['retain'])} | {_fmt(ppl['approximate'])} | "
             f"{_fmt(ppl['general'])} | {_fmt(mia['auc'], 3)} | {_fmt(mia['auc_folded'], 3)} | "
             f"{_fmt(mia['tpr@1%fpr'], 3)} | {_fmt(gap['log_ppl_ratio'], 3)} | {_fmt(gap['mink_ks'], 3)} | "
             f"{'–' if ratio is None else f'{ratio:.3g}'} | {_fmt(dist.get('forget_ppl_ratio'))} | "
@@ -92,7 +93,8 @@ def write_sweep_report(results: dict, out: Path) -> None:
     for c in cells:
         lines.append(f"| {c['domain']} | {c['method']} | {c['lr']:g} | {c['steps']} | "
                      + ("diverged | – | – |" if c["diverged"] else
-                        f"{c['forget_approx_ratio']:.3f} | {c['utility_ratio']:.3f} | {c['mia_auc']:.3f} |"))
+                        f"{c['forget_approx_ratio']:.3f} | {c['utility_ratio']:.3f} | {c['mia_auc']:.3f}"
+                        f"{' (collapsed)' if c.get('collapsed') else ''} |"))
     (out / "results.md").write_text("\n".join(lines) + "\n")
     for metric, title in (("forget_approx_ratio", "forget / approximate PPL (1 = looks unseen)"),
                           ("utility_ratio", "general PPL before / after (1 = utility kept)")):

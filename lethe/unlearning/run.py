@@ -127,11 +127,11 @@ def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, origin
             raise LetheError("stop_at_approximate needs evaluations: set train.eval_every")
         trainer = Trainer(
             model, objective, groups, config.train, pad_id=tokenizer.pad_token_id,
-            checkpoint_dir=run.checkpoints_dir if config.train.checkpoint_every else None,
+            checkpoint_dir=run.checkpoints_dir,
             evaluator=approximate_gap_now if config.train.eval_every else None,
             callbacks=[StopAtApproximate()] if config.stop_at_approximate else [],
             batch_sizes={"retain": config.train.batch_size * config.method_args.retain_ratio},
-            desc=f"unlearn {config.method} ({config.domain})")
+            desc=f"unlearn {config.method} ({config.domain})", tokenizer=tokenizer)
         try:
             result = trainer.fit()
         except TrainingDiverged as exc:
@@ -143,7 +143,7 @@ def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, origin
         before = with_blind_verdicts(unlearning_metrics(original_scores, config.eval), blind)
         after_scores = score_roles(model, tokenizer, config.data, config.domain, config.chunk,
                                    config.eval.batch_tokens, run.scores_dir / "unlearned")
-        after = with_blind_verdicts(unlearning_metrics(after_scores, config.eval), blind)
+        after = with_blind_verdicts(unlearning_metrics(after_scores, config.eval, model.config.vocab_size), blind)
         if utility_before is not None:
             before["utility"] = utility_before
             after["utility"] = utility(model, tokenizer, config, documents, run.path / "utility_tasks")

@@ -113,6 +113,8 @@ def _mean_tree(trees: list[dict]) -> dict:
         values = [tree.get(key) for tree in trees]
         if isinstance(value, dict) and all(isinstance(v, dict) for v in values):
             merged[key] = _mean_tree(values)
+        elif all(isinstance(v, bool) for v in values):  # a flag (collapsed): set when any domain sets it
+            merged[key] = any(values)
         elif all(isinstance(v, int | float) and v is not None for v in values):
             merged[key] = float(np.mean(values))
     return merged
@@ -214,9 +216,9 @@ def run_sweep(config: UnlearningStudyConfig, out: Path, *, overwrite: bool = Fal
 def sweep_metrics(before: dict, results: dict) -> dict:
     """The two axes of Yao et al.'s Figure 2: how unseen the forget set looks, how much utility is left."""
     if "diverged" in results:
-        return {"diverged": True, "forget_approx_ratio": None, "utility_ratio": None}
+        return {"diverged": True, "collapsed": False, "forget_approx_ratio": None, "utility_ratio": None}
     after = results["after"]["ppl"]
-    return {"diverged": False,
+    return {"diverged": False, "collapsed": results["after"].get("collapsed", False),
             "forget_approx_ratio": after["forget"] / after["approximate"],
             "utility_ratio": before["ppl"]["general"] / after["general"],
             "mia_auc": results["after"]["mia"]["auc"]}

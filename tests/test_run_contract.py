@@ -1,0 +1,132 @@
+"""The run directory as a contract: nothing a user made is lost, and no wrong number leaves with exit code 0.
+
+One test per way it used to break, on the micro model: two writers in one directory, a collapsed model scored as
+perfect unlearning, --overwrite deleting before checking, --resume on changed data, a report written over another,
+a run that changes nothing, and an override resetting a command's own defaults.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lethe.cli import main
+
+WORKTREE = Path(__file__).resolve().parents[1]
+
+
+def error_line(capsys) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert not any("Traceback" in line for line in lines)
+    return lines[-1]
+
+
+def test_a_collapsing_model_stops_training_or_is_marked_collapsed(micro_run, data_dir, tmp_path, capsys):
+    """Case 2: gradient ascent at lr 1e3 once ended at perplexity = vocabulary size everywhere, MIA AUC 0.5 and
+    gap 0, reported as perfect unlearning with exit code 0."""
+    base = ["unlearn", "--model", str(micro_run), "--data", str(data_dir), "--domain", "books", "--method", "ga",
+            "--set", "train.lr=1e3", "--set", "train.max_steps=12"]
+    assert main(base + ["--out", str(tmp_path / "guarded")]) == 2
+    message = error_line(capsys)
+    assert "ga diverged" in message and "training stopped" in message
+    kept = tmp_path / "guarded" / "checkpoints" / "last-good"
+    assert f"kept in {kept}" in message
+    from lethe.config import ChunkConfig
+    from lethe.models import load_model
+    from lethe.scoring import score_chunks
+    from lethe.unlearning.evaluation import role_chunks
+
+    model, tokenizer = load_model(kept)
+    held_out = role_chunks(tokenizer, data_dir, "books", ChunkConfig(), 256)["approximate"]
+    ppl = score_chunks(model, held_out, pad_id=tokenizer.pad_token_id, progress=False).perplexity()
+    assert ppl < 0.5 * model.config.vocab_size  # the weights kept still predict, unlike a uniform guess
+
+    # with the guard off by the user's choice the run completes, and its results say the model collapsed
+    assert main(base + ["--out", str(tmp_path / "unguarded"), "--set", "train.guard.enabled=false"]) == 0
+    out = capsys.readouterr()
+    after = json.loads((tmp_path / "unguarded" / "results.json").read_text())["after"]
+    assert after["collapsed"] is True and "held-out general text" in after["collapse"]
+    assert "ga (collapsed)" in out.out and "has collapsed" in out.err
+
+
+def test_pretraining_at_an_absurd_learning_rate_stops_with_the_last_good_weights(data_dir, tmp_path, capsys):
+    out = tmp_path / "p"
+    assert main(["pretrain", "--preset", "micro", "--data", str(data_dir), "--out", str(out), "--set",
+                 "train.lr=1e6", "--set", "arch.vocab_size=512", "--set", "train.max_steps=40"]) == 2
+    message = error_line(capsys)
+    assert "training stopped, last good weights (after step" in message
+    assert (out / "checkpoints" / "last-good" / "model.safetensors").is_file()
+    assert json.loads((out / "run.json").read_text())["status"] == "failed"
+
+
+def test_a_run_that_would_change_nothing_is_refused(micro_run, data_dir, tmp_path, capsys):
+    """Case 6: one step, all of it in the warm-up at learning rate 0, reported as 'unlearned'."""
+    base = ["unlearn", "--model", str(micro_run), "--data", str(data_dir), "--domain", "books", "--method", "ga"]
+    assert main(base + ["--out", str(tmp_path / "a"), "--set", "train.epochs=0.001"]) == 2
+    assert "training would change nothing" in error_line(capsys)
+    assert not (tmp_path / "a" / "model").exists()
+
+
+def test_the_logged_learning_rate_is_the_one_the_step_used(micro_run, data_dir):
+    """Case 6 too: the history logged the next step's learning rate, so a step at rate 0 showed 1e-3."""
+    import torch
+
+    from lethe.config import ChunkConfig, TrainConfig
+    from lethe.data.chunking import chunk_splits
+    from lethe.data.splits import load_splits
+    from lethe.engine import Trainer, objectives
+    from lethe.models import load_model
+
+    model, tokenizer = load_model(micro_run)
+    chunks = chunk_splits(load_splits(data_dir, ["books/retain"]), tokenizer, ChunkConfig(length=64), 256)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    seen = []
+
+    def unchanged(current):
+        seen.append(all(torch.equal(v, start[k]) for k, v in current.state_dict().items()))
+        return {}
+
+    trainer = Trainer(model, objectives.get("lm")(), {"train": chunks["books/retain"]},
+                      TrainConfig(lr=1e-3, max_steps=4, warmup_ratio=0.5, log_every=1, eval_every=1),
+                      pad_id=tokenizer.pad_token_id, evaluator=unchanged)
+    history = [h for h in trainer.fit().history if "lr" in h]
+    assert seen[0] and not seen[1]  # the first step changed nothing: it ran at rate 0
+    assert history[0]["lr"] == 0.0 and all(h["lr"] > 0 for h in history[1:])
+
+
+def test_a_resumed_run_counts_its_steps_from_the_first(micro_run, data_dir, tmp_path):
+    """Results of a resumed run: tokens, seconds and history of the whole run, not only of the part after."""
+    from lethe.config import ChunkConfig, TrainConfig
+    from lethe.data.chunking import chunk_splits
+    from lethe.data.splits import load_splits
+    from lethe.engine import Trainer, objectives
+    from lethe.models import load_model
+
+    _, tokenizer = load_model(micro_run)
+    chunks = chunk_splits(load_splits(data_dir, ["books/retain"]), tokenizer, ChunkConfig(length=64), 256)
+    config = TrainConfig(lr=1e-3, max_steps=8, batch_size=4, checkpoint_every=2, log_every=1, eval_every=1)
+
+    def trainer(folder, evaluator=lambda model: {}):
+        model, _ = load_model(micro_run)
+        return Trainer(model, objectives.get("lm")(), {"train": chunks["books/retain"]}, config,
+                       pad_id=tokenizer.pad_token_id, checkpoint_dir=tmp_path / folder, evaluator=evaluator)
+
+    straight = trainer("straight").fit()
+    calls = []
+
+    def interrupting(model):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return {}
+
+    with pytest.raises(KeyboardInterrupt):
+        trainer("resumed", interrupting).fit()
+    resumed = trainer("resumed").fit(resume=True)
+    assert resumed.steps == straight.steps and resumed.tokens == straight.tokens
+    assert [sorted(h) for h in resumed.history] == [sorted(h) for h in straight.history]
+    values = lambda result: [h[k] for h in result.history for k in sorted(h)]  # noqa: E731
+    assert values(resumed) == pytest.approx(values(straight), rel=1e-4)
+    assert resumed.history[0]["step"] == 1 and resumed.seconds > 0
+
+

@@ -10,12 +10,12 @@ from typing import Any
 
 def _layers(args: argparse.Namespace, flags: dict[str, str]) -> list[dict[str, Any]]:
     """Config layers in precedence order: --config file, then named flags, then --set overrides."""
-    from lethe.config import parse_overrides, read_yaml
+    from lethe.config import Layer, parse_overrides, read_yaml
 
-    layers = [read_yaml(Path(args.config))] if args.config else []
-    named = [f"{key}={value}" for flag, key in flags.items() if (value := getattr(args, flag)) is not None]
-    layers.append(parse_overrides(named) if named else {})
-    layers.append(parse_overrides(args.set))
+    layers = [Layer(f"--config {args.config}", read_yaml(Path(args.config)))] if args.config else []
+    layers += [Layer(f"--{flag.replace('_', '-')}", parse_overrides([f"{key}={value}"]))
+               for flag, key in flags.items() if (value := getattr(args, flag)) is not None]
+    layers.append(Layer("--set", parse_overrides(args.set)))
     return layers
 
 
@@ -28,15 +28,15 @@ def _strip_preset(layers: list[dict[str, Any]]) -> str | None:
 
 def cmd_assets(args):
     from lethe.assets import build_assets
-    from lethe.config import AssetsConfig, resolve
+    from lethe.config import AssetsConfig, Layer, resolve
 
     layers = _layers(args, {})
     if args.no_model:
-        layers.append({"model": False})
+        layers.append(Layer("--no-model", {"model": False}))
     if args.corpora is not None:
-        layers.append({"corpora": [c for c in args.corpora.split(",") if c]})
+        layers.append(Layer("--corpora", {"corpora": [c for c in args.corpora.split(",") if c]}))
     if args.force:
-        layers.append({"force": True})
+        layers.append(Layer("--force", {"force": True}))
     for name, path in build_assets(resolve(AssetsConfig, *layers)).items():
         print(f"{name:<14} {path}")
 
@@ -81,13 +81,13 @@ def cmd_pretrain(args):
 
 
 def cmd_eval_ppl(args):
-    from lethe.config import EvalPplConfig, resolve
+    from lethe.config import EvalPplConfig, Layer, resolve
     from lethe.evaluate import eval_ppl
     from lethe.tables import format_ppl_table
 
     layers = _layers(args, {"model": "model", "data": "data"})
     if args.splits:
-        layers.append({"splits": args.splits.split(",")})
+        layers.append(Layer("--splits", {"splits": args.splits.split(",")}))
     results = eval_ppl(resolve(EvalPplConfig, *layers), Path(args.out), overwrite=args.overwrite)
     print(format_ppl_table(results["ppl"]))
 

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from lethe.config import PretrainConfig, read_yaml, resolve
+from lethe.config import Layer, PretrainConfig, read_yaml, resolve
 from lethe.data.chunking import chunk_splits
 from lethe.data.splits import default_training_splits, find_splits, load_splits
 from lethe.engine import Trainer, objectives
@@ -25,7 +25,7 @@ log = logging.getLogger("lethe")
 
 def pretrain_config(preset: str = "tiny", *layers: dict[str, Any]) -> PretrainConfig:
     """Preset defaults, then each layer (a YAML file's mapping, `--set` overrides) on top."""
-    return resolve(PretrainConfig, {"preset": preset}, *layers)
+    return resolve(PretrainConfig, Layer("preset", {"preset": preset}), *layers)
 
 
 def retrain(original: Path, forget: list[str], out: Path, *, overwrite: bool = False, resume: bool = False) -> dict:

@@ -20,6 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel
 
 from lethe.config import to_yaml
@@ -153,7 +154,7 @@ class Run:
             if status == "done":
                 raise LetheError(f"the run in {self.path} already finished; nothing to resume")
             saved = self.path / "config.yaml"
-            if saved.is_file() and saved.read_text() != to_yaml(config):
+            if saved.is_file() and yaml.safe_load(saved.read_text()) != config.model_dump(mode="json"):
                 raise LetheError(f"the config differs from the one {self.path} was started with; resume with "
                                  f"--config {saved}")
             return

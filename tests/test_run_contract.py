@@ -9,8 +9,10 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lethe.cli import main
+from lethe.data.documents import read_documents
 
 WORKTREE = Path(__file__).resolve().parents[1]
 
@@ -64,7 +66,9 @@ def test_a_run_that_would_change_nothing_is_refused(micro_run, data_dir, tmp_pat
     base = ["unlearn", "--model", str(micro_run), "--data", str(data_dir), "--domain", "books", "--method", "ga"]
     assert main(base + ["--out", str(tmp_path / "a"), "--set", "train.epochs=0.001"]) == 2
     assert "training would change nothing" in error_line(capsys)
-    assert not (tmp_path / "a" / "model").exists()
+    assert main(base + ["--out", str(tmp_path / "b"), "--set", "train.max_steps=true"]) == 2
+    assert "train.max_steps: must be a number, not true" in error_line(capsys)
+    assert not (tmp_path / "a" / "model").exists() and not (tmp_path / "b").exists()
 
 
 def test_the_logged_learning_rate_is_the_one_the_step_used(micro_run, data_dir):
@@ -92,6 +96,40 @@ def test_the_logged_learning_rate_is_the_one_the_step_used(micro_run, data_dir):
     history = [h for h in trainer.fit().history if "lr" in h]
     assert seen[0] and not seen[1]  # the first step changed nothing: it ran at rate 0
     assert history[0]["lr"] == 0.0 and all(h["lr"] > 0 for h in history[1:])
+
+
+def test_a_nested_override_keeps_the_commands_own_defaults(micro_run, data_dir, tmp_path, capsys):
+    """Case 7: --set chunk.length=256 turned attack mia's one-sample-per-document into every chunk a sample."""
+    out = tmp_path / "mia"
+    assert main(["attack", "mia", "--model", str(micro_run), "--members", "books/forget", "--nonmembers",
+                 "books/approximate", "--data", str(data_dir), "--out", str(out), "--set", "chunk.length=64",
+                 "--set", "attacks=[loss]", "--set", "bootstrap=20"]) == 0
+    saved = (out / "config.yaml").read_text()
+    config = yaml.safe_load(saved)
+    assert config["chunk"] == {"length": 64, "min_tokens": 5, "max_chunks_per_doc": 1}
+    assert "max_chunks_per_doc: 1  # command default" in saved and "length: 64  # --set" in saved
+    assert "members: books/forget  # --members" in saved
+    members = read_documents(data_dir / "books" / "forget.jsonl")
+    results = json.loads((out / "results.json").read_text())
+    assert results["members"] == len(members)  # one sample per document, as the command promises
+
+
+def test_study_settings_are_checked_before_any_work(micro_run, data_dir, tmp_path):
+    from lethe.config import UnlearningStudyConfig, parse_overrides, resolve
+    from lethe.errors import LetheError
+    from lethe.unlearning.study import run_sweep
+
+    base = {"model": str(micro_run), "data": str(data_dir)}
+    with pytest.raises(LetheError, match="methods: List should have at least 1 item"):
+        resolve(UnlearningStudyConfig, base, parse_overrides(["methods=[]"]))
+    with pytest.raises(LetheError, match=r"grid.lr.1: Input should be greater than 0"):
+        resolve(UnlearningStudyConfig, base, parse_overrides(["grid.lr=[1e-3, -1]"]))
+    with pytest.raises(LetheError, match=r"grid.steps.0: Input should be a valid integer"):
+        resolve(UnlearningStudyConfig, base, parse_overrides(["grid.steps=[true, 4]"]))
+    one_step = UnlearningStudyConfig(**base, domains=["books"], methods=["ga"], grid={"lr": [1e-3], "steps": [4, 1]})
+    with pytest.raises(LetheError, match="training would change nothing"):
+        run_sweep(one_step, tmp_path / "sweep")
+    assert not (tmp_path / "sweep").exists()
 
 
 def test_a_resumed_run_counts_its_steps_from_the_first(micro_run, data_dir, tmp_path):

@@ -1,6 +1,6 @@
 """Typed configuration: YAML files and `--set key=value` overrides validated against pydantic schemas.
 
-`base` holds the shared pieces, data, pre-training and unlearning schemas and the YAML/override
+`base` holds the shared pieces, data, pre-training and unlearning schemas; `layers` the YAML/override
 machinery; `privacy` the attack, poisoning, fine-tuning and leakage schemas. Everything is
 re-exported here, so `from lethe.config import X` works for every schema.
 """
@@ -31,16 +31,20 @@ from lethe.config.base import (  # noqa: F401
     UnlearnEvalConfig,
     UnlearningStudyConfig,
     UnlearnSettings,
-    deep_merge,
     default_data_dir,
-    describe_validation_error,
     lethe_home,
+)
+from lethe.config.demo import DemoConfig  # noqa: F401
+from lethe.config.layers import (  # noqa: F401
+    Layer,
+    command_defaults,
+    deep_merge,
+    describe_validation_error,
     parse_overrides,
     read_yaml,
     resolve,
     to_yaml,
 )
-from lethe.config.demo import DemoConfig  # noqa: F401
 from lethe.config.privacy import (  # noqa: F401
     PII_KINDS,
     RELEASES,

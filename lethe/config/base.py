@@ -6,15 +6,14 @@ typo never silently falls back to a default.
 
 from __future__ import annotations
 
-import copy
 import os
+import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
-from lethe.errors import LetheError
+from lethe.config.layers import deep_merge
 
 DOMAINS = ("code", "science", "books")
 GENERAL = "general"
@@ -39,6 +38,37 @@ REMOTE_CODE_HELP = "run the model directory's own Python code (refused by defaul
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)  # which layer set each value (see resolve)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_section_defaults(cls, data: Any) -> Any:
+        """A section given as a mapping changes only the keys it names: the rest keep this schema's defaults for
+        the section (attack mia's chunk.max_chunks_per_doc: 1), not the section class's generic ones."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for name, field in cls.model_fields.items():
+            value = data.get(name)
+            if isinstance(value, dict) and field.default_factory is not None:
+                default = field.get_default(call_default_factory=True)
+                if isinstance(default, BaseModel):
+                    data[name] = deep_merge(default.model_dump(exclude_unset=True), value)
+        return data
+
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_yes_no_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """A yes/no value where a number is expected is refused, rather than read as 1 or 0."""
+        if isinstance(value, bool) and _numeric(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"must be a number, not {str(value).lower()}")
+        return value
+
+
+def _numeric(annotation: Any) -> bool:
+    kinds = set(typing.get_args(annotation)) or {annotation}
+    return bool(kinds & {int, float}) and bool not in kinds
 
 
 class ChunkConfig(Strict):
@@ -221,6 +251,12 @@ class PretrainConfig(Strict):
             raise ValueError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
         return deep_merge(PRESETS[preset], data)
 
+    @classmethod
+    def implied_layers(cls, merged: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """The preset, a layer between the schema's defaults and the user's (for config.yaml's comments)."""
+        preset = merged.get("preset", "tiny")
+        return [(f"preset {preset}", PRESETS[preset])] if preset in PRESETS else []
+
 
 class TargetConfig(Strict):
     """`lethe target`: known members on a pre-trained LLM: continued training on forget + retain (the target) and,
@@ -332,9 +368,10 @@ class EvalUnlearningConfig(Strict):
 class SweepGrid(Strict):
     """Yao et al.'s robustness study: every method at every learning rate and number of steps."""
 
-    lr: list[float] = Field(default_factory=lambda: [1e-5, 2e-5, 5e-5],
-        description="learning rates (`lethe sweep` only)")
-    steps: list[int] = Field(default_factory=lambda: [10, 20, 40], description="optimiser steps (`lethe sweep` only)")
+    lr: list[Annotated[float, Field(strict=True, gt=0)]] = Field(
+        default_factory=lambda: [1e-5, 2e-5, 5e-5], min_length=1, description="learning rates (`lethe sweep` only)")
+    steps: list[Annotated[int, Field(strict=True, ge=1)]] = Field(default_factory=lambda: [10, 20, 40], min_length=1,
+        description="optimiser steps (`lethe sweep` only)")
 
 
 class UnlearningStudyConfig(Strict):
@@ -342,9 +379,10 @@ class UnlearningStudyConfig(Strict):
 
     model: str = Field(description=MODEL_HELP)
     data: Path = Field(default_factory=default_data_dir, description=DATA_HELP)
-    domains: list[str] = Field(default_factory=lambda: list(DOMAINS),
+    domains: list[str] = Field(default_factory=lambda: list(DOMAINS), min_length=1,
         description="domains whose forget sets are unlearned")
-    methods: list[str] | None = Field(None, description="unlearning methods to run (default: all registered)")
+    methods: list[str] | None = Field(None, min_length=1,
+        description="unlearning methods to run (default: all registered)")
     unlearn: UnlearnSettings = Field(default_factory=UnlearnSettings,
         description="settings shared by every unlearning run")
     retrain: bool = Field(False, description="exact retraining without each forget set (Lethe pretrain runs only)")
@@ -359,83 +397,3 @@ class AssetsConfig(Strict):
         description="domains whose corpus to collect")
     force: bool = Field(False, description="rebuild even what is cached")
 
-
-Schema = TypeVar("Schema", bound=Strict)
-
-
-def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise LetheError(f"config file {path} does not exist")
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise LetheError(f"config file {path} is not valid YAML: {exc}".replace("\n", " ")) from None
-    if loaded is None:
-        return {}
-    if not isinstance(loaded, dict):
-        raise LetheError(f"config file {path} must hold a mapping at the top level")
-    return loaded
-
-
-def _scalar(raw: str) -> Any:
-    if not raw:
-        return None
-    value = yaml.safe_load(raw)
-    if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """`train.lr=1e-3` → {"train": {"lr": 0.001}}; values are parsed as YAML scalars/lists."""
-    result: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise LetheError(f"override {pair!r} is not of the form key=value")
-        value = _scalar(raw)
-        node = result
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return result
-
-
-def resolve(schema: type[Schema], *layers: dict[str, Any]) -> Schema:
-    """Merge layers (defaults, preset, file, overrides: later wins) and validate."""
-    merged: dict[str, Any] = {}
-    for layer in layers:
-        merged = deep_merge(merged, layer)
-    try:
-        return schema.model_validate(merged)
-    except ValidationError as exc:
-        raise LetheError(describe_validation_error(exc)) from None
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    problems = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "config"
-        if error["type"] == "extra_forbidden":
-            problems.append(f"unknown config key {where!r}")
-        else:
-            problems.append(f"{where}: {error['msg']}")
-    return "invalid config: " + "; ".join(problems)
-
-
-def to_yaml(config: BaseModel) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 from scipy.stats import spearmanr
 
-from lethe.config import UnlearnConfig, UnlearningStudyConfig
+from lethe.config import UnlearnConfig, UnlearningStudyConfig, describe_validation_error
+from lethe.engine.trainer import refuse_no_updates
 from lethe.errors import LetheError, TrainingDiverged
 from lethe.known_members import target_run
 from lethe.models import load_model, model_context, resolve_model_path
@@ -90,15 +92,27 @@ def retrained_scores(config: UnlearningStudyConfig, domain: str, out: Path) -> d
     return load_role_scores(scores_dir, domain)
 
 
+def cell_config(config: UnlearningStudyConfig, domain: str, method: str,
+                train_overrides: dict[str, Any] | None = None) -> UnlearnConfig:
+    settings = config.unlearn.model_dump()
+    settings["train"] |= train_overrides or {}
+    try:
+        return UnlearnConfig.model_validate({**settings, "model": config.model, "data": config.data, "domain": domain,
+                                             "method": method})
+    except ValidationError as exc:
+        raise LetheError(f"{method} on {domain}: {describe_validation_error(exc)}") from None
+
+
+def sweep_overrides(lr: float, steps: int) -> dict[str, Any]:
+    return {"lr": lr, "max_steps": steps, "epochs": 1e6}
+
+
 def run_cell(config: UnlearningStudyConfig, domain: str, method: str, out: Path, originals: dict,
              train_overrides: dict[str, Any] | None = None) -> dict:
     """One unlearning run, or its saved results; divergence is recorded as a result, not a crash."""
     if finished(out):
         return read_json(out / "results.json")
-    settings = config.unlearn.model_dump()
-    settings["train"] |= train_overrides or {}
-    cell = UnlearnConfig.model_validate({**settings, "model": config.model, "data": config.data, "domain": domain,
-                                         "method": method})
+    cell = cell_config(config, domain, method, train_overrides)
     try:
         return unlearn(cell, out, overwrite=out.exists(), original_scores=originals)
     except TrainingDiverged as exc:
@@ -157,6 +171,9 @@ def run_experiment(config: UnlearningStudyConfig, out: Path, *, overwrite: bool 
             raise LetheError(f"the target in {known} trained on the forget sets of {sorted(forgotten)}: its retrain is "
                              f"exact only for unlearning one domain's forget set, so set domains=[<that domain>] "
                              f"(asked for {config.domains})")
+    for domain in config.domains:  # every cell's settings, before any work
+        for method in names:
+            cell_config(config, domain, method)
     with Run.start(out, "experiment unlearning", config, overwrite=overwrite, resume=resume) as run:
         by_domain: dict[str, dict] = {}
         agreement, blinds = {}, {}
@@ -194,6 +211,10 @@ def run_sweep(config: UnlearningStudyConfig, out: Path, *, overwrite: bool = Fal
     from lethe.unlearning.report import write_sweep_report
 
     names = study_methods(config)
+    for lr in config.grid.lr:  # every cell's settings, before any work
+        for steps in config.grid.steps:
+            refuse_no_updates(cell_config(config, config.domains[0], names[0], sweep_overrides(lr, steps)).train,
+                              steps)
     with Run.start(out, "sweep", config, overwrite=overwrite, resume=resume) as run:
         cells = []
         for domain in config.domains:
@@ -204,7 +225,7 @@ def run_sweep(config: UnlearningStudyConfig, out: Path, *, overwrite: bool = Fal
                     for steps in config.grid.steps:
                         cell_dir = run.path / "cells" / domain / method / f"lr={lr:g},steps={steps}"
                         results = run_cell(config, domain, method, cell_dir, originals,
-                                           {"lr": lr, "max_steps": steps, "epochs": 1e6})
+                                           sweep_overrides(lr, steps))
                         cells.append({"domain": domain, "method": method, "lr": lr, "steps": steps,
                                       **sweep_metrics(before, results)})
         results = {"cells": cells}

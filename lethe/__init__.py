@@ -119,11 +119,11 @@ def demo(config: DemoConfig | None = None, out="runs/demo", **kwargs) -> dict:
     return run_demo(config or resolve(DemoConfig), Path(out), **kwargs)
 
 
-def report(runs, out=None) -> Path:
+def report(runs, out=None, *, overwrite: bool = False) -> Path:
     """`lethe report`: report.html and report.md from run directories, without rerunning a model."""
     from lethe.reporting import write_report
 
-    return write_report(runs, out)
+    return write_report(runs, out, overwrite=overwrite)
 
 
 __version__ = "0.1.0"

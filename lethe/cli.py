@@ -48,15 +48,18 @@ def _common(parser: argparse.ArgumentParser, out_required: bool = True) -> None:
 
 
 DATA = "data directory from `lethe data build`"
+SWITCHES = ("resume", "accept_data_change")
+ACCEPT = "with --resume: continue although the data changed since the run started (recorded in the run)"
 
 
 def _command(parent, name: str, help: str, handler, *, run_dir: bool = True, **flags: str) -> argparse.ArgumentParser:
-    """A subcommand with --config/--set (and --out/--overwrite), plus `flags`: name → help (resume is a switch)."""
+    """A subcommand with --config/--set (and --out/--overwrite), plus `flags`: name → help (resume and
+    accept_data_change are switches)."""
     p = parent.add_parser(name, help=help)
     _common(p, out_required=run_dir)
     for flag, text in flags.items():
-        if flag == "resume":
-            p.add_argument("--resume", action="store_true", help=text)
+        if flag in SWITCHES:
+            p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, action="store_true", help=text)
         else:
             p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, help=text)
     p.set_defaults(handler=handler)
@@ -88,11 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a PII set already in --out")
 
     _command(commands, "pretrain", "train a small model from scratch on known splits", cmd_pretrain,
-             preset="micro or tiny (default: tiny)", data=DATA, resume="continue an interrupted run in --out")
+             preset="micro or tiny (default: tiny)", data=DATA, resume="continue an interrupted run in --out",
+             accept_data_change=ACCEPT)
     _command(commands, "target", "known members on a pre-trained LLM: continued training on forget + retain, and "
              "its exact retrain on retain alone", cmd_target, model="the pre-trained model", data=DATA)
     p = _command(commands, "retrain", "exact retraining: a pretrain run's recipe without the forget splits",
-                 cmd_retrain, resume="continue an interrupted run in --out")
+                 cmd_retrain, resume="continue an interrupted run in --out", accept_data_change=ACCEPT)
     p.add_argument("--from", required=True, metavar="RUN", help="the `lethe pretrain` run to repeat")
     p.add_argument("--forget", required=True, metavar="S1,S2", help="splits to leave out, e.g. code/forget")
     _command(commands, "unlearn", "unlearn a forget set with one method, scored before and after", cmd_unlearn,
@@ -129,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
              mode="full (default), lora or head", data_dir=DATA)
 
     studies = {"model": "the model to unlearn from", "data": DATA,
-               "resume": "continue: finished runs are read back, not redone"}
+               "resume": "continue: finished runs are read back, not redone", "accept_data_change": ACCEPT}
     experiment = commands.add_parser("experiment", help="whole studies").add_subparsers(dest="study", required=True)
     _command(experiment, "unlearning", "every method × domain, against the original and retrained model",
              cmd_experiment_unlearning, **studies)
@@ -150,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "what the runs saved)")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories; sub-runs inside them are included")
     p.add_argument("--out", help="directory for report.html and report.md (default: the run's own, for one run)")
+    p.add_argument("--overwrite", action="store_true", help="replace a report.html/report.md already in --out")
     p.set_defaults(handler=cmd_report)
     p = _command(commands, "demo", "both threat models on SmolLM2-135M (unlearning, then a poisoned release's "
                  "leakage), ending in an HTML report", cmd_demo, run_dir=False)

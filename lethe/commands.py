@@ -71,7 +71,8 @@ def cmd_pretrain(args):
     layers = _layers(args, {"data": "data"})
     preset = args.preset or _strip_preset(layers) or "tiny"
     config = pretrain_config(preset, *layers)
-    results = pretrain(config, Path(args.out), overwrite=args.overwrite, resume=args.resume)
+    results = pretrain(config, Path(args.out), overwrite=args.overwrite, resume=args.resume,
+                       accept_data_change=args.accept_data_change)
     if results:
         train = results["train"]
         print(f"trained {results['model']['parameters'] / 1e6:.2f}M parameters: {train['steps']} steps, "
@@ -138,7 +139,7 @@ def cmd_retrain(args):
     from lethe.tables import format_ppl_table
 
     results = retrain(Path(getattr(args, "from")), args.forget.split(","), Path(args.out), overwrite=args.overwrite,
-                      resume=args.resume)
+                      resume=args.resume, accept_data_change=args.accept_data_change)
     if results:
         print(format_ppl_table(results["ppl"]))
 
@@ -228,7 +229,8 @@ def cmd_experiment_unlearning(args):
     from lethe.tables import format_unlearning_table
     from lethe.unlearning.study import run_experiment
 
-    results = run_experiment(_study(args), Path(args.out), overwrite=args.overwrite, resume=args.resume)
+    results = run_experiment(_study(args), Path(args.out), overwrite=args.overwrite, resume=args.resume,
+                             accept_data_change=args.accept_data_change)
     rows = {k: v for k, v in results.items() if isinstance(v, dict) and "ppl" in v}
     print(format_unlearning_table(rows))
     print(f"\ntables and plots in {args.out}/results.md and {args.out}/methods.png")
@@ -237,7 +239,8 @@ def cmd_experiment_unlearning(args):
 def cmd_sweep(args):
     from lethe.unlearning.study import run_sweep
 
-    results = run_sweep(_study(args), Path(args.out), overwrite=args.overwrite, resume=args.resume)
+    results = run_sweep(_study(args), Path(args.out), overwrite=args.overwrite, resume=args.resume,
+                        accept_data_change=args.accept_data_change)
     print(f"{len(results['cells'])} cells; table and heatmaps in {args.out}")
 
 
@@ -251,7 +254,7 @@ def cmd_demo(args):
 def cmd_report(args):
     from lethe.reporting import write_report
 
-    html = write_report(args.runs, args.out)
+    html = write_report(args.runs, args.out, overwrite=args.overwrite)
     print(f"report written to {html} and {html.with_suffix('.md')}")
 
 

@@ -28,7 +28,8 @@ def pretrain_config(preset: str = "tiny", *layers: dict[str, Any]) -> PretrainCo
     return resolve(PretrainConfig, Layer("preset", {"preset": preset}), *layers)
 
 
-def retrain(original: Path, forget: list[str], out: Path, *, overwrite: bool = False, resume: bool = False) -> dict:
+def retrain(original: Path, forget: list[str], out: Path, *, overwrite: bool = False, resume: bool = False,
+            accept_data_change: bool = False) -> dict:
     """Exact retraining: the original run's recipe and tokenizer, without the forget splits."""
     original = Path(original)
     if not (original / "run.json").is_file() or read_json(original / "run.json").get("command") != "pretrain":
@@ -36,7 +37,7 @@ def retrain(original: Path, forget: list[str], out: Path, *, overwrite: bool = F
     recipe = read_yaml(original / "config.yaml")
     config = resolve(PretrainConfig, recipe, {"exclude": sorted({*recipe.get("exclude", []), *forget}),
                                               "tokenizer_from": str(original / "tokenizer")})
-    return pretrain(config, out, overwrite=overwrite, resume=resume)
+    return pretrain(config, out, overwrite=overwrite, resume=resume, accept_data_change=accept_data_change)
 
 
 def training_splits(config: PretrainConfig) -> list[str]:
@@ -67,17 +68,20 @@ def _tokenizer(config: PretrainConfig, run: Run, texts: list[str], resume: bool)
     return AutoTokenizer.from_pretrained(saved)
 
 
-def pretrain(config: PretrainConfig, out: Path, *, overwrite: bool = False, resume: bool = False) -> dict:
-    """`lethe pretrain`: train a model from scratch on known splits, then score every split."""
+def pretrain(config: PretrainConfig, out: Path, *, overwrite: bool = False, resume: bool = False,
+             accept_data_change: bool = False) -> dict:
+    """`lethe pretrain`: train a model from scratch on known splits, then score every split; a resumed run refuses
+    data that changed since it started unless `accept_data_change`."""
     from accelerate.utils import set_seed
 
     state = process_state()
-    with Run.start(out, "pretrain", config, overwrite=overwrite, resume=resume, seed=config.train.seed) as run:
+    with Run.start(out, "pretrain", config, overwrite=overwrite, resume=resume, seed=config.train.seed,
+                   accept_data_change=accept_data_change) as run:
         names = training_splits(config)
         all_splits = find_splits(config.data)
         members = load_splits(config.data, names)
+        run.record_data(all_splits)
         if state.is_main_process:
-            run.record_data(all_splits)
             write_json(run.path / "members.json",
                        {name: [doc.id for doc in docs] for name, docs in members.items()})
         tokenizer = _tokenizer(config, run, [doc.text for docs in members.values() for doc in docs], resume)

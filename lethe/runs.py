@@ -2,6 +2,12 @@
 
 Layout: run.json (command, status), config.yaml (resolved), env.json, data_hashes.json, log.txt,
 scores/ (per-sample), results.json (aggregate, written last), plus model/ or plots/ as produced.
+
+A run owns its directory while it writes: run.lock names the process, and no other run writes
+there until that process is gone. `--overwrite` moves the old run aside and deletes it only once
+the new one commits (its results, or trained weights on disk: a checkpoint or the last good weights
+of a diverged run); a new run that fails or is stopped before then is removed and the old one put
+back.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import logging
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -33,10 +40,20 @@ PACKAGES = ("lethe-llm", "torch", "transformers", "accelerate", "peft", "dataset
             "safetensors", "numpy", "scikit-learn", "pydantic", "opacus")
 
 
+LOCK = "run.lock"
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 def write_json(path: Path, payload: Any) -> None:
     """Write atomically so a crash never leaves half a results file behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it private; the file is as readable as any other the run writes
     with os.fdopen(fd, "w") as handle:
         json.dump(payload, handle, indent=2, sort_keys=False, default=str)
         handle.write("\n")
@@ -95,6 +112,43 @@ def environment(seed: int | None = None) -> dict[str, Any]:
     }
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    try:  # a killed process its parent has not reaped yet is a zombie: gone for our purposes
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def lock_owner(path: Path) -> dict | None:
+    """Who holds the run directory `path` now, or None when nobody does (no lock, or its process is gone)."""
+    try:
+        owner = json.loads((path / LOCK).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError):
+        return {"pid": None, "host": None, "command": "?", "started": "?"}  # unreadable: someone is writing it
+    if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
+        return owner if _process_alive(owner["pid"]) else None
+    return owner  # another machine's process: cannot tell, so it holds the directory
+
+
+def _describe_owner(owner: dict) -> str:
+    if owner.get("pid") is None:
+        return f"an unknown process (its {LOCK} cannot be read; delete it if nothing writes there)"
+    where = f"pid {owner.get('pid')} on {owner.get('host')}"
+    return f"`lethe {owner.get('command')}` ({where}, since {owner.get('started')})"
+
+
+_OPEN: list[Run] = []  # this process's runs, innermost last: a sub-run's results commit the runs around it
+
+
 class Run:
     """One command's output directory."""
 
@@ -102,6 +156,10 @@ class Run:
         self.path = path
         self.command = command
         self.main_process = main_process  # only one process of a distributed run writes the record
+        self.resumed = False
+        self.accept_data_change = False
+        self._replaced: Path | None = None  # the old run --overwrite moved aside, until this one commits
+        self._locked = False
         self._log_handler: logging.Handler | None = None
 
     @property
@@ -114,39 +172,55 @@ class Run:
 
     @classmethod
     def start(cls, out: Path, command: str, config: BaseModel, *, overwrite: bool = False,
-              resume: bool = False, seed: int | None = None) -> Run:
+              resume: bool = False, seed: int | None = None, accept_data_change: bool = False) -> Run:
         """Claims `out` and writes the record; under `accelerate launch` the main process does, and the
         others wait until it has, then fail with it if it refused (rather than wait for it forever)."""
         run = cls(Path(out), command, is_main_process())
+        run.resumed, run.accept_data_change = resume, accept_data_change
         refusal = None
         if run.main_process:
             try:
                 run._claim(config, overwrite=overwrite, resume=resume)
             except LetheError as exc:
                 refusal = str(exc)
+                run._unlock()
             else:
-                run.path.mkdir(parents=True, exist_ok=True)
                 (run.path / "config.yaml").write_text(to_yaml(config))
                 write_json(run.path / "env.json", environment(seed))
-                write_json(run.path / "run.json", {"command": command, "status": "running",
-                                                   "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+                info = {"command": command, "status": "running", "started": now}
+                if resume:  # the record of the run so far stays, with the time it was continued
+                    info = run._info() | {"status": "running"}
+                    info.setdefault("resumed", []).append(now)
+                    info.pop("finished", None), info.pop("error", None)
+                if run._replaced is not None:
+                    info["replacing"] = run._replaced.name
+                write_json(run.path / "run.json", info)
                 run._attach_log()
+                _OPEN.append(run)
         if refusal := from_main_process(refusal):
             raise LetheError(refusal)
         return run
 
+    def _info(self) -> dict:
+        path = self.path / "run.json"
+        return read_json(path) if path.is_file() else {}
+
     def _claim(self, config: BaseModel, *, overwrite: bool, resume: bool) -> None:
-        if not self.path.exists() or not any(self.path.iterdir()):
+        """Refuse, resume, or take the directory: always under this process's lock."""
+        if self.path.exists() and not self.path.is_dir():
+            raise LetheError(f"--out {self.path} is a file, not a directory")
+        if self.path.exists() and (owner := lock_owner(self.path)) is not None:
+            raise LetheError(f"{self.path} is being written by {_describe_owner(owner)}; wait for it to finish "
+                             "or stop it first")
+        if not self.path.exists() or not any(p.name != LOCK for p in self.path.iterdir()):
             if resume:
                 raise LetheError(f"nothing to resume: {self.path} holds no run")
+            self._lock()
             return
-        info_path = self.path / "run.json"
-        if not info_path.is_file():
+        if not (self.path / "run.json").is_file():
             raise LetheError(f"{self.path} is not empty and holds no Lethe run; refusing to write into it")
-        info = read_json(info_path)
-        if overwrite:
-            shutil.rmtree(self.path)
-            return
+        info = read_json(self.path / "run.json")
         status, command = info.get("status"), info.get("command")
         if resume:
             if command != self.command:
@@ -157,12 +231,84 @@ class Run:
             if saved.is_file() and yaml.safe_load(saved.read_text()) != config.model_dump(mode="json"):
                 raise LetheError(f"the config differs from the one {self.path} was started with; resume with "
                                  f"--config {saved}")
+            self._lock()
+            self._replaced = self._aside(info)
             return
+        if overwrite:
+            self._lock()
+            self._move_aside(info)
+            return
+        kept = self._aside(info)
+        replacing = f" (the run it was to replace is kept in {kept})" if kept else ""
         if status != "done":
-            raise LetheError(f"{self.path} holds an unfinished `lethe {command}` run ({status}); continue it with "
-                             "--resume where the command offers it, or start again with --overwrite")
+            raise LetheError(f"{self.path} holds an unfinished `lethe {command}` run ({status}){replacing}; continue "
+                             "it with --resume where the command offers it, or start again with --overwrite")
         raise LetheError(f"{self.path} already holds a `lethe {command}` run ({status}); choose another "
                          "--out or pass --overwrite")
+
+    def _lock(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = self.path / LOCK
+        if lock_owner(self.path) is None:  # a stale lock: its process is gone
+            lock.unlink(missing_ok=True)
+        owner = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
+                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv}
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            raise LetheError(f"{self.path} was claimed by {_describe_owner(lock_owner(self.path) or {})} "
+                             "a moment ago") from None
+        with os.fdopen(fd, "w") as handle:
+            json.dump(owner, handle)
+        self._locked = True
+
+    def _aside(self, info: dict) -> Path | None:
+        """The old run an uncommitted --overwrite moved aside, if it is still there."""
+        name = info.get("replacing")
+        return self.path.parent / name if name and (self.path.parent / name).is_dir() else None
+
+    def _move_aside(self, info: dict) -> None:
+        """--overwrite: keep the old run next to the new one until the new one commits."""
+        earlier = self._aside(info)
+        if earlier is not None:  # this directory is itself an uncommitted replacement: the old run stays aside
+            for item in self.path.iterdir():
+                if item.name != LOCK:
+                    shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
+            self._replaced = earlier
+            return
+        aside = self.path.parent / f".{self.path.name}.replaced"
+        if aside.exists():
+            raise LetheError(f"{aside} is left over from an earlier --overwrite of {self.path}; move it back or "
+                             "delete it")
+        os.rename(self.path, aside)
+        (aside / LOCK).unlink(missing_ok=True)
+        self._locked = False
+        self._lock()
+        self._replaced = aside
+
+    def commit(self) -> None:
+        """The new run has checked its inputs and done work worth keeping: the run it replaces goes now."""
+        if not self.main_process or self._replaced is None:
+            return
+        shutil.rmtree(self._replaced, ignore_errors=True)
+        log.info("the run this one replaces (moved to %s) is deleted", self._replaced)
+        self._replaced = None
+        info = self._info()
+        if info.pop("replacing", None) is not None:
+            write_json(self.path / "run.json", info)
+
+    def _restore(self) -> None:
+        """A replacement that failed before it committed: the old run goes back where it was."""
+        self._close_log()
+        shutil.rmtree(self.path)
+        os.rename(self._replaced, self.path)
+        log.warning("the new run in %s stopped before it wrote results; the run it was to replace is restored",
+                    self.path)
+        self._replaced, self._locked = None, False
+
+    def _has_trained(self) -> bool:
+        """Training left weights on disk (a checkpoint to resume from, or the last good weights of a diverged run)."""
+        return self.checkpoints_dir.is_dir() and any(self.checkpoints_dir.iterdir())
 
     def _attach_log(self) -> None:
         handler = logging.FileHandler(self.path / "log.txt")
@@ -172,14 +318,46 @@ class Run:
         self._log_handler = handler
 
     def record_data(self, files: dict[str, Path]) -> None:
+        """sha256 of every data file read; a resumed run refuses data that changed since it started (every process
+        of a distributed run calls this, and all of them refuse together)."""
+        refusal = None
         if self.main_process:
-            write_json(self.path / "data_hashes.json",
-                       {name: {"path": str(path), "sha256": sha256_file(path)} for name, path in files.items()})
+            try:
+                self._record_data(files)
+            except LetheError as exc:
+                refusal = str(exc)
+        if refusal := from_main_process(refusal):
+            raise LetheError(refusal)
+
+    def _record_data(self, files: dict[str, Path]) -> None:
+        target = self.path / "data_hashes.json"
+        hashes = {name: {"path": str(path), "sha256": sha256_file(path)} for name, path in files.items()}
+        recorded = read_json(target) if self.resumed and target.is_file() else {}
+        changed = sorted(name for name in {*recorded, *hashes}
+                         if recorded and recorded.get(name, {}).get("sha256") != hashes.get(name, {}).get("sha256"))
+        if changed and not self.accept_data_change:
+            raise LetheError(f"the data changed since {self.path} started ({', '.join(changed)}); resuming would "
+                             "train on two datasets; restore the data, or pass --accept-data-change to continue "
+                             "on the new data (recorded in the run)")
+        if changed:
+            log.warning("resuming on changed data (%s), as --accept-data-change asks", ", ".join(changed))
+            for name in changed:
+                hashes.setdefault(name, {"path": None, "sha256": None})["before_resume"] = recorded.get(name)
+            info = self._info()
+            info.setdefault("data_changed_on_resume", []).append(
+                {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "splits": changed})
+            write_json(self.path / "run.json", info)
+        write_json(target, hashes)
 
     def write_results(self, results: dict[str, Any]) -> Path:
+        """Results commit the run, and every run it is part of (a study with its first finished cell)."""
         target = self.path / "results.json"
         if self.main_process:
             write_json(target, results)
+            inside = self.path.resolve()
+            for run in [self, *_OPEN]:
+                if inside.is_relative_to(run.path.resolve()):
+                    run.commit()
         return target
 
     def __enter__(self) -> Run:
@@ -194,6 +372,14 @@ class Run:
             self.close("failed", error=str(exc) or kind.__name__)
 
     def close(self, status: str, error: str | None = None) -> None:
+        if self in _OPEN:
+            _OPEN.remove(self)
+        if self.main_process and self._replaced is not None:
+            if status == "done" or self._has_trained():  # finished, or has trained weights worth keeping: it stands
+                self.commit()
+            else:
+                self._restore()
+                return
         info_path = self.path / "run.json"
         if self.main_process and info_path.is_file():
             info = read_json(info_path)
@@ -201,6 +387,15 @@ class Run:
             if error:
                 info["error"] = error
             write_json(info_path, info)
+        self._close_log()
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._locked:
+            (self.path / LOCK).unlink(missing_ok=True)
+            self._locked = False
+
+    def _close_log(self) -> None:
         if self._log_handler is not None:
             log.removeHandler(self._log_handler)
             self._log_handler.close()

@@ -5,22 +5,83 @@ perfect unlearning, --overwrite deleting before checking, --resume on changed da
 a run that changes nothing, and an override resetting a command's own defaults.
 """
 
+import hashlib
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 
 from lethe.cli import main
-from lethe.data.documents import read_documents
+from lethe.data.documents import read_documents, write_documents
 
 WORKTREE = Path(__file__).resolve().parents[1]
+
+
+def lethe_process(*args: str) -> subprocess.Popen:
+    """A real `lethe` command in its own process, importing this checkout."""
+    env = {**os.environ, "PYTHONPATH": str(WORKTREE), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "lethe.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def long_pretrain(data_dir: Path, out: Path) -> list[str]:
+    return ["pretrain", "--preset", "micro", "--data", str(data_dir), "--out", str(out), "--set",
+            "train.max_steps=400", "--set", "train.epochs=100", "--set", "train.checkpoint_every=5",
+            "--set", "arch.vocab_size=512"]
+
+
+def wait_for_checkpoint(out: Path, process: subprocess.Popen) -> None:
+    deadline = time.time() + 180
+    while not list((out / "checkpoints").glob("step-*/trainer_state.json")):
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        assert time.time() < deadline, "no checkpoint within 3 minutes"
+        time.sleep(0.2)
+
+
+def digest(directory: Path) -> dict[str, str]:
+    """Every file under `directory` by content, to show nothing in it changed."""
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 def error_line(capsys) -> str:
     lines = capsys.readouterr().err.strip().splitlines()
     assert not any("Traceback" in line for line in lines)
     return lines[-1]
+
+
+def test_overwrite_cannot_take_a_directory_from_a_run_still_writing_it(micro_run, data_dir, tmp_path, capsys):
+    """Case 1: `eval ppl --overwrite` into a live pretrain's directory is refused; once the pretrain has gone,
+    the same command replaces it completely."""
+    live = tmp_path / "live"
+    process = lethe_process(*long_pretrain(data_dir, live))
+    try:
+        wait_for_checkpoint(live, process)
+        code = main(["eval", "ppl", "--model", str(micro_run), "--data", str(data_dir), "--out", str(live),
+                     "--overwrite", "--splits", "code/forget"])
+        assert code == 2
+        assert "is being written by `lethe pretrain` (pid " in error_line(capsys)
+        assert json.loads((live / "run.json").read_text())["command"] == "pretrain"
+        assert yaml.safe_load((live / "config.yaml").read_text())["preset"] == "micro"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=120)
+    assert json.loads((live / "run.json").read_text())["status"] == "interrupted"
+    assert not (live / "run.lock").exists()
+    assert main(["eval", "ppl", "--model", str(micro_run), "--data", str(data_dir), "--out", str(live),
+                 "--overwrite", "--splits", "code/forget"]) == 0
+    assert json.loads((live / "run.json").read_text())["command"] == "eval ppl"
+    assert sorted(p.name for p in live.iterdir()) == ["config.yaml", "data_hashes.json", "env.json", "log.txt",
+                                                      "results.json", "run.json", "scores"]
+    assert [p.name for p in tmp_path.iterdir()] == ["live"]  # the old run, moved aside, is gone too
 
 
 def test_a_collapsing_model_stops_training_or_is_marked_collapsed(micro_run, data_dir, tmp_path, capsys):
@@ -59,6 +120,67 @@ def test_pretraining_at_an_absurd_learning_rate_stops_with_the_last_good_weights
     assert "training stopped, last good weights (after step" in message
     assert (out / "checkpoints" / "last-good" / "model.safetensors").is_file()
     assert json.loads((out / "run.json").read_text())["status"] == "failed"
+
+
+def test_overwrite_keeps_the_old_run_when_the_new_one_fails_its_input_checks(micro_run, data_dir, tmp_path, capsys):
+    """Case 3: the old run was deleted before the new one checked its input."""
+    m2 = shutil.copytree(micro_run, tmp_path / "m2")
+    before = digest(m2)
+    assert main(["pretrain", "--preset", "micro", "--data", str(data_dir), "--set", "splits=[code/nope]",
+                 "--out", str(m2), "--overwrite"]) == 2
+    assert "has no split 'code/nope'" in error_line(capsys)
+    assert digest(m2) == before
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert main(["attack", "mia", "--model", str(micro_run), "--members", str(empty), "--nonmembers",
+                 "books/approximate", "--data", str(data_dir), "--out", str(m2), "--overwrite"]) == 2
+    assert "is empty" in error_line(capsys)
+    assert digest(m2) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.jsonl", "m2"]
+
+
+def test_resume_refuses_training_data_that_changed(data_dir, tmp_path, capsys):
+    """Case 4: a pretrain killed mid-run (its lock left behind), four training documents edited, then --resume."""
+    data = shutil.copytree(data_dir, tmp_path / "data")
+    out = tmp_path / "run"
+    process = lethe_process(*long_pretrain(data, out))
+    wait_for_checkpoint(out, process)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    stale_lock = (out / "run.lock").is_file()  # kill -9 leaves the lock behind; its process is gone
+    recorded = (out / "data_hashes.json").read_text()
+    split = data / "code" / "retain.jsonl"
+    documents = read_documents(split)
+    edited = [replace(doc, text=doc.text + " An edited sentence.") for doc in documents[:4]]
+    write_documents(split, edited + documents[4:])
+    checkpoints = digest(out / "checkpoints")
+
+    resume = long_pretrain(data, out) + ["--resume"]
+    assert main(resume) == 2
+    message = error_line(capsys)
+    assert "the data changed since" in message and "code/retain" in message and "--accept-data-change" in message
+    assert (out / "data_hashes.json").read_text() == recorded and digest(out / "checkpoints") == checkpoints
+
+    assert stale_lock and main(resume + ["--accept-data-change"]) == 0  # the stale lock is taken over
+    assert json.loads((out / "results.json").read_text())["train"]["steps"] == 400
+    info = json.loads((out / "run.json").read_text())
+    assert info["status"] == "done" and info["data_changed_on_resume"][0]["splits"] == ["code/retain"]
+    hashes = json.loads((out / "data_hashes.json").read_text())
+    assert hashes["code/retain"]["before_resume"] == json.loads(recorded)["code/retain"]
+    assert not (out / "run.lock").exists()
+
+
+def test_report_refuses_to_write_over_an_existing_report(micro_run, tmp_path, capsys):
+    """Case 5: `lethe report --out DIR` replaced a report.md that was there (another run's, or the user's)."""
+    out = tmp_path / "reports"
+    out.mkdir()
+    mine = out / "report.md"
+    mine.write_text("my own notes\n")
+    assert main(["report", str(micro_run), "--out", str(out)]) == 2
+    assert "already holds report.md" in error_line(capsys)
+    assert mine.read_text() == "my own notes\n" and not (out / "report.html").exists()
+    assert main(["report", str(micro_run), "--out", str(out), "--overwrite"]) == 0
+    assert "pretrain" in mine.read_text() and (out / "report.html").is_file()
 
 
 def test_a_run_that_would_change_nothing_is_refused(micro_run, data_dir, tmp_path, capsys):
@@ -168,3 +290,9 @@ def test_a_resumed_run_counts_its_steps_from_the_first(micro_run, data_dir, tmp_
     assert resumed.history[0]["step"] == 1 and resumed.seconds > 0
 
 
+def test_run_files_share_one_file_mode(micro_run):
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {name: (micro_run / name).stat().st_mode & 0o777 for name in
+             ("results.json", "run.json", "env.json", "data_hashes.json", "members.json", "config.yaml")}
+    assert set(modes.values()) == {0o666 & ~umask}, modes

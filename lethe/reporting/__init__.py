@@ -36,8 +36,9 @@ def report_dir(paths: list[Path], out: Path | None) -> Path:
     raise LetheError("several runs need --out: the directory to write report.html and report.md into")
 
 
-def write_report(paths, out=None) -> Path:
-    """Report the run directories `paths` into `out` (default: the single run's own directory); returns the HTML."""
+def write_report(paths, out=None, *, overwrite: bool = False) -> Path:
+    """Report the run directories `paths` into `out` (default: the single run's own directory); returns the HTML.
+    An existing report there (or a file of the same name) is replaced only with `overwrite`."""
     paths = [Path(p) for p in ([paths] if isinstance(paths, str | Path) else paths)]
     if not paths:
         raise LetheError("give at least one run directory to report")
@@ -45,6 +46,9 @@ def write_report(paths, out=None) -> Path:
     out = report_dir(paths, out)
     if out.exists() and not out.is_dir():
         raise LetheError(f"--out {out} is a file, not a directory")
+    existing = [name for name in ("report.html", "report.md") if (out / name).exists()]
+    if existing and not overwrite:
+        raise LetheError(f"{out} already holds {' and '.join(existing)}; choose another --out or pass --overwrite")
     figures_dir = out / FIGURES
     figures_dir.mkdir(parents=True, exist_ok=True)
     for stale in figures_dir.glob("*.png"):  # only this report's own figures live here

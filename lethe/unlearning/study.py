@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from scipy.stats import spearmanr
 
 from lethe.config import UnlearnConfig, UnlearningStudyConfig, describe_validation_error
+from lethe.data.splits import find_splits
 from lethe.engine.trainer import refuse_no_updates
 from lethe.errors import LetheError, TrainingDiverged
 from lethe.known_members import target_run
@@ -154,8 +155,8 @@ def yardstick_agreement(by_method: dict[str, dict]) -> dict[str, float | None]:
     return {"spearman": float(spearmanr(gap, distance).statistic), "methods": len(rows)}
 
 
-def run_experiment(config: UnlearningStudyConfig, out: Path, *, overwrite: bool = False,
-                   resume: bool = False) -> dict:
+def run_experiment(config: UnlearningStudyConfig, out: Path, *, overwrite: bool = False, resume: bool = False,
+                   accept_data_change: bool = False) -> dict:
     """Every method on every domain's forget set, against the original (and the retrained) model."""
     from lethe.unlearning.report import write_experiment_report
 
@@ -174,7 +175,9 @@ def run_experiment(config: UnlearningStudyConfig, out: Path, *, overwrite: bool 
     for domain in config.domains:  # every cell's settings, before any work
         for method in names:
             cell_config(config, domain, method)
-    with Run.start(out, "experiment unlearning", config, overwrite=overwrite, resume=resume) as run:
+    with Run.start(out, "experiment unlearning", config, overwrite=overwrite, resume=resume,
+                   accept_data_change=accept_data_change) as run:
+        run.record_data(find_splits(config.data))
         by_domain: dict[str, dict] = {}
         agreement, blinds = {}, {}
         for domain in config.domains:
@@ -206,7 +209,8 @@ def run_experiment(config: UnlearningStudyConfig, out: Path, *, overwrite: bool 
     return results
 
 
-def run_sweep(config: UnlearningStudyConfig, out: Path, *, overwrite: bool = False, resume: bool = False) -> dict:
+def run_sweep(config: UnlearningStudyConfig, out: Path, *, overwrite: bool = False, resume: bool = False,
+              accept_data_change: bool = False) -> dict:
     """Method × learning rate × steps (× domain): Yao et al.'s robustness grid."""
     from lethe.unlearning.report import write_sweep_report
 
@@ -215,7 +219,9 @@ def run_sweep(config: UnlearningStudyConfig, out: Path, *, overwrite: bool = Fal
         for steps in config.grid.steps:
             refuse_no_updates(cell_config(config, config.domains[0], names[0], sweep_overrides(lr, steps)).train,
                               steps)
-    with Run.start(out, "sweep", config, overwrite=overwrite, resume=resume) as run:
+    with Run.start(out, "sweep", config, overwrite=overwrite, resume=resume,
+                   accept_data_change=accept_data_change) as run:
+        run.record_data(find_splits(config.data))
         cells = []
         for domain in config.domains:
             originals = original_scores(config, domain, run.path)

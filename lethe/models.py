@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from pathlib import Path
 
@@ -88,6 +89,25 @@ def _check_safetensors(path: Path) -> None:
                      "convert with `model.save_pretrained(dir, safe_serialization=True)`")
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "spiece.model",
+                   "vocab.txt")
+
+
+def _check_code_and_tokenizer(path: Path, trust_remote_code: bool) -> None:
+    """Refuse what would load the wrong thing or someone's code: custom code (`auto_map`) without
+    trust_remote_code, even where the model type is a known one, and a directory without a tokenizer."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LetheError(f"{path / 'config.json'} cannot be read ({exc})") from None
+    if "auto_map" in config and not trust_remote_code:
+        raise LetheError(f"{path / 'config.json'} names its own Python code (auto_map); Lethe runs it only with "
+                         "trust_remote_code (--set trust_remote_code=true), and only if you trust it")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise LetheError(f"{path} has no tokenizer (no {' or '.join(TOKENIZER_FILES[:2])}); save it next to the "
+                         "weights with tokenizer.save_pretrained(dir)")
+
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -100,6 +120,7 @@ def load_model(name: str | Path, *, dtype: str = "float32", device: str | None =
     hf_logging.disable_progress_bar()
     path = resolve_model_path(name)
     _check_safetensors(path)
+    _check_code_and_tokenizer(path, trust_remote_code)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cpu" and dtype != "float32":
         if not allow_cpu_bf16:

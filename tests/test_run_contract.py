@@ -236,6 +236,20 @@ def test_a_nested_override_keeps_the_commands_own_defaults(micro_run, data_dir, 
     assert results["members"] == len(members)  # one sample per document, as the command promises
 
 
+def test_members_too_short_to_score_are_named(micro_run, data_dir, tmp_path, caplog):
+    from lethe.attacks.mia import run_mia
+    from lethe.config import MiaConfig
+
+    documents = read_documents(data_dir / "books" / "forget.jsonl")
+    members = tmp_path / "members.jsonl"
+    write_documents(members, [replace(doc, text="Hi.") for doc in documents[:2]] + documents[2:])
+    with caplog.at_level("WARNING", logger="lethe"):
+        results = run_mia(MiaConfig(model=str(micro_run), members=str(members), nonmembers="books/approximate",
+                                    data=data_dir, attacks=["loss"], bootstrap=20), tmp_path / "mia")
+    assert f"2 of the {len(documents)} documents of the members set are shorter than chunk.min_tokens" in caplog.text
+    assert results["members"] == len(documents) - 2
+
+
 def test_study_settings_are_checked_before_any_work(micro_run, data_dir, tmp_path):
     from lethe.config import UnlearningStudyConfig, parse_overrides, resolve
     from lethe.errors import LetheError
@@ -252,6 +266,23 @@ def test_study_settings_are_checked_before_any_work(micro_run, data_dir, tmp_pat
     with pytest.raises(LetheError, match="training would change nothing"):
         run_sweep(one_step, tmp_path / "sweep")
     assert not (tmp_path / "sweep").exists()
+
+
+def test_models_that_would_load_the_wrong_thing_are_refused(micro_run, tmp_path):
+    from lethe.errors import LetheError
+    from lethe.models import load_model
+
+    custom = shutil.copytree(micro_run / "model", tmp_path / "custom")
+    config = json.loads((custom / "config.json").read_text())
+    (custom / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModelForCausalLM": "x.Model"}}))
+    with pytest.raises(LetheError, match=r"auto_map\); Lethe runs it only with trust_remote_code"):
+        load_model(custom)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(micro_run / "model" / name, bare / name)
+    with pytest.raises(LetheError, match="has no tokenizer"):
+        load_model(bare)
 
 
 def test_a_resumed_run_counts_its_steps_from_the_first(micro_run, data_dir, tmp_path):

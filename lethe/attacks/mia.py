@@ -48,7 +48,7 @@ def selected_attacks(config: MiaConfig) -> list[str]:
 
 
 def _chunks(docs: list[Document], tokenizer, config: MiaConfig, context: int, name: str) -> list[Chunk]:
-    chunks = chunk_documents(docs, tokenizer, config.chunk, context)
+    chunks = chunk_documents(docs, tokenizer, config.chunk, context, f"the {name} set")
     if not chunks:
         raise LetheError(f"the {name} set has no sample of at least {config.chunk.min_tokens} tokens")
     return chunks

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from lethe.config import ChunkConfig
 from lethe.data.documents import Document
 from lethe.errors import LetheError
+
+log = logging.getLogger("lethe")
 
 
 @dataclass(frozen=True)
@@ -19,12 +22,15 @@ class Chunk:
         return len(self.input_ids)
 
 
-def chunk_documents(documents: list[Document], tokenizer, config: ChunkConfig, context: int) -> list[Chunk]:
+def chunk_documents(documents: list[Document], tokenizer, config: ChunkConfig, context: int,
+                    name: str = "the set") -> list[Chunk]:
+    """Each document's chunks of `config.length` tokens; one too short for any chunk is left out, with a warning."""
     if config.length > context:
         raise LetheError(f"chunk length {config.length} is longer than the model's context of {context} tokens")
     encoded = tokenizer([doc.text for doc in documents], add_special_tokens=False)["input_ids"]
-    chunks = []
+    chunks, too_short = [], 0
     for doc, ids in zip(documents, encoded, strict=True):
+        too_short += len(ids) < config.min_tokens
         starts = range(0, len(ids), config.length)
         if config.max_chunks_per_doc is not None:
             starts = starts[: config.max_chunks_per_doc]
@@ -32,12 +38,15 @@ def chunk_documents(documents: list[Document], tokenizer, config: ChunkConfig, c
             piece = ids[start:start + config.length]
             if len(piece) >= config.min_tokens:
                 chunks.append(Chunk(f"{doc.id}#{index}", doc.id, tuple(piece)))
+    if too_short:
+        log.warning("%d of the %d documents of %s are shorter than chunk.min_tokens (%d tokens) and are left out",
+                    too_short, len(documents), name, config.min_tokens)
     return chunks
 
 
 def chunk_splits(splits: dict[str, list[Document]], tokenizer, config: ChunkConfig,
                  context: int) -> dict[str, list[Chunk]]:
-    chunked = {name: chunk_documents(docs, tokenizer, config, context) for name, docs in splits.items()}
+    chunked = {name: chunk_documents(docs, tokenizer, config, context, name) for name, docs in splits.items()}
     empty = [name for name, chunks in chunked.items() if not chunks]
     if empty:
         raise LetheError(f"split {empty[0]!r} has no chunk of at least {config.min_tokens} tokens")

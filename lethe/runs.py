@@ -291,7 +291,7 @@ class Run:
         if not self.main_process or self._replaced is None:
             return
         shutil.rmtree(self._replaced, ignore_errors=True)
-        log.info("the run this one replaces (moved to %s) is deleted", self._replaced)
+        log.debug("the run this one replaces (moved to %s) is deleted", self._replaced)
         self._replaced = None
         info = self._info()
         if info.pop("replacing", None) is not None:
@@ -302,8 +302,8 @@ class Run:
         self._close_log()
         shutil.rmtree(self.path)
         os.rename(self._replaced, self.path)
-        log.warning("the new run in %s stopped before it wrote results; the run it was to replace is restored",
-                    self.path)
+        log.debug("the new run in %s stopped before it wrote results; the run it was to replace is restored",
+                  self.path)
         self._replaced, self._locked = None, False
 
     def _has_trained(self) -> bool:

@@ -56,7 +56,6 @@ class Strict(BaseModel):
                     data[name] = deep_merge(default.model_dump(exclude_unset=True), value)
         return data
 
-
     @field_validator("*", mode="before")
     @classmethod
     def _no_yes_no_numbers(cls, value: Any, info: ValidationInfo) -> Any:

@@ -16,14 +16,11 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +28,11 @@ import yaml
 from pydantic import BaseModel
 
 from lethe.config import to_yaml
+from lethe.environment import environment
 from lethe.errors import LetheError
 from lethe.processes import from_main_process, is_main_process
 
 log = logging.getLogger("lethe")
-
-PACKAGES = ("lethe-llm", "torch", "transformers", "accelerate", "peft", "datasets", "tokenizers",
-            "safetensors", "numpy", "scikit-learn", "pydantic", "opacus")
-
 
 LOCK = "run.lock"
 
@@ -75,41 +69,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def git_commit() -> str | None:
-    source = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, check=False, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None
-
-
-def environment(seed: int | None = None) -> dict[str, Any]:
-    import torch
-
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.is_available(),
-        "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
-        "packages": versions,
-        "git_commit": git_commit(),
-        "seed": seed,
-        "argv": sys.argv,
-        "lethe_home": os.environ.get("LETHE_HOME"),
-    }
 
 
 def _process_alive(pid: int) -> bool:

@@ -107,7 +107,7 @@ class Study:
         settings = deep_merge({"blind": None}, deep_merge(self.config.mia, overrides))  # the study's own, per seed
         return MiaConfig(model=str(victim), members=str(self.pii / "targets_member.jsonl"),
                          nonmembers=str(self.pii / "targets_nonmember.jsonl"), reference_model=str(release),
-                         reference_models=references, calibration=str(self.pii / "validation.jsonl"),
+                         reference_models=references, calibration=str(self.pii / "calibration.jsonl"),
                          **{"seed": self.seed, **settings})
 
     def cell(self, variant: str, mode: str, cell: Path, finetune_overrides: dict | None = None,

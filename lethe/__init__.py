@@ -80,7 +80,7 @@ def attack_extract(config: ExtractConfig, out, **kwargs) -> dict:
 
 
 def build_pii(config: PiiConfig, **kwargs) -> dict:
-    """`lethe data pii`: real text with injected synthetic PII records."""
+    """`lethe data pii`: membership targets (PII records or unseen documents) and the victim's fine-tuning set."""
     from lethe.data.pii import build_pii as run
 
     return run(config, **kwargs)

@@ -13,7 +13,7 @@ from lethe.data.documents import read_documents
 from lethe.data.pii import FakeValues, build_pii, fake_like, read_target_records, with_fresh_values
 
 FILES = ("finetune.jsonl", "validation.jsonl", "targets_member.jsonl", "targets_nonmember.jsonl",
-         "targets_all.jsonl", "pii.json")
+         "targets_all.jsonl", "calibration.jsonl", "pii.json")
 
 
 def small(data_dir, out, **overrides) -> PiiConfig:
@@ -62,6 +62,10 @@ def test_each_member_copy_is_its_own_document_and_nonmembers_appear_nowhere(pii_
         assert list(fields)[-1] == record["kind"] and fields[record["kind"]] == record["secret"]
         assert all(value in record["text"] for value in fields.values()) and len(fields) == 5
     assert {r["id"] for r in read_jsonl(pii_dir / "targets_all.jsonl")} == {r["id"] for r in members + nonmembers}
+    calibration = read_jsonl(pii_dir / "calibration.jsonl")  # the same generator, in no set, nowhere in D_ft
+    assert len(calibration) == 8 and {r["kind"] for r in calibration} <= {"name", "email", "phone", "address", "ssn"}
+    assert not {r["secret"] for r in calibration} & {r["secret"] for r in members + nonmembers}
+    assert not any(r["secret"] in doc["text"] for r in calibration for doc in finetune + validation)
     manifest = json.loads((pii_dir / "pii.json").read_text())
     assert manifest["documents"] == {"finetune": 30, "member_copies": 24, "filler": 6, "validation": 2}
 

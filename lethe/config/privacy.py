@@ -83,6 +83,8 @@ class PiiConfig(Strict):
     filler_docs: int | None = Field(None, ge=0, description="filler documents (the victim's other data) in D_ft "
                                     "(None: every source document not used otherwise)")
     validation_docs: int = Field(4, ge=1, description="clean held-out documents for validation perplexity")
+    calibration: int | None = Field(None, ge=2, description="further targets from the same generator in no set: "
+                                    "the reference-data attack's auxiliary non-members (None: as many as nonmembers)")
 
 
 class DecodingConfig(Strict):

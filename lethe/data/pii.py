@@ -14,7 +14,9 @@ no target is ever split across chunks (the leakage study checks each fits in one
 
 Files written to `out`: finetune.jsonl (filler + member copies), validation.jsonl (clean held-out
 documents), targets_member.jsonl, targets_nonmember.jsonl, targets_all.jsonl (both, in generation
-order: the attacker's challenge set) and pii.json (the manifest).
+order: the attacker's challenge set), calibration.jsonl (more targets from the same generator, in no
+set: the auxiliary non-members the reference-data attack calibrates on, which an attacker who knows
+the format can draw) and pii.json (the manifest).
 """
 
 from __future__ import annotations
@@ -176,22 +178,34 @@ def read_target_records(path: Path) -> dict[str, Target]:
     return found
 
 
-def _targets(config: PiiConfig, pool: list[Document], rng: random.Random) -> tuple[list[Target], list[Document]]:
-    """(targets in generation order, documents left for validation and filler)."""
-    wanted = config.members + config.nonmembers
+def _targets(config: PiiConfig, pool: list[Document],
+             rng: random.Random) -> tuple[list[Target], list[Target], list[Document]]:
+    """(targets in generation order, calibration targets, documents left for validation and filler)."""
+    wanted, extra = config.members + config.nonmembers, _calibration_count(config)
     if config.target == "records":
         values = FakeValues(config.seed, "\n".join(doc.text for doc in pool))
-        kinds = [config.kinds[i % len(config.kinds)] for i in range(wanted)]
-        return [make_record(i, kind, config.fields, values, rng) for i, kind in enumerate(kinds)], pool
-    targets, rest = [], list(pool)
-    while len(targets) < wanted and rest:
-        target = document_target(len(targets), rest.pop(0), config.document_chars, config.secret_words)
+        kinds = [config.kinds[i % len(config.kinds)] for i in range(wanted + extra)]
+        targets = [make_record(i, kind, config.fields, values, rng) for i, kind in enumerate(kinds[:wanted])]
+        # drawn after the targets from a stream of their own, so the targets and their deal never depend on them
+        aside = random.Random(f"{config.seed}:calibration")
+        calibration = [replace(make_record(wanted + i, kind, config.fields, values, aside), id=f"cal-{i:04d}")
+                       for i, kind in enumerate(kinds[wanted:])]
+        return targets, calibration, pool
+    found, rest = [], list(pool)
+    while len(found) < wanted + extra and rest:
+        target = document_target(len(found), rest.pop(0), config.document_chars, config.secret_words)
         if target is not None:
-            targets.append(target)
-    if len(targets) < wanted:
+            found.append(target)
+    if len(found) < wanted + extra:
         raise LetheError(f"{len(pool)} source documents hold too few of more than {2 * config.secret_words} words "
-                         f"for {wanted} document targets; add splits or lower members/nonmembers")
-    return targets, rest
+                         f"for {wanted} document targets and {extra} calibration documents; add splits or lower "
+                         "members/nonmembers/calibration")
+    calibration = [replace(t, id=f"cal-{i:04d}") for i, t in enumerate(found[wanted:])]
+    return found[:wanted], calibration, rest
+
+
+def _calibration_count(config: PiiConfig) -> int:
+    return config.nonmembers if config.calibration is None else config.calibration
 
 
 def build_pii(config: PiiConfig, *, overwrite: bool = False) -> dict:
@@ -204,7 +218,7 @@ def build_pii(config: PiiConfig, *, overwrite: bool = False) -> dict:
             raise LetheError(f"splits {', '.join(config.splits)} of {config.data} hold no documents")
         rng = random.Random(config.seed)
         rng.shuffle(pool)
-        targets, rest = _targets(config, pool, rng)
+        targets, calibration, rest = _targets(config, pool, rng)
         validation, filler = rest[:config.validation_docs], rest[config.validation_docs:]
         if len(validation) < config.validation_docs or (config.filler_docs and len(filler) < config.filler_docs):
             raise LetheError(f"{len(pool)} source documents are too few for {len(targets)} targets, "
@@ -224,18 +238,19 @@ def build_pii(config: PiiConfig, *, overwrite: bool = False) -> dict:
         write_documents(out / "validation.jsonl", validation)
         chosen = {"targets_member": members, "targets_nonmember": nonmembers,
                   "targets_all": sorted(members + nonmembers, key=lambda t: t.id)}
-        for name, group in chosen.items():
+        for name, group in {**chosen, "calibration": calibration}.items():
             (out / f"{name}.jsonl").write_text("".join(t.to_json() + "\n" for t in group), encoding="utf-8")
         manifest = {
             "seed": config.seed, "target": config.target, "faker": metadata.version("faker"), "locale": LOCALE,
             "source_splits": {name: str(available[name]) for name in config.splits},
-            "members": len(members), "nonmembers": len(nonmembers), "repetitions": config.repetitions,
+            "members": len(members), "nonmembers": len(nonmembers), "calibration": len(calibration),
+            "repetitions": config.repetitions,
             "kinds": {"member": dict(Counter(t.kind for t in members)),
                       "nonmember": dict(Counter(t.kind for t in nonmembers))},
             "documents": {"finetune": len(finetune), "member_copies": len(copies), "filler": len(filler),
                           "validation": len(validation)},
             "files": ["finetune.jsonl", "validation.jsonl", "targets_member.jsonl", "targets_nonmember.jsonl",
-                      "targets_all.jsonl"],
+                      "targets_all.jsonl", "calibration.jsonl"],
         }
         write_json(out / "pii.json", manifest)
         run.write_results(manifest)

@@ -33,6 +33,15 @@ def mode_names(config: LeakageConfig) -> list[str]:
     return names
 
 
+def run_seconds(path: Path) -> float:
+    """Wall time of a finished run, from its run.json (so a resumed study still knows what each step cost)."""
+    from datetime import datetime
+
+    info = read_json(path / "run.json")
+    started, finished = (datetime.strptime(info[key], "%Y-%m-%dT%H:%M:%S%z") for key in ("started", "finished"))
+    return (finished - started).total_seconds()
+
+
 def _finished(path: Path) -> dict | None:
     done = (path / "run.json").is_file() and read_json(path / "run.json").get("status") == "done"
     return read_json(path / "results.json") if done else None
@@ -107,7 +116,7 @@ class Study:
         settings = deep_merge({"blind": None}, deep_merge(self.config.mia, overrides))  # the study's own, per seed
         return MiaConfig(model=str(victim), members=str(self.pii / "targets_member.jsonl"),
                          nonmembers=str(self.pii / "targets_nonmember.jsonl"), reference_model=str(release),
-                         reference_models=references, calibration=str(self.pii / "validation.jsonl"),
+                         reference_models=references, calibration=str(self.pii / "calibration.jsonl"),
                          **{"seed": self.seed, **settings})
 
     def cell(self, variant: str, mode: str, cell: Path, finetune_overrides: dict | None = None,
@@ -116,7 +125,6 @@ class Study:
         from lethe.attacks.mia import run_mia
         from lethe.finetune import finetune
 
-        started = time.time()
         release = self.root / "released" / variant / "model"
         config = self.finetune_config(variant, mode, finetune_overrides)
         tuned = step(cell / "finetune", self.resume, lambda out: finetune(config, out, overwrite=True))
@@ -137,7 +145,8 @@ class Study:
             found = step(cell / "extract", self.resume, lambda out: extract(extract_config, out, overwrite=True))
             result["extraction"] = {"nsr": found["nsr"], "rate": found["rate"], "targets": found["targets"],
                                     "exposure": found["exposure"].get("mean")}
-        result["seconds"] = round(time.time() - started, 1)
+        steps = ["finetune", "mia"] + (["extract"] if extraction else [])
+        result["seconds"] = round(sum(run_seconds(cell / name) for name in steps), 1)  # read back, too
         return result
 
 

@@ -93,7 +93,8 @@ def test_records_are_about_40_to_64_tokens(pii_dir):
 
 
 def test_document_targets_are_whole_unseen_documents(data_dir, tmp_path):
-    build_pii(small(data_dir, tmp_path / "docs", target="documents", members=4, nonmembers=4, document_chars=300))
+    build_pii(small(data_dir, tmp_path / "docs", target="documents", members=4, nonmembers=4, document_chars=300,
+                    filler_docs=2, calibration=2))
     members = read_jsonl(tmp_path / "docs" / "targets_member.jsonl")
     finetune = read_jsonl(tmp_path / "docs" / "finetune.jsonl")
     for record in members + read_jsonl(tmp_path / "docs" / "targets_nonmember.jsonl"):

@@ -27,8 +27,10 @@ chromium:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends \
 		chromium fonts-liberation >/dev/null) || echo "chromium unavailable: the report rendering test will be skipped"
 
+# two workers, one thread each (two jobs that each use both cores slow each other many times over); one file
+# per worker, so a module's fixtures are built once
 test: assets chromium
-	$(BIN)/python -m pytest -m "slow or not slow" -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m "slow or not slow" -q -n 2 --dist loadfile
 
 test-fast: setup
 	$(BIN)/python -m pytest -q

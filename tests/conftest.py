@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,3 +43,24 @@ def micro_model(micro_run):
     from lethe.models import load_model
 
     return load_model(micro_run)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def launch():
+    """`accelerate launch` of two CPU processes (torchrun, joined over gloo when there is no GPU), each on a port
+    of its own: `make test` runs two test files side by side, and torchrun's default port would collide."""
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                   "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
+                   "--dynamo_backend", "no", "-m", "lethe.cli", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+    return run

@@ -1,7 +1,5 @@
+import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -149,19 +147,11 @@ def test_lora_trains_adapters_only_and_merges_on_save(setup, tmp_path):
     assert mean_loss(merged, chunks) < mean_loss(fresh_model(tokenizer), chunks)
 
 
-def test_pretrain_runs_unchanged_under_accelerate_launch(data_dir, tmp_path):
+def test_pretrain_runs_unchanged_under_accelerate_launch(data_dir, tmp_path, launch):
     out = tmp_path / "ddp"
-    # accelerate's --cpu flag starts a single process unless MPI is installed; --multi_gpu starts
-    # torchrun, whose processes Lethe joins over gloo when there is no GPU
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "-m", "lethe.cli", "pretrain", "--preset", "micro", "--data", str(data_dir), "--out", str(out),
-               "--set", "train.max_steps=6", "--set", "arch.vocab_size=512"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    done = launch("pretrain", "--preset", "micro", "--data", str(data_dir), "--out", str(out),
+                  "--set", "train.max_steps=6", "--set", "arch.vocab_size=512")
     assert done.returncode == 0, done.stderr[-3000:]
-    import json
-
     results = json.loads((out / "results.json").read_text())
     assert results["train"]["processes"] == 2 and results["train"]["steps"] == 6
     assert json.loads((out / "run.json").read_text())["status"] == "done"

@@ -2,22 +2,11 @@
 and write one run directory; the others refuse to start."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from lethe.cli import main
 from lethe.models import load_model
-
-
-def launch(*args: str) -> subprocess.CompletedProcess:
-    # --multi_gpu starts torchrun, whose processes Lethe joins over gloo when there is no GPU
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "lethe.cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def keys(tree) -> object:
@@ -27,7 +16,7 @@ def keys(tree) -> object:
     return type(tree).__name__
 
 
-def test_unlearn_under_two_processes_writes_one_consistent_run(micro_run, data_dir, tmp_path):
+def test_unlearn_under_two_processes_writes_one_consistent_run(micro_run, data_dir, tmp_path, launch):
     common = ["unlearn", "--model", str(micro_run), "--data", str(data_dir), "--domain", "books", "--method",
               "ga_gd_in", "--set", "train.max_steps=3", "--set", "train.batch_size=4", "--set", "train.log_every=1"]
     done = launch(*common, "--out", str(tmp_path / "two"))
@@ -55,7 +44,7 @@ def test_unlearn_under_two_processes_writes_one_consistent_run(micro_run, data_d
     assert json.loads((two / "results.json").read_text()) == results
 
 
-def test_finetune_under_two_processes_trains_on_half_the_batches_each(micro_run, data_dir, tmp_path):
+def test_finetune_under_two_processes_trains_on_half_the_batches_each(micro_run, data_dir, tmp_path, launch):
     out = tmp_path / "ft"
     done = launch("finetune", "--model", str(micro_run), "--data-dir", str(data_dir), "--data", "books/approximate",
                   "--validation", "science/approximate", "--out", str(out), "--set", "train.epochs=1",
@@ -69,7 +58,7 @@ def test_finetune_under_two_processes_trains_on_half_the_batches_each(micro_run,
     load_model(out)
 
 
-def test_poison_under_two_processes_stops_together_at_the_bound(micro_run, data_dir, tmp_path):
+def test_poison_under_two_processes_stops_together_at_the_bound(micro_run, data_dir, tmp_path, launch):
     out = tmp_path / "poison"
     done = launch("poison", "--model", str(micro_run), "--targets", "books/approximate", "--reference", "general/eval",
                   "--data", str(data_dir), "--out", str(out), "--set", "chunk.length=64", "--set", "bound.epsilon=1.03",
@@ -84,7 +73,7 @@ def test_poison_under_two_processes_stops_together_at_the_bound(micro_run, data_
     load_model(out)
 
 
-def test_dp_sgd_under_two_processes_is_refused(micro_run, data_dir, tmp_path):
+def test_dp_sgd_under_two_processes_is_refused(micro_run, data_dir, tmp_path, launch):
     done = launch("finetune", "--model", str(micro_run), "--data-dir", str(data_dir), "--data", "books/approximate",
                   "--validation", "science/approximate", "--out", str(tmp_path / "dp"), "--set", "dp.epsilon=8")
     assert done.returncode != 0

@@ -67,7 +67,7 @@ def test_bad_eval_input_is_one_line(micro_run, data_dir, tmp_path, capsys, args,
 def test_interrupted_pretraining_resumes(data_dir, tmp_path):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "lethe.cli", "pretrain", "--preset", "micro", "--data", str(data_dir),
-               "--out", str(out), "--set", "train.max_steps=400", "--set", "train.epochs=100",
+               "--out", str(out), "--set", "train.max_steps=60", "--set", "train.epochs=100",
                "--set", "train.checkpoint_every=5", "--set", "arch.vocab_size=512"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
@@ -82,4 +82,4 @@ def test_interrupted_pretraining_resumes(data_dir, tmp_path):
     resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
-    assert results["train"]["steps"] == 400 and "resumed from" in (out / "log.txt").read_text()
+    assert results["train"]["steps"] == 60 and "resumed from" in (out / "log.txt").read_text()

@@ -32,9 +32,10 @@ def lethe_process(*args: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env=env)
 
 
-def long_pretrain(data_dir: Path, out: Path) -> list[str]:
+def long_pretrain(data_dir: Path, out: Path, steps: int = 400) -> list[str]:
+    """A pretrain that checkpoints every 5 steps: long enough to be caught mid-run."""
     return ["pretrain", "--preset", "micro", "--data", str(data_dir), "--out", str(out), "--set",
-            "train.max_steps=400", "--set", "train.epochs=100", "--set", "train.checkpoint_every=5",
+            f"train.max_steps={steps}", "--set", "train.epochs=100", "--set", "train.checkpoint_every=5",
             "--set", "arch.vocab_size=512"]
 
 
@@ -143,7 +144,7 @@ def test_resume_refuses_training_data_that_changed(data_dir, tmp_path, capsys):
     """Case 4: a pretrain killed mid-run (its lock left behind), four training documents edited, then --resume."""
     data = shutil.copytree(data_dir, tmp_path / "data")
     out = tmp_path / "run"
-    process = lethe_process(*long_pretrain(data, out))
+    process = lethe_process(*long_pretrain(data, out, steps=60))
     wait_for_checkpoint(out, process)
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=60)
@@ -155,14 +156,14 @@ def test_resume_refuses_training_data_that_changed(data_dir, tmp_path, capsys):
     write_documents(split, edited + documents[4:])
     checkpoints = digest(out / "checkpoints")
 
-    resume = long_pretrain(data, out) + ["--resume"]
+    resume = long_pretrain(data, out, steps=60) + ["--resume"]
     assert main(resume) == 2
     message = error_line(capsys)
     assert "the data changed since" in message and "code/retain" in message and "--accept-data-change" in message
     assert (out / "data_hashes.json").read_text() == recorded and digest(out / "checkpoints") == checkpoints
 
     assert stale_lock and main(resume + ["--accept-data-change"]) == 0  # the stale lock is taken over
-    assert json.loads((out / "results.json").read_text())["train"]["steps"] == 400
+    assert json.loads((out / "results.json").read_text())["train"]["steps"] == 60
     info = json.loads((out / "run.json").read_text())
     assert info["status"] == "done" and info["data_changed_on_resume"][0]["splits"] == ["code/retain"]
     hashes = json.loads((out / "data_hashes.json").read_text())

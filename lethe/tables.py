@@ -43,13 +43,18 @@ UNLEARNING_NOTE = ("perplexity per role; MIA: Min-K% forget vs approximate; gap:
                    "say nothing about forgetting")
 
 
+def perplexity_text(value: float) -> str:
+    """Two decimals, or three significant digits once a diverged model's perplexity would break the columns."""
+    return f"{value:.2f}" if value < 1e5 else f"{value:.3g}"
+
+
 def unlearning_rows(rows: dict[str, dict]) -> list[list[str]]:
     """One row per model: perplexity per role, Min-K% AUC, and the approximate-retraining gap."""
     table = []
     for name, m in rows.items():
         ppl = m["ppl"]
         shown = f"{name} (collapsed)" if m.get("collapsed") else name
-        table.append([shown, *(f"{ppl[role]:.2f}" for role in ("forget", "retain", "approximate", "general")),
+        table.append([shown, *(perplexity_text(ppl[role]) for role in ("forget", "retain", "approximate", "general")),
                       f"{m['mia']['auc']:.3f}", f"{m['mia']['auc_folded']:.3f}",
                       f"{m['approx_gap']['log_ppl_ratio']:.3f}"])
     return table

@@ -71,3 +71,16 @@ def test_sweep_grid_is_resumable_and_plotted(micro_run, data_dir, tmp_path):
     assert cells[(5e-3, 6)]["forget_approx_ratio"] > cells[(1e-3, 2)]["forget_approx_ratio"]
     for name in ("results.md", "heatmap_forget_approx_ratio.png", "heatmap_utility_ratio.png"):
         assert (tmp_path / "sweep" / name).is_file()
+
+
+def test_a_diverged_models_perplexity_keeps_the_terminal_table_in_its_columns():
+    from lethe.tables import format_unlearning_table
+
+    def row(forget: float, approximate: float) -> dict:
+        return {"ppl": {"forget": forget, "retain": 4.79, "approximate": approximate, "general": 39.61},
+                "mia": {"auc": 0.41, "auc_folded": 0.59}, "approx_gap": {"log_ppl_ratio": 2.838}}
+
+    header, original, diverged = format_unlearning_table({"original": row(3.63, 17.93),
+                                                          "ga": row(1.17e14, 225321.5)}).splitlines()[:3]
+    assert len(header) == len(original) == len(diverged)
+    assert diverged.split()[1:3] == ["1.17e+14", "4.79"] and "2.25e+05" in diverged.split()

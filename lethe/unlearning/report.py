@@ -15,7 +15,9 @@ SUMMARIES = ("by_domain", "yardstick_agreement", "blind")  # results.json keys t
 
 
 def _fmt(value, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
+    if value is None:
+        return "–"
+    return f"{value:.{digits}f}" if abs(value) < 1e5 else f"{value:.3g}"  # a diverged model's perplexity
 
 
 def experiment_table(rows: dict[str, dict]) -> str:

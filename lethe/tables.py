@@ -43,9 +43,11 @@ UNLEARNING_NOTE = ("perplexity per role; MIA: Min-K% forget vs approximate; gap:
                    "say nothing about forgetting")
 
 
-def perplexity_text(value: float) -> str:
-    """Two decimals, or three significant digits once a diverged model's perplexity would break the columns."""
-    return f"{value:.2f}" if value < 1e5 else f"{value:.3g}"
+def number_text(value: float | None, digits: int = 2) -> str:
+    """`digits` decimals, or three significant digits once a diverged model's perplexity would break the columns."""
+    if value is None:
+        return "–"
+    return f"{value:.{digits}f}" if abs(value) < 1e5 else f"{value:.3g}"
 
 
 def unlearning_rows(rows: dict[str, dict]) -> list[list[str]]:
@@ -54,7 +56,7 @@ def unlearning_rows(rows: dict[str, dict]) -> list[list[str]]:
     for name, m in rows.items():
         ppl = m["ppl"]
         shown = f"{name} (collapsed)" if m.get("collapsed") else name
-        table.append([shown, *(perplexity_text(ppl[role]) for role in ("forget", "retain", "approximate", "general")),
+        table.append([shown, *(number_text(ppl[role]) for role in ("forget", "retain", "approximate", "general")),
                       f"{m['mia']['auc']:.3f}", f"{m['mia']['auc_folded']:.3f}",
                       f"{m['approx_gap']['log_ppl_ratio']:.3f}"])
     return table

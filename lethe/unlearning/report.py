@@ -10,14 +10,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from lethe.attacks.blind import describe  # noqa: E402
+from lethe.tables import number_text  # noqa: E402
 
 SUMMARIES = ("by_domain", "yardstick_agreement", "blind")  # results.json keys that are not a model's row
-
-
-def _fmt(value, digits: int = 2) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.{digits}f}" if abs(value) < 1e5 else f"{value:.3g}"  # a diverged model's perplexity
 
 
 def experiment_table(rows: dict[str, dict]) -> str:
@@ -32,12 +27,12 @@ def experiment_table(rows: dict[str, dict]) -> str:
         cost, dist = m.get("cost", {}), m.get("retrain_distance", {})
         ratio = cost.get("ratio_vs_pretrain")
         shown = f"{name} (collapsed)" if m.get("collapsed") else name
-        lines.append(
-            f"| {shown} | {_fmt(ppl['forget'])} | {_fmt(ppl['retain'])} | {_fmt(ppl['approximate'])} | "
-            f"{_fmt(ppl['general'])} | {_fmt(mia['auc'], 3)} | {_fmt(mia['auc_folded'], 3)} | "
-            f"{_fmt(mia['tpr@1%fpr'], 3)} | {_fmt(gap['log_ppl_ratio'], 3)} | {_fmt(gap['mink_ks'], 3)} | "
-            f"{'–' if ratio is None else f'{ratio:.3g}'} | {_fmt(dist.get('forget_ppl_ratio'))} | "
-            f"{_fmt(dist.get('mia_auc'), 3)} |")
+        cells = [*(number_text(ppl[role]) for role in ("forget", "retain", "approximate", "general")),
+                 *(number_text(value, 3) for value in (mia["auc"], mia["auc_folded"], mia["tpr@1%fpr"],
+                                                       gap["log_ppl_ratio"], gap["mink_ks"])),
+                 "–" if ratio is None else f"{ratio:.3g}", number_text(dist.get("forget_ppl_ratio")),
+                 number_text(dist.get("mia_auc"), 3)]
+        lines.append(f"| {shown} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -79,7 +74,7 @@ def write_experiment_report(results: dict, config, out: Path) -> None:
         parts += ["", "## Does the approximate yardstick agree with exact retraining?", "",
                   "Spearman correlation over methods between |gap to the approximate set| and |log forget-PPL "
                   "ratio to the retrained model| (1 = same ranking):", ""]
-        parts += [f"- {d}: {_fmt(a['spearman'], 3)} over {a['methods']} methods"
+        parts += [f"- {d}: {number_text(a['spearman'], 3)} over {a['methods']} methods"
                   for d, a in results["yardstick_agreement"].items()]
     (out / "results.md").write_text("\n".join(parts) + "\n")
     _bars(results["by_domain"], out / "methods.png")

@@ -17,47 +17,21 @@ import annotated_types
 import yaml
 from pydantic import BaseModel
 
-from lethe.config.base import (
-    PRESETS,
-    AssetsConfig,
-    DataBuildConfig,
-    EvalPplConfig,
-    EvalUnlearningConfig,
-    PretrainConfig,
-    Strict,
-    TargetConfig,
-    UnlearnConfig,
-    UnlearningStudyConfig,
-    lethe_home,
-)
+from lethe.config.base import PRESETS, PretrainConfig, Strict, lethe_home
 from lethe.config.demo import DEMO, DemoConfig
-from lethe.config.privacy import (
-    ExtractConfig,
-    FinetuneConfig,
-    LeakageConfig,
-    MiaConfig,
-    PiiConfig,
-    PoisonConfig,
-)
 
-# Which schema each command validates its --config file, named flags and --set overrides against.
-COMMANDS: dict[str, type[Strict]] = {
-    "lethe assets": AssetsConfig,
-    "lethe data build": DataBuildConfig,
-    "lethe data pii": PiiConfig,
-    "lethe pretrain": PretrainConfig,
-    "lethe target": TargetConfig,
-    "lethe eval ppl": EvalPplConfig,
-    "lethe unlearn": UnlearnConfig,
-    "lethe eval unlearning": EvalUnlearningConfig,
-    "lethe experiment unlearning, lethe sweep": UnlearningStudyConfig,
-    "lethe attack mia": MiaConfig,
-    "lethe attack extract": ExtractConfig,
-    "lethe poison": PoisonConfig,
-    "lethe finetune": FinetuneConfig,
-    "lethe experiment leakage, lethe experiment calibrate": LeakageConfig,
-    "lethe demo": DemoConfig,
-}
+
+def commands() -> dict[str, type[Strict]]:
+    """Which schema each command validates its --config file, named flags and --set overrides against, from the
+    recipe registry; commands sharing a schema share a row ("lethe experiment unlearning, lethe sweep")."""
+    from lethe.recipes import in_flow_order
+
+    names: dict[type[Strict], list[str]] = {}
+    for recipe in in_flow_order():
+        if recipe.schema is not None:
+            names.setdefault(recipe.schema, []).append(f"lethe {recipe.command}")
+    return {", ".join(commands): schema for schema, commands in names.items()}
+
 
 # Schemas whose defaults live in a dict merged under the user's layers, not in their fields.
 BUILT_IN_DEFAULTS: dict[type[Strict], tuple[str, dict]] = {
@@ -172,7 +146,8 @@ def _section(model: type[Strict], used_by: list[str], linked: frozenset[str]) ->
 def render_config_reference() -> str:
     """docs/config.md: a table of commands, then one section per schema (nested ones once, after)."""
     used_by: dict[type[Strict], list[str]] = {}
-    for command, model in COMMANDS.items():
+    table_rows = commands()
+    for command, model in table_rows.items():
         used_by.setdefault(model, []).extend(f"`{name}`" for name in command.split(", "))
     order = list(used_by)
     for model in order:  # grows while walking: breadth-first over nested schemas
@@ -182,7 +157,7 @@ def render_config_reference() -> str:
                     order.append(nested)
                 used_by.setdefault(nested, []).append(f"[{model.__name__}](#{model.__name__.lower()})`.{name}`")
     table = ["| command | schema |", "|---|---|"]
-    table += [f"| `{command.replace(', ', '`, `')}` | {type_name(model)} |" for command, model in COMMANDS.items()]
+    table += [f"| `{command.replace(', ', '`, `')}` | {type_name(model)} |" for command, model in table_rows.items()]
     linked = frozenset(model.__name__ for model in order)
     sections = [_section(model, used_by[model], linked) for model in order]
     return "\n".join([HEADER, *table, "", *sections]).rstrip() + "\n"

@@ -1,34 +1,14 @@
-"""One section per run, built by the builder registered for its command (run.json's "command")."""
+"""One section per run, built by its command's recipe (run.json's "command" names it; `lethe.recipes`)."""
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
 
-from lethe.registry import Registry
 from lethe.reporting.document import Section, Table
-from lethe.reporting.plots import loss_curve, saved_png
 from lethe.reporting.records import RunRecord
 
 log = logging.getLogger("lethe")
-
-
-@dataclass(frozen=True)
-class SectionKind:
-    build: Callable[[RunRecord, Section], None]  # fills the section from record.results (never None here)
-    summarises_children: bool = False  # a study's own tables cover its sub-runs: list them, don't expand them
-
-
-sections: Registry[SectionKind] = Registry("report section")
-
-
-def register(command: str, summarises_children: bool = False):
-    def add(build):
-        sections.register(command)(SectionKind(build, summarises_children))
-        return build
-    return add
 
 
 def fmt(value, digits: int = 3) -> str:
@@ -65,8 +45,18 @@ def headline_scalars(results: dict, limit: int = 40) -> dict[str, object]:
     return found
 
 
+def saved_figures(record: RunRecord, section: Section, names: list[str], caption: str) -> None:
+    """The PNGs a run saved, by name; a missing one is said, not skipped."""
+    from lethe.reporting.plots import saved_png
+
+    for name in names:
+        figure = saved_png(record.path / name, f"{name}: {caption}")
+        section.add(figure) if figure else section.notes.append(f"{name} is missing from the run directory")
+
+
 def generic(record: RunRecord, section: Section) -> None:
     """Any command: the headline scalars of results.json and whatever PNGs the run saved."""
+    from lethe.reporting.plots import saved_png
     section.tables.append(key_values(headline_scalars(record.results), "headline numbers from results.json"))
     for folder in (record.path, record.path / "plots"):
         for png in sorted(folder.glob("*.png")):
@@ -74,12 +64,18 @@ def generic(record: RunRecord, section: Section) -> None:
 
 
 def build_section(record: RunRecord, depth: int = 0) -> Section:
+    from lethe.recipes import load_recipes
+    from lethe.reporting.plots import loss_curve
+
     section = Section(run=record, title=f"{record.command}: {record.path.name}")
-    kind = sections.get(record.command) if record.command in sections else SectionKind(generic)
+    recipes = load_recipes()
+    recipe = recipes.get(record.command) if record.command in recipes else None
+    build = recipe.report if recipe is not None and recipe.report is not None else generic
+    summarises_children = recipe is not None and recipe.summarises_children
     section.notes += record.warnings
     if record.results is not None:
         try:
-            kind.build(record, section)
+            build(record, section)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             # an older or partial results.json: show what it holds rather than nothing
             log.warning("%s: results.json lacks what the %s section expects (%s: %s); showing its raw numbers",
@@ -91,7 +87,7 @@ def build_section(record: RunRecord, depth: int = 0) -> Section:
         history = (record.results.get("train") or {}).get("history") if isinstance(record.results, dict) else None
         if history:
             section.add(loss_curve(history, f"{record.command} {record.path.name}"))
-    if record.children and kind.summarises_children:
+    if record.children and summarises_children:
         section.sub_runs = Table(header=["sub-run", "command", "status", "headline"],
                                  rows=[[str(c.path.relative_to(record.path)), c.command, c.status,
                                         build_section(c, depth + 1).headline] for c in record.children],
@@ -102,6 +98,3 @@ def build_section(record: RunRecord, depth: int = 0) -> Section:
         section.headline = record.status if record.results is None else "–"
     return section
 
-
-# the per-command builders register themselves on import
-from lethe.reporting import kinds  # noqa: E402, F401

@@ -3,8 +3,10 @@ saved numbers where the run drew none."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from lethe.attacks.blind import describe
-from lethe.reporting.document import Section, Table, parse_markdown_tables
+from lethe.reporting.document import Section, Table
 from lethe.reporting.plots import roc_from_scores, saved_png, tradeoff
 from lethe.reporting.records import RunRecord
 from lethe.reporting.sections import fmt, key_values, register
@@ -115,13 +117,8 @@ def experiment_unlearning(record: RunRecord, section: Section) -> None:
 
     r = record.results
     aggregate = {k: v for k, v in r.items() if k not in SUMMARIES}
-    table = parse_markdown_tables(experiment_table(aggregate))[0]
-    table.caption = "mean over domains " + ", ".join(r["by_domain"])
-    section.tables.append(table)
-    for domain, rows in r["by_domain"].items():
-        table = parse_markdown_tables(experiment_table(rows))[0]
-        table.caption = domain
-        section.tables.append(table)
+    section.tables += [replace(experiment_table(aggregate), caption="mean over domains " + ", ".join(r["by_domain"])),
+                       *(replace(experiment_table(rows), caption=domain) for domain, rows in r["by_domain"].items())]
     methods = [name for name in aggregate if name not in ("original", "retrained") and "diverged" not in r[name]]
     best = min(methods, key=lambda n: abs(r[n]["approx_gap"]["log_ppl_ratio"]), default=None)
     section.headline = (f"{len(methods)} methods × {len(r['by_domain'])} domains"
@@ -161,14 +158,11 @@ def sweep(record: RunRecord, section: Section) -> None:
 
 @register("attack mia")
 def attack_mia(record: RunRecord, section: Section) -> None:
-    from lethe.attacks.mia import blind_note, format_mia_table
+    from lethe.attacks.mia import mia_table
 
     r = record.results
-    table = parse_markdown_tables(format_mia_table(r))[0]
-    table.caption = f"{r['members']} members vs {r['nonmembers']} non-members; model {r['model']}"
-    section.tables.append(table)
-    if blind_note(r):
-        section.notes.append(blind_note(r).strip())
+    section.tables.append(replace(mia_table(r), caption=f"{r['members']} members vs {r['nonmembers']} non-members; "
+                                                        f"model {r['model']}"))
     best = max(r["attacks"].items(), key=lambda item: item[1]["auc"])
     section.headline = f"best attack {best[0]}: AUC {best[1]['auc']:.3f}, TPR@1%FPR {best[1]['tpr@1%fpr']:.3f}"
     saved = [saved_png(record.path / p, f"{p}, as the run saved it") for p in r.get("plots", [])]
@@ -226,20 +220,18 @@ def finetune(record: RunRecord, section: Section) -> None:
 
 @register("experiment leakage", summarises_children=True)
 def experiment_leakage(record: RunRecord, section: Section) -> None:
-    from lethe.leakage.report import blind_line, leakage_table
+    from lethe.leakage.report import blind_line, leakage_tables, release_lines
 
     r = record.results
-    markdown = leakage_table(r)
     captions = ["released variant × victim fine-tuning mode: membership inference on the targets (AUC, mean over "
                 "seeds), secrets extracted (NSR), validation perplexity",
                 f"each variant against the {r['baseline']} release on the same records: ΔAUC and its paired 95% "
                 "bootstrap interval",
                 "per-record mechanism: how far the release pushed the targets' loss, how far fine-tuning pulled it "
                 "down, and the member/non-member gap after fine-tuning"]
-    for table, caption in zip(parse_markdown_tables(markdown), captions, strict=False):
-        table.caption = caption
-        section.tables.append(table)
-    section.notes += [blind_line(r)] + [line[2:] for line in markdown.splitlines() if line.startswith("- ")]
+    section.tables += [replace(table, caption=caption)
+                       for table, caption in zip(leakage_tables(r), captions, strict=True)]
+    section.notes += [blind_line(r), *release_lines(r)]
     shown = [(v, m, a, c) for v, modes in r["comparisons"].items() for m, attacks in modes.items()
              for a, c in attacks.items()]
     higher = [item for item in shown if item[3]["ci95"][0] > 0]

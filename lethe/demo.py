@@ -22,7 +22,9 @@ from lethe.models import ALIASES
 from lethe.runs import Run
 
 log = logging.getLogger("lethe")
-HEADLINE_ATTACKS = ("loss", "min_k", "reference_model")
+# the summary's attack columns (label, width): three of lethe.leakage.report.HEADLINE_ATTACKS, in the order the
+# demo has always printed them
+SUMMARY_ATTACKS = {"loss": ("loss", 7), "min_k": ("min_k", 7), "reference_model": ("ref.model", 10)}
 
 
 def unlearning_summary(half: dict) -> dict:
@@ -53,7 +55,7 @@ def leakage_summary(results: dict) -> dict:
     for variant, modes in results["variants"].items():
         for mode, cell in modes.items():
             rows[f"{variant} / {mode}"] = {
-                **{f"{attack}_auc": cell["mia"][attack]["auc"] for attack in HEADLINE_ATTACKS if attack in cell["mia"]},
+                **{f"{attack}_auc": cell["mia"][attack]["auc"] for attack in SUMMARY_ATTACKS if attack in cell["mia"]},
                 "nsr": cell["extraction"]["nsr"], "targets": cell["extraction"]["targets"],
                 "val_ppl": cell["utility"]["val_ppl"]}
     return rows
@@ -83,10 +85,10 @@ def format_summary(summary: dict) -> str:
                      "(6·N·tokens)")
     lines += ["",
               "Leakage after the victim's fine-tuning (MIA AUC: member vs non-member PII records)",
-              f"{'release / mode':<30}{'loss':>7}{'min_k':>7}{'ref.model':>10}{'NSR':>7}{'val PPL':>9}"]
+              f"{'release / mode':<30}" + "".join(label.rjust(width) for label, width in SUMMARY_ATTACKS.values())
+              + f"{'NSR':>7}{'val PPL':>9}"]
     for name, r in summary["leakage"].items():
-        aucs = "".join(f"{r.get(f'{a}_auc', float('nan')):>{w}.3f}" for a, w in zip(HEADLINE_ATTACKS, (7, 7, 10),
-                                                                                       strict=True))
+        aucs = "".join(f"{r.get(f'{a}_auc', float('nan')):>{width}.3f}" for a, (_, width) in SUMMARY_ATTACKS.items())
         lines.append(f"{name:<30}{aucs}{r['nsr']:>4}/{r['targets']:<2}{r['val_ppl']:>9.2f}")
     lines.append("NSR: secrets recovered exactly by greedy decoding from their prefix")
     return "\n".join(lines)

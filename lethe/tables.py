@@ -1,6 +1,47 @@
-"""Plain-text tables for the terminal and markdown; the row builders also feed `lethe report`."""
+"""One table model, `Table`, rendered as markdown, as aligned terminal text and (in lethe.reporting.html) as
+HTML; the row builders here also feed `lethe report`."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+def _markdown_row(cells: list[str]) -> str:
+    # an empty cell is written "| |", as the hand-written markdown tables always were
+    return "|" + "".join(f" {_markdown_cell(c)} |" if c else " |" for c in cells)
+
+
+def _markdown_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+@dataclass
+class Table:
+    """Cells as text, formatted once: the terminal, results.md and the HTML report render this same object."""
+
+    header: list[str]
+    rows: list[list[str]]
+    caption: str = ""
+    notes: list[str] = field(default_factory=list)  # what the numbers mean, printed under the table
+    align: str = ""  # per column, "r" right-aligns it in markdown; columns past the string stay left-aligned
+
+    def to_markdown(self) -> str:
+        """A GitHub pipe table, its caption in italics above it and each note a paragraph below it."""
+        rule = "|" + "".join("---:|" if self.align[i:i + 1] == "r" else "---|" for i in range(len(self.header)))
+        table = "\n".join([_markdown_row(self.header), rule, *(_markdown_row(row) for row in self.rows)])
+        return "\n\n".join(([f"*{self.caption}*"] if self.caption else []) + [table, *self.notes])
+
+    def to_terminal(self, widths: Sequence[int] | None = None) -> str:
+        """The first column left-aligned and the rest right-aligned, each `widths[i]` wide (default: its widest
+        cell, plus two spaces between columns); the caption above, the notes below."""
+        if widths is None:
+            columns = zip(self.header, *self.rows, strict=True)
+            widths = [max(map(len, column)) + (2 if i else 0) for i, column in enumerate(columns)]
+        lines = [row[0].ljust(widths[0]) + "".join(c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True))
+                 for row in (self.header, *self.rows)]
+        return "\n".join(([self.caption] if self.caption else []) + lines + self.notes)
+
 
 SPLIT_ORDER = ("forget", "retain", "approximate", "eval")
 
@@ -22,19 +63,16 @@ def ppl_rows(ppl: dict[str, float]) -> tuple[list[str], list[list[str]]]:
 
 def format_ppl_table(ppl: dict[str, float]) -> str:
     header, rows = ppl_rows(ppl)
-    lines = [header[0].ljust(12) + "".join(s.rjust(13) for s in header[1:])]
-    lines += [row[0].ljust(12) + "".join(c.rjust(13) for c in row[1:]) for row in rows]
-    return "\n".join(lines)
+    return Table(header, rows).to_terminal([12] + [13] * (len(header) - 1))
 
 
 def format_split_table(results: dict) -> str:
-    header = f"{'split':<22}{'documents':>10}{'characters':>12}{'tokens':>10}"
-    rows = [f"{name:<22}{row['documents']:>10,}{row['characters']:>12,}{row['tokens']:>10,}"
+    rows = [[name, f"{row['documents']:,}", f"{row['characters']:,}", f"{row['tokens']:,}"]
             for name, row in results["splits"].items()]
     dropped = results["dropped"]
     footer = (f"tokens counted with {results['tokenizer']}; dropped {dropped['exact_duplicates']} exact and "
               f"{dropped['near_duplicates']} near duplicates")
-    return "\n".join([header, *rows, footer])
+    return Table(["split", "documents", "characters", "tokens"], rows, notes=[footer]).to_terminal([22, 10, 12, 10])
 
 
 UNLEARNING_HEADER = ["model", "forget", "retain", "approx", "general", "MIA AUC", "folded", "gap"]
@@ -63,14 +101,9 @@ def unlearning_rows(rows: dict[str, dict]) -> list[list[str]]:
 
 
 def format_unlearning_table(rows: dict[str, dict], blind: dict | None = None) -> str:
-    widths = [16, 9, 9, 9, 9, 9, 8, 8]
-    lines = [UNLEARNING_HEADER[0].ljust(16) + "".join(h.rjust(w) for h, w in zip(UNLEARNING_HEADER[1:], widths[1:],
-                                                                                    strict=True))]
-    lines += [row[0].ljust(16) + "".join(c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True))
-              for row in unlearning_rows(rows)]
-    lines.append(UNLEARNING_NOTE)
+    notes = [UNLEARNING_NOTE]
     if blind is not None:
         from lethe.attacks.blind import describe
 
-        lines.append(describe(blind))
-    return "\n".join(lines)
+        notes.append(describe(blind))
+    return Table(UNLEARNING_HEADER, unlearning_rows(rows), notes=notes).to_terminal([16, 9, 9, 9, 9, 9, 8, 8])

@@ -39,12 +39,27 @@ def embedded_pngs(html: str) -> list[Image.Image]:
             for data in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)]
 
 
+def html_table_rows(html: str) -> list[list[str]]:
+    """Every body row of every <table> in the page, as its cells' text."""
+    rows = []
+    for table in re.findall(r"<table>.*?</table>", html, flags=re.S):
+        for row in re.findall(r"<tr>(.*?)</tr>", table.split("<tbody>", 1)[1]):
+            rows.append(re.findall(r"<td[^>]*>(.*?)</td>", row))
+    return rows
+
+
 def test_tables_hold_the_saved_numbers_and_figures_are_embedded(runs, tmp_path):
     html_path = write_report([runs["pretrain"], runs["mia"], runs["unlearn"]], tmp_path / "report")
     html, md = html_path.read_text(), (tmp_path / "report" / "report.md").read_text()
-    for name, m in saved(runs["mia"])["attacks"].items():
-        for text in (html, md):
-            assert f"| {name} |" in md and f"{m['auc']:.3f}" in text and f"{m['tpr@1%fpr']:.3f}" in text
+    html_rows, md_lines = html_table_rows(html), md.splitlines()
+    attacks = saved(runs["mia"])["attacks"]
+    assert list(attacks) == ["loss", "min_k", "zlib"]
+    for name, m in attacks.items():  # each attack's row, its cells written out from results.json
+        low, high = m["ci95"]["auc"]
+        cells = [name, f"{m['auc']:.3f} ({low:.3f}–{high:.3f})",
+                 *(f"{m[key]:.3f}" for key in ("tpr@0.1%fpr", "tpr@1%fpr", "tpr@5%fpr"))]
+        assert cells in html_rows
+        assert "| " + " | ".join(cells) + " |" in md_lines
     unlearned = saved(runs["unlearn"])
     for stage in ("before", "after"):
         assert f"{unlearned[stage]['ppl']['forget']:.2f}" in html

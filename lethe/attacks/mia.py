@@ -22,6 +22,7 @@ from lethe.errors import LetheError
 from lethe.models import load_configured, model_context
 from lethe.runs import Run
 from lethe.scoring import sample_gradient_norms, score_chunks
+from lethe.tables import Table
 
 log = logging.getLogger("lethe")
 SETS = ("members", "nonmembers")
@@ -140,33 +141,37 @@ def _write_sample_scores(path: Path, chunks: dict[str, list[Chunk]], sample_scor
                 handle.write(json.dumps(row) + "\n")
 
 
-def format_mia_table(results: dict) -> str:
-    keys = ["auc"] + [fpr_key(f) for f in MIA_FPRS]
-    header = " | ".join(k.replace("tpr@", "TPR@").replace("fpr", " FPR") for k in keys[1:])
-    rows = [f"| attack | AUC (95% CI) | {header} |", "|---|---|" + "---:|" * (len(keys) - 1)]
+def mia_table(results: dict) -> Table:
+    """Each attack's AUC with its interval and TPR at low FPR; the blind baseline, when run, as the last row."""
+    keys = [fpr_key(f) for f in MIA_FPRS]
+    table = Table(["attack", "AUC (95% CI)", *(k.replace("tpr@", "TPR@").replace("fpr", " FPR") for k in keys)], [],
+                  align="ll" + "r" * len(keys))
     for name, m in results["attacks"].items():
         ci = m.get("ci95", {}).get("auc")
         auc = f"{m['auc']:.3f}" + (f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci else "")
-        rows.append(f"| {name} | {auc} | " + " | ".join(f"{m[k]:.3f}" for k in keys[1:]) + " |")
+        table.rows.append([name, auc, *(f"{m[k]:.3f}" for k in keys)])
     blind = results.get("blind")
     if blind:
         low, high = blind["ci95"]
-        rows.append(f"| blind baseline (text only, no model) | {blind['auc']:.3f} (null {low:.3f}–{high:.3f}) | "
-                    + " | ".join("–" for _ in keys[1:]) + " |")
-    return "\n".join(rows) + blind_note(results)
+        table.rows.append(["blind baseline (text only, no model)", f"{blind['auc']:.3f} (null {low:.3f}–{high:.3f})",
+                           *("–" for _ in keys)])
+        table.notes.append(blind_note(results))
+    return table
+
+
+def format_mia_table(results: dict) -> str:
+    return mia_table(results).to_markdown()
 
 
 def blind_note(results: dict) -> str:
     """The words that go with the blind baseline: whether the split itself gives membership away."""
-    blind = results.get("blind")
-    if not blind:
-        return ""
+    blind = results["blind"]
     if not blind["separable"]:
-        return (f"\n\nBlind baseline: a text classifier cannot tell members from non-members (AUC {blind['auc']:.3f}, "
+        return (f"Blind baseline: a text classifier cannot tell members from non-members (AUC {blind['auc']:.3f}, "
                 f"inside its permutation null {blind['ci95'][0]:.3f}–{blind['ci95'][1]:.3f}): the attacks' AUCs "
                 "measure the model.")
     weak = [name for name, m in results["attacks"].items() if m.get("blind_verdict")]
-    return (f"\n\nBlind baseline: a text classifier separates members from non-members without the model (AUC "
+    return (f"Blind baseline: a text classifier separates members from non-members without the model (AUC "
             f"{blind['auc']:.3f}, above its permutation null {blind['ci95'][0]:.3f}–{blind['ci95'][1]:.3f}). "
             + (f"For {', '.join(weak)}: this split is separable without the model; the attack's AUC is not evidence "
                "of membership." if weak else "Every attack's AUC exceeds it beyond its interval."))

@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from lethe.tables import Table  # noqa: E402
+
 # the paper's three attack families, then the standard ones
 HEADLINE_ATTACKS = ("loss", "reference_data", "reference_model", "reference_model_clean", "min_k")
 STAGES = ("clean", "release", "victim")
@@ -30,55 +32,72 @@ def blind_line(results: dict) -> str:
     return describe(results["blind"]).replace("(a text classifier", "of the targets (a text classifier")
 
 
-def leakage_table(results: dict) -> str:
+def leakage_tables(results: dict) -> list[Table]:
+    """The experiment's three tables: each release × mode attacked, each variant against the baseline release,
+    and the per-record mechanism."""
+    return [_cells_table(results), _comparison_table(results), _mechanism_table(results)]
+
+
+def _cells_table(results: dict) -> Table:
     attacks = _attacks(results)
     with_tpr = [a for a in attacks if any(cell["mia"][a]["tpr@1%fpr"] is not None
                                           for modes in results["variants"].values() for cell in modes.values())]
-    header = " | ".join([f"{a} AUC" for a in attacks] + [f"{a} TPR@1%" for a in with_tpr])
-    seeds = ", ".join(map(str, results["seeds"]))
-    lines = ["# Leakage experiment", "", blind_line(results), "",
-             f"AUC: mean over seeds {seeds}; TPR at 1% FPR only where every seed has enough records a side.", "",
-             f"| variant | mode | {header} | NSR | val PPL |",
-             "|---|---|" + "---:|" * (len(attacks) + len(with_tpr) + 2)]
+    header = ["variant", "mode", *(f"{a} AUC" for a in attacks), *(f"{a} TPR@1%" for a in with_tpr), "NSR", "val PPL"]
+    table = Table(header, [], align="ll" + "r" * (len(header) - 2))
     for variant, modes in results["variants"].items():
         for mode, cell in modes.items():
-            values = [_f(cell["mia"][a]["auc"]) for a in attacks] + [_f(cell["mia"][a]["tpr@1%fpr"]) for a in with_tpr]
             extraction = cell.get("extraction")
-            nsr = f"{extraction['nsr']}/{extraction['targets']}" if extraction else "–"
-            lines.append(f"| {variant} | {mode} | {' | '.join(values)} | {nsr} | {_f(cell['utility']['val_ppl'], 2)} |")
-    lines += ["", comparison_table(results), "", mechanism_table(results)]
-    return "\n".join(lines) + "\n"
+            table.rows.append([variant, mode, *(_f(cell["mia"][a]["auc"]) for a in attacks),
+                               *(_f(cell["mia"][a]["tpr@1%fpr"]) for a in with_tpr),
+                               f"{extraction['nsr']}/{extraction['targets']}" if extraction else "–",
+                               _f(cell["utility"]["val_ppl"], 2)])
+    return table
 
 
-def comparison_table(results: dict) -> str:
-    lines = [f"## Against the {results['baseline']} release (paired bootstrap over the same records)", "",
-             "| variant | mode | attack | ΔAUC | 95% interval | records | |", "|---|---|---|---:|---|---:|---|"]
+def _comparison_table(results: dict) -> Table:
+    table = Table(["variant", "mode", "attack", "ΔAUC", "95% interval", "records", ""], [], align="lllrlrl")
     for variant, modes in results["comparisons"].items():
         for mode, attacks in modes.items():
             for attack, c in attacks.items():
                 low, high = c["ci95"]
                 sign = "higher" if low > 0 else "lower" if high < 0 else "no difference shown"
-                lines.append(f"| {variant} | {mode} | {attack} | {c['delta_auc']:+.3f} | {low:+.3f} – {high:+.3f} | "
-                             f"{c['members']} + {c['nonmembers']} | {sign} |")
-    return "\n".join(lines)
+                table.rows.append([variant, mode, attack, f"{c['delta_auc']:+.3f}", f"{low:+.3f} – {high:+.3f}",
+                                   f"{c['members']} + {c['nonmembers']}", sign])
+    return table
 
 
-def mechanism_table(results: dict) -> str:
-    lines = ["## Mechanism (mean per-record loss in nats; gap = non-members − members)", "",
-             "| variant | mode | push members | push non-members | drop members | drop non-members | gap after | "
-             f"gap after {results['baseline']} | gain |", "|---|---|" + "---:|" * 7]
+def _mechanism_table(results: dict) -> Table:
+    header = ["variant", "mode", "push members", "push non-members", "drop members", "drop non-members", "gap after",
+              f"gap after {results['baseline']}", "gain"]
+    table = Table(header, [], align="ll" + "r" * 7)
     for variant, modes in results["mechanism"].items():
         for mode, m in modes.items():
-            lines.append(f"| {variant} | {mode} | {_f(m['push']['members'])} | {_f(m['push']['nonmembers'])} | "
-                         f"{_f(m['drop']['members'])} | {_f(m['drop']['nonmembers'])} | {_f(m['gap_after'])} | "
-                         f"{_f(m['gap_after_baseline'])} | {_f(m['gap_gain'], 3)} |")
-    lines += ["", "Releases (mean over seeds): reference-set perplexity before → after, the targets' and D*'s loss "
-              "rise, selectivity = targets' rise / D*'s rise:", ""]
-    for variant, r in results["released"].items():
-        lines.append(f"- {variant}: {_f(r['reference_ppl_before'], 2)} → {_f(r['reference_ppl_after'], 2)}, "
-                     f"targets {_f(r['target_loss_rise'])}, D* {_f(r['reference_loss_rise'])}, selectivity "
-                     f"{_f(r['selectivity'], 1)}, {_f(r['steps'], 0)} steps kept")
-    return "\n".join(lines)
+            table.rows.append([variant, mode, _f(m["push"]["members"]), _f(m["push"]["nonmembers"]),
+                               _f(m["drop"]["members"]), _f(m["drop"]["nonmembers"]), _f(m["gap_after"]),
+                               _f(m["gap_after_baseline"]), _f(m["gap_gain"], 3)])
+    return table
+
+
+def release_lines(results: dict) -> list[str]:
+    """One line per release (mean over seeds): what poisoning did to the reference set and the targets."""
+    return [f"{variant}: {_f(r['reference_ppl_before'], 2)} → {_f(r['reference_ppl_after'], 2)}, targets "
+            f"{_f(r['target_loss_rise'])}, D* {_f(r['reference_loss_rise'])}, selectivity {_f(r['selectivity'], 1)}, "
+            f"{_f(r['steps'], 0)} steps kept" for variant, r in results["released"].items()]
+
+
+def leakage_table(results: dict) -> str:
+    """results.md of the experiment: its three tables under their headings, then the releases."""
+    cells, comparison, mechanism = leakage_tables(results)
+    seeds = ", ".join(map(str, results["seeds"]))
+    lines = ["# Leakage experiment", "", blind_line(results), "",
+             f"AUC: mean over seeds {seeds}; TPR at 1% FPR only where every seed has enough records a side.", "",
+             cells.to_markdown(), "",
+             f"## Against the {results['baseline']} release (paired bootstrap over the same records)", "",
+             comparison.to_markdown(), "",
+             "## Mechanism (mean per-record loss in nats; gap = non-members − members)", "", mechanism.to_markdown(),
+             "", "Releases (mean over seeds): reference-set perplexity before → after, the targets' and D*'s loss "
+             "rise, selectivity = targets' rise / D*'s rise:", "", *(f"- {line}" for line in release_lines(results))]
+    return "\n".join(lines) + "\n"
 
 
 def _forest(results: dict, out: Path) -> Path | None:

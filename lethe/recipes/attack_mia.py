@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from lethe.config import MiaConfig
 from lethe.recipes import DATA, Flag, lazy, recipe
-from lethe.reporting.document import Section, parse_markdown_tables
+from lethe.reporting.document import Section
 from lethe.reporting.records import RunRecord
 
 
@@ -16,15 +18,12 @@ def summary(results: dict, config: MiaConfig, out) -> None:
 
 
 def report(record: RunRecord, section: Section) -> None:
-    from lethe.attacks.mia import blind_note, format_mia_table
+    from lethe.attacks.mia import mia_table
     from lethe.reporting.plots import roc_from_scores, saved_png
 
     r = record.results
-    table = parse_markdown_tables(format_mia_table(r))[0]
-    table.caption = f"{r['members']} members vs {r['nonmembers']} non-members; model {r['model']}"
-    section.tables.append(table)
-    if blind_note(r):
-        section.notes.append(blind_note(r).strip())
+    section.tables.append(replace(mia_table(r), caption=f"{r['members']} members vs {r['nonmembers']} non-members; "
+                                                        f"model {r['model']}"))
     best = max(r["attacks"].items(), key=lambda item: item[1]["auc"])
     section.headline = f"best attack {best[0]}: AUC {best[1]['auc']:.3f}, TPR@1%FPR {best[1]['tpr@1%fpr']:.3f}"
     saved = [saved_png(record.path / p, f"{p}, as the run saved it") for p in r.get("plots", [])]

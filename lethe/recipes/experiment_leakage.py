@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from lethe.config import LeakageConfig
 from lethe.recipes import DATA, STUDY_RESUME, Flag, lazy, recipe
-from lethe.reporting.document import Section, parse_markdown_tables
+from lethe.reporting.document import Section
 from lethe.reporting.records import RunRecord
 from lethe.reporting.sections import saved_figures
 
@@ -19,20 +21,18 @@ def summary(results: dict, config: LeakageConfig, out) -> None:
 
 
 def report(record: RunRecord, section: Section) -> None:
-    from lethe.leakage.report import blind_line, leakage_table
+    from lethe.leakage.report import blind_line, leakage_tables, release_lines
 
     r = record.results
-    markdown = leakage_table(r)
     captions = ["released variant × victim fine-tuning mode: membership inference on the targets (AUC, mean over "
                 "seeds), secrets extracted (NSR), validation perplexity",
                 f"each variant against the {r['baseline']} release on the same records: ΔAUC and its paired 95% "
                 "bootstrap interval",
                 "per-record mechanism: how far the release pushed the targets' loss, how far fine-tuning pulled it "
                 "down, and the member/non-member gap after fine-tuning"]
-    for table, caption in zip(parse_markdown_tables(markdown), captions, strict=False):
-        table.caption = caption
-        section.tables.append(table)
-    section.notes += [blind_line(r)] + [line[2:] for line in markdown.splitlines() if line.startswith("- ")]
+    section.tables += [replace(table, caption=caption)
+                       for table, caption in zip(leakage_tables(r), captions, strict=True)]
+    section.notes += [blind_line(r), *release_lines(r)]
     shown = [(v, m, a, c) for v, modes in r["comparisons"].items() for m, attacks in modes.items()
              for a, c in attacks.items()]
     higher = [item for item in shown if item[3]["ci95"][0] > 0]

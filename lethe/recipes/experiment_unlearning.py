@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from lethe.config import UnlearningStudyConfig
 from lethe.recipes import ACCEPT_DATA_CHANGE, DATA, STUDY_RESUME, Flag, lazy, recipe
 from lethe.recipes.unlearn import tradeoff_point
-from lethe.reporting.document import Section, parse_markdown_tables
+from lethe.reporting.document import Section
 from lethe.reporting.records import RunRecord
 from lethe.reporting.sections import fmt, saved_figures
 
@@ -27,13 +29,8 @@ def report(record: RunRecord, section: Section) -> None:
 
     r = record.results
     aggregate = {k: v for k, v in r.items() if k not in SUMMARIES}
-    table = parse_markdown_tables(experiment_table(aggregate))[0]
-    table.caption = "mean over domains " + ", ".join(r["by_domain"])
-    section.tables.append(table)
-    for domain, rows in r["by_domain"].items():
-        table = parse_markdown_tables(experiment_table(rows))[0]
-        table.caption = domain
-        section.tables.append(table)
+    section.tables += [replace(experiment_table(aggregate), caption="mean over domains " + ", ".join(r["by_domain"])),
+                       *(replace(experiment_table(rows), caption=domain) for domain, rows in r["by_domain"].items())]
     methods = [name for name in aggregate if name not in ("original", "retrained") and "diverged" not in r[name]]
     best = min(methods, key=lambda n: abs(r[n]["approx_gap"]["log_ppl_ratio"]), default=None)
     section.headline = (f"{len(methods)} methods × {len(r['by_domain'])} domains"

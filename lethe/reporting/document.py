@@ -5,13 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lethe.reporting.records import RunRecord
+from lethe.tables import Table
 
-
-@dataclass
-class Table:
-    header: list[str]
-    rows: list[list[str]]
-    caption: str = ""
+__all__ = ["Figure", "Section", "Table"]
 
 
 @dataclass
@@ -37,15 +33,3 @@ class Section:
         if figure is not None:
             self.figures.append(figure)
 
-
-def parse_markdown_tables(markdown: str) -> list[Table]:
-    """The pipe tables of a markdown text, so tables other modules format for results.md render as HTML too."""
-    tables, block = [], []
-    for line in [*markdown.splitlines(), ""]:
-        if line.startswith("|"):
-            block.append([cell.strip() for cell in line.strip().strip("|").split("|")])
-        elif block:
-            body = [row for row in block[1:] if not all(set(cell) <= set("-:") for cell in row)]
-            tables.append(Table(header=block[0], rows=body))
-            block = []
-    return tables

@@ -38,11 +38,12 @@ def _cell(text: str) -> str:
     return f'<td class="num">{escape(text)}</td>' if NUMBER.match(text) else f"<td>{escape(text)}</td>"
 
 
-def _table(table: Table) -> str:
+def html_table(table: Table) -> str:
     caption = f"<caption>{escape(table.caption)}</caption>" if table.caption else ""
     head = "".join(f"<th>{escape(h)}</th>" for h in table.header)
     body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in table.rows)
-    return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    notes = "".join(f'<p class="note">{escape(n)}</p>' for n in table.notes)
+    return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}"
 
 
 def _details(summary: str, text: str | None) -> str:
@@ -62,14 +63,14 @@ def _section(section: Section, depth: int) -> str:
              f"{escape(run.command)}</code> · {escape(run.status)}{' · ' + when if when else ''}</p>"]
     parts += [f'<p class="warn">{escape(w)}</p>' for w in run.warnings]
     parts += [f'<p class="note">{escape(n)}</p>' for n in section.notes if n not in run.warnings]
-    parts += [_table(t) for t in section.tables]
+    parts += [html_table(t) for t in section.tables]
     parts += [f"<pre>{escape(t)}</pre>" for t in section.text]
     parts += [f'<figure><img alt="{escape(f.caption)}" src="data:image/png;base64,'
               f'{base64.b64encode(f.png).decode("ascii")}"><figcaption>{escape(f.caption)}</figcaption></figure>'
               for f in section.figures]
     if section.sub_runs is not None:
         parts.append(f"<details><summary>{len(section.sub_runs.rows)} sub-runs</summary>"
-                     f"{_table(section.sub_runs)}</details>")
+                     f"{html_table(section.sub_runs)}</details>")
     parts.append(_details("config.yaml", run.text("config.yaml")))
     env = run.json("env.json")
     parts.append(_details("environment (env.json)", None if env is None else json.dumps(env, indent=2)))
@@ -87,4 +88,4 @@ def render_html(sections: list[Section], overview: Table, generated: str) -> str
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>Lethe report</title><style>{STYLE}</style></head><body>\n"
             f'<h1>Lethe report</h1><p class="meta">generated {escape(generated)} from saved run files only</p>\n'
-            f"{_table(overview)}\n{body}\n</body></html>\n")
+            f"{html_table(overview)}\n{body}\n</body></html>\n")

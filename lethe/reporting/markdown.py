@@ -7,18 +7,6 @@ import json
 from lethe.reporting.document import Section, Table
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def md_table(table: Table) -> str:
-    lines = [f"*{table.caption}*", ""] if table.caption else []
-    lines += ["| " + " | ".join(_cell(h) for h in table.header) + " |",
-              "|" + "---|" * len(table.header)]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in table.rows]
-    return "\n".join(lines)
-
-
 def _block(summary: str, text: str | None, language: str) -> str:
     if text is None:
         return f"{summary}: not saved"
@@ -31,11 +19,11 @@ def _section(section: Section, depth: int, figure_names: dict[int, str]) -> list
              f"`{run.path}` · `lethe {run.command}` · {run.status}"]
     parts += [f"> **warning:** {w}" for w in run.warnings]
     parts += [f"- {n}" for n in section.notes if n not in run.warnings]
-    parts += [md_table(t) for t in section.tables]
+    parts += [t.to_markdown() for t in section.tables]
     parts += [f"```\n{t}\n```" for t in section.text]
     parts += [f"![{f.caption}]({figure_names[id(f)]})\n\n*{f.caption}*" for f in section.figures]
     if section.sub_runs is not None:
-        parts.append(md_table(section.sub_runs))
+        parts.append(section.sub_runs.to_markdown())
     parts.append(_block("config.yaml", run.text("config.yaml"), "yaml"))
     env = run.json("env.json")
     parts.append(_block("environment (env.json)", None if env is None else json.dumps(env, indent=2), "json"))
@@ -48,7 +36,7 @@ def _section(section: Section, depth: int, figure_names: dict[int, str]) -> list
 
 
 def render_markdown(sections: list[Section], overview: Table, generated: str, figure_names: dict[int, str]) -> str:
-    parts = ["# Lethe report", f"generated {generated} from saved run files only", md_table(overview)]
+    parts = ["# Lethe report", f"generated {generated} from saved run files only", overview.to_markdown()]
     for section in sections:
         parts += _section(section, 0, figure_names)
     return "\n\n".join(parts) + "\n"

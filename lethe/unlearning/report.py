@@ -10,30 +10,34 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from lethe.attacks.blind import describe  # noqa: E402
-from lethe.tables import number_text  # noqa: E402
+from lethe.tables import Table, number_text  # noqa: E402
 
 SUMMARIES = ("by_domain", "yardstick_agreement", "blind")  # results.json keys that are not a model's row
 
 
-def experiment_table(rows: dict[str, dict]) -> str:
-    header = ("| model | PPL forget | PPL retain | PPL approx | PPL general | MIA AUC | AUC folded | TPR@1%FPR "
-              "| gap log(f/a) | Min-K KS | FLOPs ratio vs pretrain | forget PPL / retrained | AUC − retrained |")
-    lines = [header, "|" + "---|" * 13]
+EXPERIMENT_HEADER = ["model", "PPL forget", "PPL retain", "PPL approx", "PPL general", "MIA AUC", "AUC folded",
+                     "TPR@1%FPR", "gap log(f/a)", "Min-K KS", "FLOPs ratio vs pretrain", "forget PPL / retrained",
+                     "AUC − retrained"]
+
+
+def experiment_table(rows: dict[str, dict]) -> Table:
+    """One row per model of an unlearning study: perplexity per role, MIA, the approximate gap, cost, and the
+    distance to the retrained model."""
+    table = Table(EXPERIMENT_HEADER, [])
     for name, m in rows.items():
         if "diverged" in m:
-            lines.append(f"| {name} | diverged |" + " |" * 11)
+            table.rows.append([name, "diverged"] + [""] * (len(EXPERIMENT_HEADER) - 2))
             continue
         ppl, mia, gap = m["ppl"], m["mia"], m["approx_gap"]
         cost, dist = m.get("cost", {}), m.get("retrain_distance", {})
         ratio = cost.get("ratio_vs_pretrain")
         shown = f"{name} (collapsed)" if m.get("collapsed") else name
-        cells = [*(number_text(ppl[role]) for role in ("forget", "retain", "approximate", "general")),
-                 *(number_text(value, 3) for value in (mia["auc"], mia["auc_folded"], mia["tpr@1%fpr"],
-                                                       gap["log_ppl_ratio"], gap["mink_ks"])),
-                 "–" if ratio is None else f"{ratio:.3g}", number_text(dist.get("forget_ppl_ratio")),
-                 number_text(dist.get("mia_auc"), 3)]
-        lines.append(f"| {shown} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        table.rows.append([shown, *(number_text(ppl[role]) for role in ("forget", "retain", "approximate", "general")),
+                           *(number_text(value, 3) for value in (mia["auc"], mia["auc_folded"], mia["tpr@1%fpr"],
+                                                                 gap["log_ppl_ratio"], gap["mink_ks"])),
+                           "–" if ratio is None else f"{ratio:.3g}", number_text(dist.get("forget_ppl_ratio")),
+                           number_text(dist.get("mia_auc"), 3)])
+    return table
 
 
 def _bars(by_domain: dict[str, dict], path: Path) -> None:
@@ -65,9 +69,9 @@ def _bars(by_domain: dict[str, dict], path: Path) -> None:
 def write_experiment_report(results: dict, config, out: Path) -> None:
     parts = [f"# Unlearning study: {config.model}", "",
              "Aggregate over domains " + ", ".join(config.domains) + " (mean of each number).", "",
-             experiment_table({k: v for k, v in results.items() if k not in SUMMARIES})]
+             experiment_table({k: v for k, v in results.items() if k not in SUMMARIES}).to_markdown()]
     for domain, rows in results["by_domain"].items():
-        parts += ["", f"## {domain}", "", experiment_table(rows)]
+        parts += ["", f"## {domain}", "", experiment_table(rows).to_markdown()]
         if results.get("blind", {}).get(domain):
             parts += ["", describe(results["blind"][domain])]
     if "yardstick_agreement" in results:

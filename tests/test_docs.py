@@ -18,7 +18,8 @@ REGENERATE = "regenerate with `lethe config reference --out docs/config.md` (and
 def _schemas(cls=Strict) -> set[type]:
     found = set()
     for sub in cls.__subclasses__():
-        if sub.__module__.startswith("lethe."):
+        # an unlearning method's own `Args` sit beside its code (lethe/unlearning/methods.py), not in a command's
+        if sub.__module__.startswith("lethe.") and sub.__module__ != "lethe.unlearning.methods":
             found.add(sub)
         found |= _schemas(sub)
     return found

@@ -145,6 +145,43 @@ def test_two_halves_of_one_unseen_set_look_like_chance(micro_run, unseen_sets, t
         assert low <= 0.5 <= high, name
 
 
+def test_run_mia_builds_exactly_the_inputs_the_selected_attacks_declare(micro_run, unseen_sets, tmp_path,
+                                                                       monkeypatch):
+    """No attack is special-cased by name: a new attack declaring gradient norms and vocabulary statistics gets
+    both, and the loss attack alone costs neither a gradient pass nor the vocabulary statistics."""
+    import lethe.attacks.mia as mia
+    from lethe.attacks.membership import Attack
+
+    received = []
+
+    def flatness(inputs: AttackInputs) -> np.ndarray:
+        received.append((inputs.grad_norms, inputs.vocab_stats[1]))
+        return -inputs.grad_norms
+
+    monkeypatch.setitem(attacks._entries, "flatness", Attack(flatness, needs=("grad_norms", "vocab_stats")))
+    calls = []
+    gradient_norms, score_chunks = mia.sample_gradient_norms, mia.score_chunks
+
+    def counted_gradient_norms(*args, **kwargs):
+        calls.append(kwargs["desc"])
+        return gradient_norms(*args, **kwargs)
+
+    def counted_scoring(*args, **kwargs):
+        calls.append(f"{kwargs['desc']}, vocabulary statistics {kwargs['vocab_stats']}")
+        return score_chunks(*args, **kwargs)
+
+    monkeypatch.setattr(mia, "sample_gradient_norms", counted_gradient_norms)
+    monkeypatch.setattr(mia, "score_chunks", counted_scoring)
+    results = mia.run_mia(mia_config(micro_run, unseen_sets, attacks=["flatness"], blind=None), tmp_path / "a")
+    assert calls == ["scoring members, vocabulary statistics True", "scoring nonmembers, vocabulary statistics True",
+                     "gradient norms, members", "gradient norms, nonmembers"]
+    assert [len(norms) for norms, _ in received] == [results["members"], results["nonmembers"]]
+    assert all((norms > 0).all() and not np.isnan(variance).any() for norms, variance in received)
+    calls.clear()
+    mia.run_mia(mia_config(micro_run, unseen_sets, attacks=["loss"], blind=None), tmp_path / "b")
+    assert calls == ["scoring members, vocabulary statistics False", "scoring nonmembers, vocabulary statistics False"]
+
+
 def test_bad_inputs_are_refused(micro_run, unseen_sets, tmp_path):
     from lethe.attacks.mia import run_mia
     from lethe.config import ArchConfig

@@ -25,6 +25,29 @@ def leakage_config(micro_run, data_dir, **extra) -> LeakageConfig:
     return LeakageConfig(**(settings | extra))
 
 
+def test_each_mode_turns_into_its_cells_with_the_settings_it_changes(tmp_path):
+    """Cells keep the names results.json and the sub-run directories have always had; dp's ε is the configured
+    number itself, and dp fine-tunes dp_mode."""
+    from typing import get_args
+
+    from lethe.leakage.modes import victim_cells, victim_modes
+    from lethe.leakage.study import Study
+
+    assert victim_modes.names() == sorted(get_args(get_args(LeakageConfig.model_fields["modes"].annotation)[0]))
+    config = LeakageConfig(model="m", modes=["head", "dp", "full"], dp_epsilons=[8.0, 0.5], dp_mode="lora",
+                           finetune={"train": {"lr": 0.01}})
+    cells = victim_cells(config)
+    assert [cell.name for cell in cells] == ["head", "dp_eps8", "dp_eps0.5", "full"]
+    assert [cell.epsilon for cell in cells] == [None, 8.0, 0.5, None]
+    study = Study(config, tmp_path, seed=3, resume=False)
+    head, private = study.finetune_config("benign", cells[0]), study.finetune_config("benign", cells[2])
+    assert (head.mode, head.dp, head.train.lr, head.train.seed) == ("head", None, 0.01, 3)
+    assert (private.mode, private.dp.epsilon, private.train.lr, private.train.seed) == ("lora", 0.5, 0.01, 3)
+    assert private.model == str(tmp_path / "seed-3" / "released" / "benign" / "model")
+    with pytest.raises(LetheError, match="unknown victim fine-tuning mode 'dp_eps8'"):
+        victim_modes.get("dp_eps8")
+
+
 @pytest.fixture(scope="module")
 def grid(micro_run, data_dir, tmp_path_factory):
     from lethe.leakage.study import run_leakage

@@ -4,12 +4,13 @@ import math
 
 import pytest
 import torch
+from pydantic import Field
 
 from lethe.config import MethodArgs
 from lethe.data.splits import load_splits
 from lethe.engine.trainer import collate
 from lethe.errors import LetheError
-from lethe.unlearning.methods import MethodContext, logits_of, masked_kl, methods
+from lethe.unlearning.methods import GradientAscent, MethodContext, logits_of, masked_kl, methods
 
 
 @pytest.fixture(scope="module")
@@ -121,11 +122,11 @@ def sequence_sums(model, batch):
     return sums, lengths
 
 
-def test_npo_matches_its_formula(models, batch):
+@pytest.mark.parametrize("beta", [0.1, 0.7])  # the default, and one the method must read from method_args
+def test_npo_matches_its_formula(models, batch, beta):
     model, reference, _ = models
     theta, _ = sequence_sums(model, batch)
     ref, _ = sequence_sums(reference, batch)
-    beta = 0.1
     terms = [math.log(1 / (1 + math.exp(beta * (a - b)))) for a, b in zip(theta, ref, strict=True)]
     expected = -(2 / beta) * sum(terms) / len(terms)
     with torch.no_grad():
@@ -163,6 +164,66 @@ def test_retain_terms_combine_with_weight(models, batch):
     assert make("npo", models).groups == ("forget",)
     assert make("npo", models, retain_term="gd").groups == ("forget", "retain")
     assert make("ga_gd_in", models, retain_term="none").groups == ("forget",)
+
+
+def test_each_method_sees_only_the_arguments_it_declares(models):
+    args = {"npo_beta": 0.3, "simnpo_beta": 0.7, "simnpo_gamma": 0.2, "retain_weight": 0.5}
+    assert make("npo", models, **args).args.model_dump() == {"npo_beta": 0.3}
+    assert make("simnpo", models, **args).args.model_dump() == {"simnpo_beta": 0.7, "simnpo_gamma": 0.2}
+    ga_gd = make("ga_gd_in", models, **args)
+    assert ga_gd.args.model_dump() == {} and ga_gd.retain_weight == 0.5
+
+
+def test_a_misspelled_or_invalid_method_argument_is_refused_by_name():
+    from lethe.config import UnlearnConfig, UnlearningStudyConfig, resolve
+
+    def unlearn(method: str, **args):
+        return resolve(UnlearnConfig, {"model": "m", "method": method, "method_args": args})
+
+    with pytest.raises(LetheError, match=r"^invalid config: unknown config key 'method_args\.npo_bta'$"):
+        unlearn("npo", npo_bta=0.2)
+    with pytest.raises(LetheError, match=r"method_args\.simnpo_gamma: Input should be greater than or equal to 0$"):
+        unlearn("simnpo", simnpo_gamma=-1)
+    with pytest.raises(LetheError, match=r"method_args\.npo_beta: must be a number, not true$"):
+        unlearn("npo", npo_beta=True)
+    # another method's argument is kept, unused: a study gives every method the same method_args
+    assert unlearn("ga", npo_beta=0.3).method_args.npo_beta == 0.3
+    study = resolve(UnlearningStudyConfig, {"model": "m", "unlearn": {"method_args": {"simnpo_beta": 2.0}}})
+    assert study.unlearn.method_args.model_dump() == {
+        "retain_weight": 1.0, "retain_ratio": 1, "retain_term": None, "retain_data": None,
+        "npo_beta": 0.1, "simnpo_beta": 2.0, "simnpo_gamma": 0.0}
+
+
+class ScaledAscent(GradientAscent):
+    """Gradient ascent times a factor: a method with an argument of its own, as a newcomer would add one."""
+
+    class Args(GradientAscent.Args):
+        scaled_ascent_factor: float = Field(1.0, gt=0, description="what the ascent is multiplied by")
+
+    def forget_loss(self, logits, batch):
+        return self.args.scaled_ascent_factor * super().forget_loss(logits, batch)
+
+
+def test_a_new_method_declares_its_argument_in_its_own_class(models, batch, monkeypatch):
+    monkeypatch.setitem(methods._entries, "scaled_ascent", ScaledAscent)
+    assert MethodArgs().scaled_ascent_factor == 1.0
+    with pytest.raises(ValueError, match="scaled_ascent_factor"):
+        MethodArgs(scaled_ascent_factor=0)
+    model = models[0]
+    with torch.no_grad():
+        ascent = make("ga", models).forget_loss(logits_of(model, batch), batch).item()
+        scaled = make("scaled_ascent", models, scaled_ascent_factor=3.0).forget_loss(logits_of(model, batch), batch)
+    assert scaled.item() == pytest.approx(3 * ascent, rel=1e-6)
+
+
+def test_an_argument_declared_twice_is_refused(monkeypatch):
+    class Clash(GradientAscent):
+        class Args(GradientAscent.Args):
+            retain_weight: float = 2.0
+
+    monkeypatch.setitem(methods._entries, "clash", Clash)
+    with pytest.raises(ValueError, match="Clash declares the argument 'retain_weight'"):
+        MethodArgs()
 
 
 def test_every_paper_method_and_more_is_registered():

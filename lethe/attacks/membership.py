@@ -42,11 +42,16 @@ class AttackInputs:
     calibration_nll: np.ndarray | None = None  # per-sample NLL of auxiliary non-members under the target
     grad_norms: np.ndarray | None = None
 
+    @property
+    def vocab_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per target token, the mean and variance of log p(·) over the vocabulary (NaN when not scored)."""
+        return self.target.vocab_mean, self.target.vocab_var
+
 
 @dataclass(frozen=True)
 class Attack:
     score: Callable[..., np.ndarray]
-    needs: tuple[str, ...] = ()  # AttackInputs fields beyond `target`
+    needs: tuple[str, ...] = ()  # what of AttackInputs it reads beyond `target`: run_mia builds only these
     params: tuple[str, ...] = ()  # MiaConfig fields passed as keyword arguments
 
     def __call__(self, inputs: AttackInputs, **params) -> np.ndarray:
@@ -101,12 +106,12 @@ def _min_k(inputs: AttackInputs, min_k: float = 20) -> np.ndarray:
     return min_k_score(inputs.target, min_k)
 
 
-@attack("min_k_pp", params=("min_k",))
+@attack("min_k_pp", needs=("vocab_stats",), params=("min_k",))
 def _min_k_pp(inputs: AttackInputs, min_k: float = 20) -> np.ndarray:
-    s = inputs.target
-    if len(s.vocab_var) and np.isnan(s.vocab_var[0]):
+    s, (mean, var) = inputs.target, inputs.vocab_stats
+    if len(var) and np.isnan(var[0]):
         raise LetheError("these scores were taken without vocabulary statistics; min_k_pp needs them")
-    z = (s.logprob.astype(np.float64) - s.vocab_mean) / np.sqrt(np.maximum(s.vocab_var.astype(np.float64), 1e-12))
+    z = (s.logprob.astype(np.float64) - mean) / np.sqrt(np.maximum(var.astype(np.float64), 1e-12))
     return _lowest_fraction_mean(z, s.offsets, min_k)
 
 

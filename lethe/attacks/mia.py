@@ -72,25 +72,26 @@ def run_mia(config: MiaConfig, out: Path, *, overwrite: bool = False) -> dict:
         context = model_context(model)
         chunks = {role: _chunks(d, tokenizer, config, context, role) for role, d in docs.items()}
         pad = tokenizer.pad_token_id
-        # only min_k_pp reads the vocabulary statistics, and only of the target model on the two sets
+        # every input below is built only when a selected attack declares it in its `needs`
+        needs = {need for name in names for need in attacks.get(name).needs}
         scores = {role: score_chunks(model, c, batch_tokens=config.batch_tokens, pad_id=pad, desc=f"scoring {role}",
-                                     vocab_stats=role in SETS and "min_k_pp" in names)
+                                     vocab_stats=role in SETS and "vocab_stats" in needs)
                   for role, c in chunks.items()}
+        # the texts always: the blind baseline reads them too
         inputs = {role: AttackInputs(target=scores[role],
                                      texts=[tokenizer.decode(c.input_ids) for c in chunks[role]])
                   for role in SETS}
-        if "gradnorm" in names:
-            for role in SETS:
+        for role in SETS:
+            if "grad_norms" in needs:
                 inputs[role].grad_norms = sample_gradient_norms(model, chunks[role], p=config.gradnorm_p,
                                                                 desc=f"gradient norms, {role}")
-        if "calibration" in scores:
-            for role in SETS:
+            if "calibration_nll" in needs:
                 inputs[role].calibration_nll = scores["calibration"].sample_nll()
         del model
         references = ({"": config.reference_model} if config.reference_model else {}) | {
             f"_{name}": path for name, path in config.reference_models.items()}
-        if not any("reference" in attacks.get(name).needs for name in names):
-            references = {}  # no selected attack reads them
+        if "reference" not in needs:
+            references = {}
         reference_scores = {}
         for suffix, path in references.items():
             reference, reference_tokenizer = load_configured(config, path)

@@ -21,6 +21,7 @@ from lethe.config.base import (  # noqa: F401
     GuardConfig,
     LoraConfig,
     MethodArgs,
+    ModelLoading,
     PretrainConfig,
     SplitSizes,
     Strict,

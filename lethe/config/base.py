@@ -31,9 +31,6 @@ def default_data_dir() -> Path:
 MODEL_HELP = ("a Hugging Face model directory with safetensors weights, a Lethe run holding model/, or an alias "
               "(smollm2-135m)")
 DATA_HELP = "the directory of `lethe data build`, whose splits are named domain/split"
-DTYPE_HELP = "dtype the weights are loaded in; bfloat16/float16 are for GPUs"
-CPU_HALF_HELP = "allow bfloat16/float16 on a CPU, where it is hundreds of times slower than float32"
-REMOTE_CODE_HELP = "run the model directory's own Python code (refused by default)"
 
 
 class Strict(BaseModel):
@@ -70,14 +67,23 @@ def _numeric(annotation: Any) -> bool:
     return bool(kinds & {int, float}) and bool not in kinds
 
 
+class ModelLoading(BaseModel):
+    """How a command loads its model's weights: one set of keys, mixed into every schema that loads a model."""
+
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="dtype the weights are loaded in; bfloat16/float16 are for GPUs")
+    allow_cpu_bf16: bool = Field(
+        False, description="allow bfloat16/float16 on a CPU, where it is hundreds of times slower than float32")
+    trust_remote_code: bool = Field(False, description="run the model directory's own Python code (refused by default)")
+
+
 class ChunkConfig(Strict):
     """How documents become training/evaluation examples (as in Yao et al.'s code)."""
 
     length: int = Field(128, ge=8, description="tokens per chunk")
     min_tokens: int = Field(5, ge=2, description="drop chunks shorter than this (the paper uses 5)")
     max_chunks_per_doc: int | None = Field(
-        None, ge=1, description="keep only a document's first N chunks (None: all)"
-    )
+        None, ge=1, description="keep only a document's first N chunks (None: all)")
 
 
 class SplitSizes(Strict):
@@ -95,8 +101,7 @@ class DedupConfig(Strict):
 
     ngram: int = Field(8, ge=2, description="word n-gram length for near-duplicate detection")
     threshold: float = Field(
-        0.3, gt=0, le=1, description="drop a document when this fraction of its n-grams is already kept"
-    )
+        0.3, gt=0, le=1, description="drop a document when this fraction of its n-grams is already kept")
 
 
 class DataBuildConfig(Strict):
@@ -191,8 +196,7 @@ class ArchConfig(Strict):
     context: int = Field(256, ge=16, description="maximum positions")
     vocab_size: int = Field(2048, ge=256, description="size of the BPE vocabulary trained on the members")
     tokenizer: Literal["bpe", "gpt2"] = Field(
-        "bpe", description="bpe: train a byte-level BPE on the pre-training documents; gpt2: GPT-2's"
-    )
+        "bpe", description="bpe: train a byte-level BPE on the pre-training documents; gpt2: GPT-2's")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ArchConfig:
@@ -231,8 +235,7 @@ class PretrainConfig(Strict):
     preset: str = Field("tiny", description="micro, tiny or smol135: architecture and training defaults")
     data: Path = Field(default_factory=default_data_dir, description=DATA_HELP)
     splits: list[str] | None = Field(
-        None, description="splits to train on (default: every domain's forget + retain, general/retain)"
-    )
+        None, description="splits to train on (default: every domain's forget + retain, general/retain)")
     exclude: list[str] = Field(default_factory=list, description="splits to leave out (exact retraining)")
     tokenizer_from: Path | None = Field(None, description="reuse this tokenizer instead of training one")
     arch: ArchConfig = Field(default_factory=ArchConfig, description="the preset's, with any field overridden")
@@ -257,7 +260,7 @@ class PretrainConfig(Strict):
         return [(f"preset {preset}", PRESETS[preset])] if preset in PRESETS else []
 
 
-class TargetConfig(Strict):
+class TargetConfig(Strict, ModelLoading):
     """`lethe target`: known members on a pre-trained LLM: continued training on forget + retain (the target) and,
     with the same recipe and seed, on retain alone (the exact retrain)."""
 
@@ -271,12 +274,9 @@ class TargetConfig(Strict):
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=1e-4, epochs=3, batch_size=4,
                                                                    warmup_ratio=0.0, scheduler="constant"))
     batch_tokens: int = Field(4096, ge=64, description="tokens per scoring batch")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description=DTYPE_HELP)
-    allow_cpu_bf16: bool = Field(False, description=CPU_HALF_HELP)
-    trust_remote_code: bool = Field(False, description=REMOTE_CODE_HELP)
 
 
-class EvalPplConfig(Strict):
+class EvalPplConfig(Strict, ModelLoading):
     """`lethe eval ppl`: token-weighted perplexity and next-token accuracy per split."""
 
     model: str = Field(description=MODEL_HELP)
@@ -284,13 +284,13 @@ class EvalPplConfig(Strict):
     splits: list[str] | None = Field(None, description="splits to score (default: all)")
     chunk: ChunkConfig = Field(default_factory=ChunkConfig)
     batch_tokens: int = Field(4096, ge=64, description="tokens per scoring batch (padding included)")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description=DTYPE_HELP)
-    allow_cpu_bf16: bool = Field(False, description=CPU_HALF_HELP)
-    trust_remote_code: bool = Field(False, description=REMOTE_CODE_HELP)
 
 
 class MethodArgs(Strict):
-    """Knobs of the unlearning objectives; each method reads the ones it uses."""
+    """The retain knobs every method shares, and each method's own arguments (e.g. npo_beta), declared by its `Args`
+    in lethe/unlearning/methods.py. Keys of other methods are accepted and unused: a study shares one set."""
+
+    model_config = ConfigDict(extra="allow")  # the methods' own arguments, validated by their `Args`
 
     retain_weight: float = Field(1.0, ge=0, description="weight of the retain term")
     retain_ratio: int = Field(1, ge=1, description="retain chunks per forget chunk in each step")
@@ -298,10 +298,15 @@ class MethodArgs(Strict):
         None, description="override the method's retain term (npo/simnpo have none by default)")
     retain_data: Literal["in_domain", "general"] | None = Field(
         None, description="override where retain chunks come from")
-    npo_beta: float = Field(0.1, gt=0, description="β of NPO")
-    simnpo_beta: float = Field(
-        0.5, gt=0, description="SimNPO saturates once β·(mean forget NLL) is large; pre-training data has NLL ~2-5")
-    simnpo_gamma: float = Field(0.0, ge=0, description="γ (reward margin) of SimNPO")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _methods_own_arguments(cls, data: Any) -> Any:
+        from lethe.unlearning.methods import declared_arguments  # lazily: the methods need torch
+        if not isinstance(data, dict):
+            return data
+        own = declared_arguments().model_validate({k: v for k, v in data.items() if k not in cls.model_fields})
+        return {**{k: v for k, v in data.items() if k in cls.model_fields}, **own.model_dump()}
 
 
 class BlindConfig(Strict):
@@ -325,7 +330,7 @@ class UnlearnEvalConfig(Strict):
     seed: int = 0
 
 
-class UnlearnSettings(Strict):
+class UnlearnSettings(Strict, ModelLoading):
     """Everything about an unlearning run except which model, data, domain and method."""
 
     method_args: MethodArgs = Field(default_factory=MethodArgs)
@@ -337,9 +342,6 @@ class UnlearnSettings(Strict):
     pretrain_tokens: float | None = Field(
         None, description="tokens the model was pre-trained on, for the cost ratio (read from a Lethe "
         "pretrain run when there is one)")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description=DTYPE_HELP)
-    allow_cpu_bf16: bool = Field(False, description=CPU_HALF_HELP)
-    trust_remote_code: bool = Field(False, description=REMOTE_CODE_HELP)
 
 
 class UnlearnConfig(UnlearnSettings):

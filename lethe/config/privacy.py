@@ -9,14 +9,12 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, model_validator
 
 from lethe.config.base import (
-    CPU_HALF_HELP,
     DATA_HELP,
-    DTYPE_HELP,
     MODEL_HELP,
-    REMOTE_CODE_HELP,
     BlindConfig,
     ChunkConfig,
     LoraConfig,
+    ModelLoading,
     Strict,
     TrainConfig,
     deep_merge,
@@ -24,7 +22,7 @@ from lethe.config.base import (
 )
 
 
-class MiaConfig(Strict):
+class MiaConfig(Strict, ModelLoading):
     """`lethe attack mia`: every membership-inference attack from one scoring pass per model."""
 
     model: str = Field(description="the target model: " + MODEL_HELP)
@@ -46,9 +44,6 @@ class MiaConfig(Strict):
     blind: BlindConfig | None = Field(default_factory=BlindConfig, description="the blind baseline: a text "
                                       "classifier's AUC on the same members and non-members (None: skip it)")
     seed: int = 0
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description=DTYPE_HELP)
-    allow_cpu_bf16: bool = Field(False, description=CPU_HALF_HELP)
-    trust_remote_code: bool = Field(False, description=REMOTE_CODE_HELP)
 
 
 PII_KINDS = ("name", "email", "phone", "address", "ssn")
@@ -108,7 +103,7 @@ class ExposureConfig(Strict):
     batch_size: int = Field(256, ge=1, description="candidates scored per forward pass")
 
 
-class ExtractConfig(Strict):
+class ExtractConfig(Strict, ModelLoading):
     """`lethe attack extract`: prompt with each target's prefix, decode, and check for its secret."""
 
     model: str = Field(description="the target model: " + MODEL_HELP)
@@ -116,9 +111,6 @@ class ExtractConfig(Strict):
     decoding: DecodingConfig = Field(default_factory=DecodingConfig)
     batch_size: int = Field(32, ge=1, description="prompts per generate call")
     exposure: ExposureConfig = Field(default_factory=ExposureConfig)
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description=DTYPE_HELP)
-    allow_cpu_bf16: bool = Field(False, description=CPU_HALF_HELP)
-    trust_remote_code: bool = Field(False, description=REMOTE_CODE_HELP)
 
 
 class DPConfig(Strict):
@@ -133,7 +125,7 @@ class DPConfig(Strict):
     accountant: Literal["prv", "rdp"] = Field("prv", description="Opacus accountant that calibrates and reports ε")
 
 
-class FinetuneConfig(Strict):
+class FinetuneConfig(Strict, ModelLoading):
     """`lethe finetune`: the victim fine-tunes a released model on its private data D_ft."""
 
     model: str = Field(description="the released model: " + MODEL_HELP)
@@ -150,9 +142,6 @@ class FinetuneConfig(Strict):
     batch_tokens: int = Field(4096, ge=64, description="tokens per validation scoring batch")
     score_data: bool = Field(True, description="also score D_ft itself before and after (the leakage study "
                              "scores its targets on its own, so it skips this)")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description=DTYPE_HELP)
-    allow_cpu_bf16: bool = Field(False, description=CPU_HALF_HELP)
-    trust_remote_code: bool = Field(False, description=REMOTE_CODE_HELP)
 
     @model_validator(mode="after")
     def _mode_matches_lora(self) -> FinetuneConfig:
@@ -203,7 +192,7 @@ class BackdoorConfig(Strict):
 RELEASES = ("benign", "forget_to_flourish", "precurious", "privacy_backdoor")
 
 
-class PoisonConfig(Strict):
+class PoisonConfig(Strict, ModelLoading):
     """`lethe poison`: release a model that makes later fine-tuning on the targets leak more."""
 
     model: str = Field(description="the clean pre-trained model: " + MODEL_HELP)
@@ -225,9 +214,6 @@ class PoisonConfig(Strict):
         lr=1e-4, epochs=4, batch_size=8, warmup_ratio=0.0, scheduler="constant", log_every=1))
     batch_tokens: int = Field(4096, ge=64, description="tokens per scoring batch")
     seed: int = 0
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description=DTYPE_HELP)
-    allow_cpu_bf16: bool = Field(False, description=CPU_HALF_HELP)
-    trust_remote_code: bool = Field(False, description=REMOTE_CODE_HELP)
 
 
 class CalibrationConfig(Strict):

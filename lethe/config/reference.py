@@ -124,18 +124,34 @@ def _fields(model: type[Strict]) -> list[str]:
     return sorted(model.model_fields, key=lambda name: name not in own)
 
 
+def _row(name: str, field, linked: frozenset[str], default: str | None = None, owner: str = "") -> str:
+    kind = type_name(field.annotation)
+    if limits := _constraints(field):
+        kind += f" ({limits})"
+    description = (f"{owner}: " if owner else "") + _describe(field.description, linked)
+    return f"| `{name}` | {kind} | {default or _default(field)} | {description} |"
+
+
+def _declared_elsewhere(model: type[Strict]) -> list[tuple[str, str, Any]]:
+    """Keys a schema takes that are declared by the units that use them: each unlearning method's own arguments."""
+    from lethe.config.base import MethodArgs
+
+    if model is not MethodArgs:
+        return []
+    from lethe.unlearning.methods import methods
+
+    return [(name, key, field) for name in methods for key, field in methods.get(name).Args.model_fields.items()]
+
+
 def _section(model: type[Strict], used_by: list[str], linked: frozenset[str]) -> str:
     lines = [f"## {model.__name__}", ""]
     if summary := _summary(model):
         lines += [summary, ""]
     lines += [f"Used by {', '.join(used_by)}.", "", "| key | type | default | description |", "|---|---|---|---|"]
-    for name in _fields(model):
-        field = model.model_fields[name]
-        kind = type_name(field.annotation)
-        if limits := _constraints(field):
-            kind += f" ({limits})"
-        default = "built in (below)" if name in BUILT_IN_DEFAULTS.get(model, ("", {}))[1] else _default(field)
-        lines.append(f"| `{name}` | {kind} | {default} | {_describe(field.description, linked)} |")
+    built_in = BUILT_IN_DEFAULTS.get(model, ("", {}))[1]
+    lines += [_row(name, model.model_fields[name], linked, "built in (below)" if name in built_in else None)
+              for name in _fields(model)]
+    lines += [_row(key, field, linked, owner=f"`{method}` only") for method, key, field in _declared_elsewhere(model)]
     if model in BUILT_IN_DEFAULTS:
         caption, values = BUILT_IN_DEFAULTS[model]
         text = yaml.safe_dump(values, sort_keys=False, default_flow_style=None, width=120).strip()

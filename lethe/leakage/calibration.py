@@ -25,6 +25,7 @@ def choose(grid: list[dict], target: tuple[float, float]) -> dict:
 
 
 def calibrate_victim(config: LeakageConfig, out: Path, *, overwrite: bool = False, resume: bool = False) -> dict:
+    from lethe.leakage.modes import cells_of
     from lethe.leakage.study import Study, check_targets, tokenizer_of
 
     calibration = config.calibration
@@ -33,16 +34,17 @@ def calibrate_victim(config: LeakageConfig, out: Path, *, overwrite: bool = Fals
                     "it is judged on", calibration.seed)
     with Run.start(out, "experiment calibrate", config, overwrite=overwrite, resume=resume) as run:
         study = Study(config, out, calibration.seed, resume)
+        [victim] = cells_of(config, calibration.mode)
         study.build_targets()
         check_targets(study.pii, tokenizer_of(config.model),
-                      {"finetune": study.finetune_config(config.baseline, calibration.mode).chunk.length,
+                      {"finetune": study.finetune_config(config.baseline, victim).chunk.length,
                        "mia": study.mia_config(study.root, study.root).chunk.length})
         study.release(config.baseline)
         grid = []
         for lr in calibration.lr:
             for epochs in calibration.epochs:
                 cell = study.root / "cells" / f"lr{lr:g}-epochs{epochs:g}"
-                result = study.cell(config.baseline, calibration.mode, cell,
+                result = study.cell(config.baseline, victim, cell,
                                     finetune_overrides={"train": {"lr": lr, "epochs": epochs}},
                                     mia_overrides={"attacks": ["loss"]}, extraction=False)
                 grid.append({"lr": lr, "epochs": epochs, "loss_auc": result["mia"]["loss"]["auc"],

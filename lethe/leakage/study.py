@@ -21,16 +21,10 @@ from pathlib import Path
 from lethe.config import ExtractConfig, FinetuneConfig, LeakageConfig, MiaConfig, PiiConfig, deep_merge
 from lethe.data.documents import read_documents
 from lethe.errors import LetheError
+from lethe.leakage.modes import VictimCell, cells_of, victim_cells
 from lethe.runs import Run, read_json, write_json
 
 log = logging.getLogger("lethe")
-
-
-def mode_names(config: LeakageConfig) -> list[str]:
-    names = []
-    for mode in config.modes:
-        names += [f"dp_eps{eps:g}" for eps in config.dp_epsilons] if mode == "dp" else [mode]
-    return names
 
 
 def run_seconds(path: Path) -> float:
@@ -99,17 +93,12 @@ class Study:
         path = self.root / "released" / variant
         return step(path, self.resume, lambda out: poison(config, out, overwrite=True))
 
-    def finetune_config(self, variant: str, mode: str, overrides: dict | None = None) -> FinetuneConfig:
+    def finetune_config(self, variant: str, victim: VictimCell, overrides: dict | None = None) -> FinetuneConfig:
         settings = deep_merge(self.config.finetune, overrides or {})
         settings = deep_merge({"score_data": False}, deep_merge(settings, {"train": {"seed": self.seed}}))
-        if mode.startswith("dp_eps"):
-            settings["mode"] = self.config.dp_mode
-            settings["dp"] = {**settings.get("dp", {}), "epsilon": float(mode.removeprefix("dp_eps"))}
-        else:
-            settings["mode"] = mode
         return FinetuneConfig(model=str(self.root / "released" / variant / "model"),
                               data=str(self.pii / "finetune.jsonl"), validation=str(self.pii / "validation.jsonl"),
-                              **settings)
+                              **victim.finetune_settings(settings))
 
     def mia_config(self, victim: Path, release: Path, **overrides) -> MiaConfig:
         references = {"clean": self.config.model} if self.config.reference_clean else {}
@@ -119,14 +108,14 @@ class Study:
                          reference_models=references, calibration=str(self.pii / "calibration.jsonl"),
                          **{"seed": self.seed, **settings})
 
-    def cell(self, variant: str, mode: str, cell: Path, finetune_overrides: dict | None = None,
+    def cell(self, variant: str, victim: VictimCell, cell: Path, finetune_overrides: dict | None = None,
              mia_overrides: dict | None = None, extraction: bool = True) -> dict:
         from lethe.attacks.extraction import extract
         from lethe.attacks.mia import run_mia
         from lethe.finetune import finetune
 
         release = self.root / "released" / variant / "model"
-        config = self.finetune_config(variant, mode, finetune_overrides)
+        config = self.finetune_config(variant, victim, finetune_overrides)
         tuned = step(cell / "finetune", self.resume, lambda out: finetune(config, out, overwrite=True))
         victim = cell / "finetune" / "model"
         mia = step(cell / "mia", self.resume, lambda out: run_mia(
@@ -163,8 +152,9 @@ def run_seed(config: LeakageConfig, out: Path, seed: int, resume: bool) -> dict:
 
     study = Study(config, out, seed, resume)
     study.build_targets()
+    [full] = cells_of(config, "full")
     check_targets(study.pii, tokenizer_of(config.model),
-                  {"finetune": study.finetune_config(config.baseline, "full").chunk.length,
+                  {"finetune": study.finetune_config(config.baseline, full).chunk.length,
                    "mia": study.mia_config(study.root, study.root).chunk.length})
     blind = blind_of_seed(study.pii, config.blind, seed, study.root / "blind.json", resume)
     released, cells = {}, {}
@@ -173,9 +163,10 @@ def run_seed(config: LeakageConfig, out: Path, seed: int, resume: bool) -> dict:
         released[variant] = {key: poisoned.get(key) for key in ("loss", "utility", "bound", "selectivity")}
         released[variant]["steps"] = (poisoned.get("train") or {}).get("steps", 0)
         cells[variant] = {}
-        for mode in mode_names(config):
+        for victim in victim_cells(config):
+            mode = victim.name
             try:
-                cells[variant][mode] = study.cell(variant, mode, study.root / "cells" / variant / mode)
+                cells[variant][mode] = study.cell(variant, victim, study.root / "cells" / variant / mode)
             except LetheError as exc:
                 raise LetheError(f"seed {seed}, {variant} × {mode}: {exc}") from None
             log.info("seed %d: %s × %s done in %.0f s", seed, variant, mode, cells[variant][mode]["seconds"])

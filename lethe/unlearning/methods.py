@@ -2,21 +2,43 @@
 
 Yao et al. write every method as a forget term plus an optional retain term; each class below
 fills in only its forget term and declares its retain term, so the engine runs them all alike.
+A method with arguments of its own declares them as its `Args` schema; `method_args` accepts them by
+their names (declared_arguments), beside the retain knobs every method shares.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, create_model
 
-from lethe.config import MethodArgs
+from lethe.config import MethodArgs, Strict
 from lethe.engine.objectives import Batch, mean_nll, next_token_targets
 from lethe.errors import LetheError
 from lethe.registry import Registry
 
 methods: Registry[type[Unlearning]] = Registry("unlearning method")
+
+
+def declared_arguments() -> type[Strict]:
+    """One schema of every registered method's own arguments: what `method_args` takes beyond the shared knobs
+    (rebuilt when a method is registered later, by a plug-in or a test)."""
+    return _arguments_schema(tuple(methods.get(name) for name in methods))
+
+
+@functools.cache
+def _arguments_schema(registered: tuple[type[Unlearning], ...]) -> type[Strict]:
+    declared: dict = {}  # argument name → (type, field), as create_model takes them
+    for method in registered:
+        for key, info in method.Args.model_fields.items():
+            if key in MethodArgs.model_fields or declared.get(key, (None, info))[1] is not info:
+                raise ValueError(f"{method.__name__} declares the argument {key!r}, which another schema already "
+                                 "has; prefix it with the method's name")
+            declared[key] = (info.annotation, info)
+    return create_model("MethodArguments", __base__=Strict, **declared)
 
 
 @dataclass
@@ -61,8 +83,12 @@ class Unlearning:
     retain_data: str = "in_domain"
     needs_reference = False
 
+    class Args(Strict):
+        """The method's own arguments (none here); their names are keys of `method_args`."""
+
     def __init__(self, context: MethodContext, args: MethodArgs) -> None:
-        self.context, self.args = context, args
+        self.context, self.retain_weight = context, args.retain_weight
+        self.args = self.Args.model_validate({name: getattr(args, name) for name in self.Args.model_fields})
         if args.retain_term is not None:
             self.retain_term = None if args.retain_term == "none" else args.retain_term
         if args.retain_data is not None:
@@ -94,7 +120,7 @@ class Unlearning:
             retain = mean_nll(logits[1], next_token_targets(retain_batch["labels"][:, 1:]))
         else:
             retain = masked_kl(self.reference_logits(retain_batch), logits[1], retain_batch)
-        loss = forget + self.args.retain_weight * retain
+        loss = forget + self.retain_weight * retain
         return loss, {"loss": loss.item(), **logs, f"retain_{self.retain_term}": retain.item()}
 
 
@@ -163,6 +189,9 @@ class NegativePreferenceOptimization(Unlearning):
 
     needs_reference = True
 
+    class Args(Strict):
+        npo_beta: float = Field(0.1, gt=0, description="β of NPO")
+
     def forget_loss(self, logits, batch):
         reference = sequence_logprob(self.reference_logits(batch), batch)
         ratio = sequence_logprob(logits, batch) - reference
@@ -173,6 +202,11 @@ class NegativePreferenceOptimization(Unlearning):
 @methods.register("simnpo")
 class SimNPO(Unlearning):
     """SimNPO (Fan et al., 2024): reference-free, length-normalised: −(2/β)·mean log σ(−(β/|y|)·log π_θ(y) − γ)."""
+
+    class Args(Strict):
+        simnpo_beta: float = Field(
+            0.5, gt=0, description="SimNPO saturates once β·(mean forget NLL) is large; pre-training data has NLL ~2-5")
+        simnpo_gamma: float = Field(0.0, ge=0, description="γ (reward margin) of SimNPO")
 
     def forget_loss(self, logits, batch):
         lengths = target_mask(batch).sum(-1).clamp_min(1)

@@ -78,3 +78,36 @@ def test_the_attack_example_runs_inside_attack_mia(micro_run, data_dir, tmp_path
     members = TokenScores.load(tmp_path / "mia" / "scores" / "members")
     hand = [members.sample(i, "correct").mean() for i in range(len(members))]
     np.testing.assert_allclose(saved["members"], hand)
+
+
+def test_the_method_example_computes_its_loss_and_unlearns(micro_run, data_dir, tmp_path, monkeypatch):
+    import torch
+
+    from lethe.config import MethodArgs, UnlearnConfig
+    from lethe.errors import LetheError
+    from lethe.unlearning import methods as module
+
+    monkeypatch.setattr(module.methods, "_entries", dict(module.methods._entries))  # undone after the test
+    namespace = vars(module).copy()
+    exec("from pydantic import Field\n" + _block_with('@methods.register("ga_ceiling")'), namespace)
+    method = namespace["CappedGradientAscent"](module.MethodContext(reference=None), MethodArgs(ga_ceiling=2.0))
+    assert method.args.ga_ceiling == 2.0 and method.groups == ("forget", "retain")
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 11) * 3
+    labels = torch.tensor([[1, 2, 3, 4, 5], [6, 7, 8, -100, -100]])
+    batch = {"labels": labels, "input_ids": labels.clamp(min=0), "attention_mask": (labels != -100).long()}
+    logp = torch.log_softmax(logits, -1)
+    hand = [min(-logp[b, t, labels[b, t + 1]].item(), 2.0) for b in range(2) for t in range(4) if labels[b, t + 1] >= 0]
+    assert method.forget_loss(logits, batch).item() == pytest.approx(-sum(hand) / len(hand), rel=1e-6)
+
+    with pytest.raises(LetheError, match="ga_cieling"):
+        lethe.resolve(UnlearnConfig, {"model": "m", "method": "ga_ceiling", "method_args": {"ga_cieling": 3}})
+    results = lethe.unlearn(UnlearnConfig(model=str(micro_run), data=data_dir, domain="books", method="ga_ceiling",
+                                          method_args={"ga_ceiling": 6.0},
+                                          train={"lr": 3e-3, "epochs": 1, "batch_size": 8, "warmup_ratio": 0}),
+                            tmp_path / "unlearn")
+    assert results["method"] == "ga_ceiling"
+    assert results["after"]["ppl"]["forget"] > 1.5 * results["before"]["ppl"]["forget"]
+    saved = (tmp_path / "unlearn" / "config.yaml").read_text()
+    assert "ga_ceiling: 6.0" in saved

@@ -300,7 +300,7 @@ def measure(args: argparse.Namespace, command: str, peak: dict | None = None) ->
 
     model, tokenizer, model_desc = load_bench_model(args.model)
     if args.reference:
-        from lethe.attacks.mia import check_same_tokenizer
+        from lethe.attacks.mia_suite import check_same_tokenizer
 
         reference, reference_tokenizer = load_model(args.reference)
         check_same_tokenizer(tokenizer, reference_tokenizer)

@@ -12,11 +12,9 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # Lethe shows its own progress
 
 # One function per command, from its recipe: `lethe.unlearn(config, out)` runs what `lethe unlearn` runs.
-# The modules that share a command's name are imported first, so that importing them later cannot
-# replace the function with the module.
+# lethe/demo.py shares the `demo` command's name: imported first, a later import cannot replace the
+# function with the module.
 import lethe.demo  # noqa: E402, F401
-import lethe.finetune  # noqa: E402, F401
-import lethe.pretrain  # noqa: E402, F401
 from lethe.config import (  # noqa: E402
     AssetsConfig,
     ChunkConfig,
@@ -39,11 +37,11 @@ from lethe.config import (  # noqa: E402
 )
 from lethe.data.splits import load_splits  # noqa: E402
 from lethe.errors import LetheError, TrainingDiverged  # noqa: E402
-from lethe.evaluate import score_splits  # noqa: E402
 from lethe.models import load_model  # noqa: E402
-from lethe.pretrain import pretrain_config  # noqa: E402
+from lethe.perplexity import score_splits  # noqa: E402
 from lethe.recipes import in_flow_order  # noqa: E402
 from lethe.scoring import TokenScores, score_chunks  # noqa: E402
+from lethe.training.pretrain import pretrain_config  # noqa: E402
 
 COMMANDS = {recipe.name: recipe.python_api() for recipe in in_flow_order() if recipe.in_api}
 globals().update(COMMANDS)

@@ -95,8 +95,8 @@ def format_summary(summary: dict) -> str:
 
 
 def _unlearning_half(config: DemoConfig, root: Path) -> dict:
-    from lethe.known_members import build_target
     from lethe.models import load_model
+    from lethe.training.target import build_target
     from lethe.unlearning.evaluation import load_role_scores, retrain_distance, score_roles, unlearning_metrics
     from lethe.unlearning.run import unlearn
 

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
     from lethe.config import LeakageConfig, deep_merge, read_yaml, resolve
     from lethe.leakage.calibration import calibrate_victim
     from lethe.leakage.study import run_leakage
-    from lethe.pretrain import pretrain, pretrain_config
+    from lethe.training.pretrain import pretrain, pretrain_config
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="splits from `lethe data build --config configs/data/gpu.yaml`")

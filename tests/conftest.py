@@ -12,7 +12,7 @@ import pytest
 
 from lethe.config import DataBuildConfig, lethe_home
 from lethe.data.build import build_data
-from lethe.pretrain import pretrain, pretrain_config
+from lethe.training.pretrain import pretrain, pretrain_config
 
 SMALL_SIZES = {"forget": 6, "retain": 12, "approximate": 6, "general_retain": 12, "general_eval": 6}
 

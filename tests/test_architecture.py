@@ -62,7 +62,7 @@ def test_the_new_command_runs_and_agrees_with_eval_ppl(micro_run, data_dir, tmp_
 
 def test_the_attack_example_runs_inside_attack_mia(micro_run, data_dir, tmp_path, monkeypatch):
     from lethe.attacks import membership
-    from lethe.attacks.mia import load_sample_scores, run_mia
+    from lethe.attacks.mia_suite import load_sample_scores, run_mia
     from lethe.config import MiaConfig
     from lethe.scoring import TokenScores
 

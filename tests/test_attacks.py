@@ -118,7 +118,7 @@ def mia_config(model, sets, **extra) -> MiaConfig:
 
 
 def test_every_attack_separates_memorised_members(overfit_run, micro_run, unseen_sets, tmp_path):
-    from lethe.attacks.mia import load_sample_scores, run_mia
+    from lethe.attacks.mia_suite import load_sample_scores, run_mia
 
     config = mia_config(overfit_run, unseen_sets, reference_model=str(micro_run),
                         calibration=str(unseen_sets["calibration"]))
@@ -137,7 +137,7 @@ def test_every_attack_separates_memorised_members(overfit_run, micro_run, unseen
 
 
 def test_two_halves_of_one_unseen_set_look_like_chance(micro_run, unseen_sets, tmp_path):
-    from lethe.attacks.mia import load_sample_scores, run_mia
+    from lethe.attacks.mia_suite import load_sample_scores, run_mia
 
     run_mia(mia_config(micro_run, unseen_sets, calibration=str(unseen_sets["calibration"])), tmp_path / "mia")
     for name, sets in load_sample_scores(tmp_path / "mia").items():
@@ -149,7 +149,7 @@ def test_run_mia_builds_exactly_the_inputs_the_selected_attacks_declare(micro_ru
                                                                        monkeypatch):
     """No attack is special-cased by name: a new attack declaring gradient norms and vocabulary statistics gets
     both, and the loss attack alone costs neither a gradient pass nor the vocabulary statistics."""
-    import lethe.attacks.mia as mia
+    import lethe.attacks.mia_suite as mia
     from lethe.attacks.membership import Attack
 
     received = []
@@ -183,7 +183,7 @@ def test_run_mia_builds_exactly_the_inputs_the_selected_attacks_declare(micro_ru
 
 
 def test_bad_inputs_are_refused(micro_run, unseen_sets, tmp_path):
-    from lethe.attacks.mia import run_mia
+    from lethe.attacks.mia_suite import run_mia
     from lethe.config import ArchConfig
     from lethe.models import build_model, gpt2_tokenizer, save_model
 
@@ -226,7 +226,7 @@ def test_cli_writes_the_documented_results(micro_run, unseen_sets, tmp_path):
 def test_a_split_separable_without_the_model_is_flagged(micro_run, data_dir, tmp_path):
     """Books against code: a text classifier needs no model to tell them apart, so no attack's AUC on this
     split is evidence of membership, and the results say so next to each attack."""
-    from lethe.attacks.mia import format_mia_table, run_mia
+    from lethe.attacks.mia_suite import format_mia_table, run_mia
 
     config = MiaConfig(model=str(micro_run), members="books/approximate", nonmembers="code/approximate",
                        data=data_dir, bootstrap=100, attacks=["loss", "min_k"], blind={"permutations": 30})

@@ -2,7 +2,7 @@ import pytest
 
 from lethe.config import DataBuildConfig, PretrainConfig, parse_overrides, read_yaml, resolve
 from lethe.errors import LetheError
-from lethe.pretrain import pretrain_config
+from lethe.training.pretrain import pretrain_config
 
 
 def test_unknown_key_is_refused_and_named():

@@ -15,7 +15,7 @@ import torch
 from lethe.config import DPConfig, TrainConfig
 from lethe.data.chunking import Chunk
 from lethe.engine import Trainer, objectives
-from lethe.engine.privacy import make_private
+from lethe.engine.dp_sgd import make_private
 from lethe.engine.trainer import collate
 from lethe.models import gpt2_tokenizer
 

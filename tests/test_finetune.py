@@ -13,8 +13,8 @@ from lethe.data.chunking import Chunk, chunk_documents
 from lethe.data.splits import load_splits
 from lethe.engine import Trainer, objectives
 from lethe.errors import LetheError
-from lethe.finetune import finetune
 from lethe.models import load_model
+from lethe.training.finetune import finetune
 
 TRAIN = {"lr": 3e-3, "epochs": 2, "batch_size": 8, "warmup_ratio": 0}
 
@@ -94,7 +94,7 @@ def chunks(micro_model, data_dir):
 
 def test_opacus_per_sample_gradients_of_the_micro_model_are_exact(micro_run, chunks):
     """Tied embeddings (lm_head + embedding hooks summed) and LlamaRMSNorm (functorch) included."""
-    from lethe.engine.privacy import make_private
+    from lethe.engine.dp_sgd import make_private
     from lethe.engine.trainer import collate
 
     model, tokenizer = load_model(micro_run)

@@ -10,7 +10,7 @@ from lethe.errors import LetheError
 
 @pytest.fixture(scope="module")
 def target(micro_run, data_dir, tmp_path_factory):
-    from lethe.known_members import build_target
+    from lethe.training.target import build_target
 
     out = tmp_path_factory.mktemp("target") / "run"
     config = TargetConfig(model=str(micro_run), data=data_dir, forget=["code/forget"],

@@ -19,7 +19,7 @@ from lethe.reporting import write_report
 
 @pytest.fixture(scope="module")
 def runs(micro_run, data_dir, tmp_path_factory):
-    from lethe.attacks.mia import run_mia
+    from lethe.attacks.mia_suite import run_mia
     from lethe.unlearning.run import unlearn
 
     root = tmp_path_factory.mktemp("report-runs")

@@ -238,7 +238,7 @@ def test_a_nested_override_keeps_the_commands_own_defaults(micro_run, data_dir, 
 
 
 def test_members_too_short_to_score_are_named(micro_run, data_dir, tmp_path, caplog):
-    from lethe.attacks.mia import run_mia
+    from lethe.attacks.mia_suite import run_mia
     from lethe.config import MiaConfig
 
     documents = read_documents(data_dir / "books" / "forget.jsonl")

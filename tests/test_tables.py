@@ -2,7 +2,7 @@
 
 import re
 
-from lethe.attacks.mia import format_mia_table, mia_table
+from lethe.attacks.mia_suite import format_mia_table, mia_table
 from lethe.demo import SUMMARY_ATTACKS
 from lethe.leakage.report import HEADLINE_ATTACKS
 from lethe.reporting.html import html_table

@@ -13,9 +13,9 @@ import yaml
 from lethe.config import PRESETS, ArchConfig
 from lethe.data.documents import Document
 from lethe.data.splits import load_splits
+from lethe.downstream_tasks import TAG, build_utility_tasks, run_utility
 from lethe.errors import LetheError
 from lethe.models import build_model
-from lethe.utility import TAG, build_utility_tasks, run_utility
 
 HELD_OUT = ["general/eval", "code/approximate", "science/approximate", "books/approximate"]
 DOMAINS = ["general", "code", "science", "books"]

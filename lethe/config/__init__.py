@@ -1,10 +1,27 @@
 """Typed configuration: YAML files and `--set key=value` overrides validated against pydantic schemas.
 
 `base` holds the shared pieces, data, pre-training and unlearning schemas; `layers` the YAML/override
-machinery; `privacy` the attack, poisoning, fine-tuning and leakage schemas. Everything is
+machinery; `attacks` the attack, poisoning, fine-tuning and leakage schemas. Everything is
 re-exported here, so `from lethe.config import X` works for every schema.
 """
 
+from lethe.config.attacks import (  # noqa: F401
+    PII_KINDS,
+    RELEASES,
+    BackdoorConfig,
+    BoundConfig,
+    CalibrationConfig,
+    DecodingConfig,
+    DPConfig,
+    ExposureConfig,
+    ExtractConfig,
+    FinetuneConfig,
+    LeakageConfig,
+    MiaConfig,
+    NoiseConfig,
+    PiiConfig,
+    PoisonConfig,
+)
 from lethe.config.base import (  # noqa: F401
     DOMAINS,
     GENERAL,
@@ -45,21 +62,4 @@ from lethe.config.layers import (  # noqa: F401
     read_yaml,
     resolve,
     to_yaml,
-)
-from lethe.config.privacy import (  # noqa: F401
-    PII_KINDS,
-    RELEASES,
-    BackdoorConfig,
-    BoundConfig,
-    CalibrationConfig,
-    DecodingConfig,
-    DPConfig,
-    ExposureConfig,
-    ExtractConfig,
-    FinetuneConfig,
-    LeakageConfig,
-    MiaConfig,
-    NoiseConfig,
-    PiiConfig,
-    PoisonConfig,
 )

@@ -177,7 +177,7 @@ class Trainer:
             if world > 1 or len(objective.groups) > 1:
                 raise LetheError("DP-SGD is accounted for one batch group in one process; run it without "
                                  "`accelerate launch` and with a single-group objective")
-            from lethe.engine.privacy import make_private
+            from lethe.engine.dp_sgd import make_private
 
             model, optimizer, self.privacy = make_private(
                 model, optimizer, dp, samples=len(primary.chunks), batch_size=primary.batch_size,

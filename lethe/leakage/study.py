@@ -111,8 +111,8 @@ class Study:
     def cell(self, variant: str, victim: VictimCell, cell: Path, finetune_overrides: dict | None = None,
              mia_overrides: dict | None = None, extraction: bool = True) -> dict:
         from lethe.attacks.extraction import extract
-        from lethe.attacks.mia import run_mia
-        from lethe.finetune import finetune
+        from lethe.attacks.mia_suite import run_mia
+        from lethe.training.finetune import finetune
 
         release = self.root / "released" / variant / "model"
         config = self.finetune_config(variant, victim, finetune_overrides)

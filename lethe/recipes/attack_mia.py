@@ -11,14 +11,14 @@ from lethe.reporting.records import RunRecord
 
 
 def summary(results: dict, config: MiaConfig, out) -> None:
-    from lethe.attacks.mia import format_mia_table
+    from lethe.attacks.mia_suite import format_mia_table
 
     print(format_mia_table(results))
     print(f"\n{results['members']} members, {results['nonmembers']} non-members; ROC plots in {out}/plots")
 
 
 def report(record: RunRecord, section: Section) -> None:
-    from lethe.attacks.mia import mia_table
+    from lethe.attacks.mia_suite import mia_table
     from lethe.reporting.plots import roc_from_scores, saved_png
 
     r = record.results
@@ -36,7 +36,7 @@ def report(record: RunRecord, section: Section) -> None:
 
 
 recipe(command="attack mia", help="every membership-inference attack, from one scoring pass per model",
-       schema=MiaConfig, run=lazy("lethe.attacks.mia", "run_mia"),
+       schema=MiaConfig, run=lazy("lethe.attacks.mia_suite", "run_mia"),
        flags={"model": Flag("the target model"),
               "members": Flag("member set: a split of --data or a JSONL/text/parquet file"),
               "nonmembers": Flag("non-member set (split or file), disjoint from the members"),

@@ -15,8 +15,8 @@ from lethe.reporting.sections import fmt
 def bits_per_byte(config: EvalPplConfig, out: Path, *, overwrite: bool = False) -> dict:
     """Σ NLL / ln 2 / Σ bytes over the predicted tokens of each split (a chunk's first token is not predicted)."""
     from lethe.data.splits import find_splits, load_splits
-    from lethe.evaluate import score_splits
     from lethe.models import load_configured
+    from lethe.perplexity import score_splits
     from lethe.runs import Run, write_json
 
     with Run.start(out, "eval bpb", config, overwrite=overwrite) as run:

@@ -26,7 +26,7 @@ def report(record: RunRecord, section: Section) -> None:
 
 
 recipe(command="eval ppl", help="perplexity and next-token accuracy per split", schema=EvalPplConfig,
-       run=lazy("lethe.evaluate", "eval_ppl"),
+       run=lazy("lethe.perplexity", "eval_ppl"),
        flags={"model": Flag("model directory, run directory or alias (smollm2-135m)"), "data": Flag(DATA),
               "splits": Flag("splits to score, e.g. code/forget,code/approximate", parse=comma_list)},
        summary=summary, report=report)

@@ -39,7 +39,7 @@ def report(record: RunRecord, section: Section) -> None:
 
 
 recipe(command="finetune", help="the victim's fine-tuning of a released model on private data (full, LoRA, head; "
-       "optionally DP-SGD)", schema=FinetuneConfig, run=lazy("lethe.finetune", "finetune"),
+       "optionally DP-SGD)", schema=FinetuneConfig, run=lazy("lethe.training.finetune", "finetune"),
        flags={"model": Flag("the released model"),
               "data": Flag("D_ft: a split of --data-dir or a JSONL/text/parquet file"),
               "validation": Flag("held-out documents for validation perplexity (split or file)"),

@@ -10,7 +10,7 @@ from lethe.reporting.sections import key_values
 
 
 def configure(args, layers: list) -> PretrainConfig:
-    from lethe.pretrain import pretrain_config
+    from lethe.training.pretrain import pretrain_config
 
     preset = None
     for layer in layers:  # `preset` picks the defaults the other keys are merged over, so it is read first
@@ -48,6 +48,6 @@ def report(record: RunRecord, section: Section) -> None:
 
 
 recipe(command="pretrain", help="train a small model from scratch on known splits", schema=PretrainConfig,
-       run=lazy("lethe.pretrain", "pretrain"), configure=configure, switches=RESUME | ACCEPT_DATA_CHANGE,
+       run=lazy("lethe.training.pretrain", "pretrain"), configure=configure, switches=RESUME | ACCEPT_DATA_CHANGE,
        flags={"preset": Flag("micro or tiny (default: tiny)"), "data": Flag(DATA)},
        summary=summary, report=report, multi_process=True)

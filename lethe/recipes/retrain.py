@@ -10,7 +10,7 @@ from lethe.recipes import ACCEPT_DATA_CHANGE, RESUME, recipe
 def retrain(run, forget: list[str], out, *, overwrite: bool = False, resume: bool = False,
             accept_data_change: bool = False) -> dict:
     """`lethe retrain`: the `lethe pretrain` run `run` repeated without the splits `forget`."""
-    from lethe.pretrain import retrain as repeat
+    from lethe.training.pretrain import retrain as repeat
 
     return repeat(Path(run), forget, Path(out), overwrite=overwrite, resume=resume,
                   accept_data_change=accept_data_change)

@@ -35,5 +35,5 @@ def report(record: RunRecord, section: Section) -> None:
 
 
 recipe(command="target", help="known members on a pre-trained LLM: continued training on forget + retain, and "
-       "its exact retrain on retain alone", schema=TargetConfig, run=lazy("lethe.known_members", "build_target"),
+       "its exact retrain on retain alone", schema=TargetConfig, run=lazy("lethe.training.target", "build_target"),
        flags={"model": Flag("the pre-trained model"), "data": Flag(DATA)}, summary=summary, report=report)

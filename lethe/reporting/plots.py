@@ -29,7 +29,7 @@ def _figure(fig, caption: str, name: str) -> Figure:
 
 def roc_from_scores(run_dir: Path) -> list[Figure]:
     """ROC curves rebuilt from scores/attack_scores.jsonl, drawn by the attack's own plotting code."""
-    from lethe.attacks.mia import load_sample_scores
+    from lethe.attacks.mia_suite import load_sample_scores
     from lethe.attacks.plots import plot_roc
 
     with tempfile.TemporaryDirectory() as tmp:

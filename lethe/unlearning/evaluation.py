@@ -15,7 +15,7 @@ from lethe.config import ChunkConfig, UnlearnEvalConfig
 from lethe.data.chunking import Chunk, chunk_splits
 from lethe.data.splits import load_splits
 from lethe.errors import LetheError
-from lethe.evaluate import score_splits
+from lethe.perplexity import score_splits
 from lethe.scoring import TokenScores
 
 log = logging.getLogger("lethe")

@@ -13,7 +13,6 @@ from lethe.data.documents import check_disjoint
 from lethe.data.splits import find_splits, load_splits
 from lethe.engine import Callback, Trainer
 from lethe.errors import LetheError, TrainingDiverged
-from lethe.known_members import target_run
 from lethe.models import (
     PRETRAIN_TOKENS,
     count_parameters,
@@ -24,6 +23,7 @@ from lethe.models import (
 from lethe.processes import from_main_process, is_main_process
 from lethe.runs import Run, read_json
 from lethe.scoring import score_chunks
+from lethe.training.target import target_run
 from lethe.unlearning.evaluation import (
     cost,
     role_splits,
@@ -65,7 +65,7 @@ def utility(model, tokenizer, config: UnlearnConfig, documents: dict, task_dir: 
     """lm-eval tasks built from held-out text only (approximate and general eval, minus forget overlap)."""
     if not config.eval.utility:
         return None
-    from lethe.utility import build_utility_tasks, run_utility
+    from lethe.downstream_tasks import build_utility_tasks, run_utility
 
     roles = role_splits(config.domain)
     if not (task_dir / "utility_tasks.json").is_file():

@@ -20,10 +20,10 @@ from lethe.config import UnlearnConfig, UnlearningStudyConfig, describe_validati
 from lethe.data.splits import find_splits
 from lethe.engine.trainer import refuse_no_updates
 from lethe.errors import LetheError, TrainingDiverged
-from lethe.known_members import target_run
 from lethe.models import load_model, model_context, resolve_model_path
-from lethe.pretrain import retrain
 from lethe.runs import Run, read_json, write_json
+from lethe.training.pretrain import retrain
+from lethe.training.target import target_run
 from lethe.unlearning.evaluation import (
     load_role_scores,
     retrain_distance,

@@ -21,8 +21,8 @@ from lethe.data.chunking import chunk_splits
 from lethe.data.splits import find_splits, load_splits
 from lethe.engine import Trainer, objectives
 from lethe.errors import LetheError
-from lethe.evaluate import score_splits
 from lethe.models import load_configured, model_context
+from lethe.perplexity import score_splits
 from lethe.runs import Run, write_json
 
 log = logging.getLogger("lethe")

@@ -15,8 +15,8 @@ from lethe.data.chunking import chunk_splits
 from lethe.data.splits import default_training_splits, find_splits, load_splits
 from lethe.engine import Trainer, objectives
 from lethe.errors import LetheError
-from lethe.evaluate import ppl_results, score_splits
 from lethe.models import build_model, count_parameters, gpt2_tokenizer, train_bpe_tokenizer
+from lethe.perplexity import ppl_results, score_splits
 from lethe.processes import from_main_process, process_state
 from lethe.runs import Run, read_json, write_json
 

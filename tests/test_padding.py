@@ -22,10 +22,10 @@ def test_right_and_left_padding_place_tokens_and_mask():
 def uneven(micro_model, data_dir):
     _, tokenizer = micro_model
     docs = load_splits(data_dir, ["books/forget"])["books/forget"]
-    chunks = chunk_documents(docs, tokenizer, ChunkConfig(length=40, max_chunks_per_doc=None), context=256)
-    picked = sorted(chunks, key=len)[:: max(1, len(chunks) // 5)]
-    assert len({len(c) for c in picked}) > 2  # padding of different widths is exercised
-    return [list(c.input_ids) for c in picked]
+    chunks = chunk_documents(docs, tokenizer, ChunkConfig(length=40), context=256)
+    lengths = (40, 29, 17, 8, 3)  # padding of many widths
+    assert all(len(c) == 40 for c in chunks[:len(lengths)])
+    return [list(c.input_ids[:n]) for c, n in zip(chunks, lengths, strict=False)]
 
 
 @torch.no_grad()

@@ -33,7 +33,7 @@ def score_chunk_sets(model, chunked: dict[str, list[Chunk]], batch_tokens: int, 
 
 def score_splits(model, tokenizer, splits: dict, chunk: ChunkConfig, batch_tokens: int,
                  scores_dir: Path | None = None) -> dict[str, TokenScores]:
-    """Chunk and score every split once; if scores_dir is given, save per-sample scores as <split>.npz/.jsonl."""
+    """Score every split once; if scores_dir is given, save per-sample scores as <split>.npz/.jsonl."""
     chunked = chunk_splits(splits, tokenizer, chunk, model_context(model))
     return score_chunk_sets(model, chunked, batch_tokens, tokenizer.pad_token_id, scores_dir)
 

@@ -95,7 +95,8 @@ def format_summary(summary: dict) -> str:
 
 
 def _unlearning_half(config: DemoConfig, root: Path) -> dict:
-    from lethe.models import load_model
+    from lethe.data.roles import RunData
+    from lethe.models import load_model, model_context
     from lethe.training.target import build_target
     from lethe.unlearning.evaluation import load_role_scores, retrain_distance, score_roles, unlearning_metrics
     from lethe.unlearning.run import unlearn
@@ -108,7 +109,8 @@ def _unlearning_half(config: DemoConfig, root: Path) -> dict:
     settings = config.unlearn.model_copy(update={"model": str(root / "target"), "data": data})
     results = unlearn(settings, root / "unlearning")
     retrain, tokenizer = load_model(root / "target" / "retrain")
-    retrained = score_roles(retrain, tokenizer, data, settings.domain, settings.chunk, settings.eval.batch_tokens,
+    roles = RunData.load(data, settings.domain, tokenizer, settings.chunk, model_context(retrain))
+    retrained = score_roles(retrain, tokenizer, roles, settings.eval.batch_tokens,
                             root / "target" / "scores" / "retrain-roles")
     scores = {when: load_role_scores(root / "unlearning" / "scores" / stage, settings.domain)
               for when, stage in (("before", "original"), ("after", "unlearned"))}

@@ -8,7 +8,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from lethe.config import ChunkConfig, EvalPplConfig
-from lethe.data.chunking import chunk_splits
+from lethe.data.chunking import Chunk, chunk_splits
 from lethe.data.splits import find_splits, load_splits
 from lethe.models import load_configured, model_context
 from lethe.runs import Run
@@ -17,19 +17,25 @@ from lethe.scoring import TokenScores, length_buckets, score_chunks
 log = logging.getLogger("lethe")
 
 
-def score_splits(model, tokenizer, splits: dict, chunk: ChunkConfig, batch_tokens: int,
-                 scores_dir: Path | None = None) -> dict[str, TokenScores]:
-    """Score every split once; if scores_dir is given, save per-sample scores as <split>.npz/.jsonl."""
-    chunked = chunk_splits(splits, tokenizer, chunk, model_context(model))
+def score_chunk_sets(model, chunked: dict[str, list[Chunk]], batch_tokens: int, pad_id: int,
+                     scores_dir: Path | None = None) -> dict[str, TokenScores]:
+    """Score every named chunk set once, under one progress bar; if scores_dir is given, save per-sample scores
+    as <name>.npz/.jsonl."""
     total = sum(len(length_buckets([len(c) for c in chunks], batch_tokens)) for chunks in chunked.values())
     scores = {}
     with tqdm(total=total, desc=f"scoring {len(chunked)} splits", unit="batch") as bar:
         for name, chunks in chunked.items():
-            scores[name] = score_chunks(model, chunks, batch_tokens=batch_tokens, pad_id=tokenizer.pad_token_id,
-                                        bar=bar)
+            scores[name] = score_chunks(model, chunks, batch_tokens=batch_tokens, pad_id=pad_id, bar=bar)
             if scores_dir is not None:
                 scores[name].save(scores_dir / name)
     return scores
+
+
+def score_splits(model, tokenizer, splits: dict, chunk: ChunkConfig, batch_tokens: int,
+                 scores_dir: Path | None = None) -> dict[str, TokenScores]:
+    """Score every split once; if scores_dir is given, save per-sample scores as <split>.npz/.jsonl."""
+    chunked = chunk_splits(splits, tokenizer, chunk, model_context(model))
+    return score_chunk_sets(model, chunked, batch_tokens, tokenizer.pad_token_id, scores_dir)
 
 
 def ppl_results(scores: dict[str, TokenScores]) -> dict:

@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lethe.data.chunking import Chunk
+from lethe.data.padding import pad_sequences
 
 _ROW_SLICE = 2048  # positions per slice when reducing over the vocabulary, to bound memory
 
@@ -127,13 +128,7 @@ def score_chunks(model, chunks: Sequence[Chunk], *, batch_tokens: int = 4096, pa
     if own_bar:
         bar = tqdm(total=len(batches), desc=desc, unit="batch", disable=not progress, leave=False)
     for batch in batches:
-        width = len(chunks[batch[0]])
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, index in enumerate(batch):
-            tokens = chunks[index].input_ids
-            ids[row, :len(tokens)] = torch.tensor(tokens)
-            mask[row, :len(tokens)] = 1
+        ids, mask = pad_sequences([chunks[index].input_ids for index in batch], pad_id)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
         for row, index in enumerate(batch):
             n = len(chunks[index]) - 1

@@ -96,12 +96,12 @@ def test_a_collapsing_model_stops_training_or_is_marked_collapsed(micro_run, dat
     kept = tmp_path / "guarded" / "checkpoints" / "last-good"
     assert f"kept in {kept}" in message
     from lethe.config import ChunkConfig
+    from lethe.data.roles import RunData
     from lethe.models import load_model
     from lethe.scoring import score_chunks
-    from lethe.unlearning.evaluation import role_chunks
 
     model, tokenizer = load_model(kept)
-    held_out = role_chunks(tokenizer, data_dir, "books", ChunkConfig(), 256)["approximate"]
+    held_out = RunData.load(data_dir, "books", tokenizer, ChunkConfig(), 256).role_chunks("approximate")
     ppl = score_chunks(model, held_out, pad_id=tokenizer.pad_token_id, progress=False).perplexity()
     assert ppl < 0.5 * model.config.vocab_size  # the weights kept still predict, unlike a uniform guess
 

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from lethe.config import DecodingConfig, ExposureConfig, ExtractConfig
 from lethe.data.documents import jsonl_records
+from lethe.data.padding import pad_sequences
 from lethe.errors import LetheError
 from lethe.models import load_configured, model_context
 from lethe.runs import Run
@@ -104,13 +105,8 @@ def generate_batched(model, prompts: Sequence[Sequence[int]], new_tokens: Sequen
     results: list[list[list[int]]] = [[] for _ in prompts]
     for number, start in enumerate(range(0, len(order), batch_size)):
         batch = order[start:start + batch_size]
-        width = len(prompts[batch[0]])
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, index in enumerate(batch):
-            tokens = prompts[index]
-            ids[row, width - len(tokens):] = torch.tensor(tokens)
-            mask[row, width - len(tokens):] = 1
+        ids, mask = pad_sequences([prompts[index] for index in batch], pad_id, side="left")
+        width = ids.shape[1]
         config = GenerationConfig(max_new_tokens=max(new_tokens[i] for i in batch), pad_token_id=pad_id,
                                   eos_token_id=eos_id, use_cache=True, **kwargs)
         if kwargs.get("do_sample"):
@@ -166,13 +162,9 @@ def continuation_logliks(model, prompt: Sequence[int], options: Sequence[Sequenc
     scores = []
     for start in range(0, len(options), batch_size):
         batch = options[start:start + batch_size]
-        width = max(len(o) for o in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long, device=device)
-        mask = torch.zeros((len(batch), len(prompt) + width), dtype=torch.long, device=device)
-        mask[:, :len(prompt)] = 1
-        for row, option in enumerate(batch):
-            ids[row, :len(option)] = torch.tensor(option, device=device)
-            mask[row, len(prompt):len(prompt) + len(option)] = 1
+        ids, option_mask = pad_sequences(batch, pad_id)
+        ids = ids.to(device)
+        mask = torch.cat([torch.ones((len(batch), len(prompt)), dtype=torch.long), option_mask], dim=1).to(device)
         cache = copy.deepcopy(head.past_key_values)
         cache.batch_repeat_interleave(len(batch))
         logits = model(input_ids=ids, attention_mask=mask, past_key_values=cache).logits[:, :-1].float()

@@ -22,15 +22,8 @@ from lethe.errors import LetheError
 
 log = logging.getLogger("lethe")
 
-DOMAIN_SPLITS = ("forget", "approximate", "retain")  # fill order: the two sets compared come first
-GENERAL_SPLITS = ("eval", "retain")
 MEMBER_SPLITS = ("forget", "retain")
 _WORD = re.compile(r"\w+")
-
-
-def split_names(domains: Iterable[str], general: bool = True) -> list[str]:
-    names = [f"{domain}/{split}" for domain in domains for split in ("forget", "retain", "approximate")]
-    return names + ([f"{GENERAL}/retain", f"{GENERAL}/eval"] if general else [])
 
 
 def default_training_splits(available: Iterable[str]) -> list[str]:
@@ -73,6 +66,7 @@ def _sizes(config: DataBuildConfig, domain: str) -> dict[str, int]:
     sizes = config.sizes
     if domain == GENERAL:
         return {"eval": sizes.general_eval, "retain": sizes.general_retain}
+    # fill order: the two sets compared come first
     return {"forget": sizes.forget, "approximate": sizes.approximate, "retain": sizes.retain}
 
 

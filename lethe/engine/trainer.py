@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from lethe.config import DPConfig, TrainConfig
 from lethe.data.chunking import Chunk
+from lethe.data.padding import pad_sequences
 from lethe.engine.guard import Guard
 from lethe.engine.objectives import Batch, Objective
 from lethe.errors import LetheError, TrainingDiverged
@@ -98,12 +99,8 @@ class GroupStream:
 
 
 def collate(chunks: Sequence[Chunk], pad_id: int) -> Batch:
-    width = max(len(c) for c in chunks)
-    ids = torch.full((len(chunks), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(chunks), width), dtype=torch.long)
-    for row, chunk in enumerate(chunks):
-        ids[row, :len(chunk)] = torch.tensor(chunk.input_ids)
-        mask[row, :len(chunk)] = 1
+    """A training batch: right-padded ids, and labels that ignore the padding."""
+    ids, mask = pad_sequences([chunk.input_ids for chunk in chunks], pad_id)
     return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
 
 

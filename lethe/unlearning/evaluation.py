@@ -11,29 +11,21 @@ import numpy as np
 from scipy.stats import ks_2samp, spearmanr
 
 from lethe.attacks import min_k_score, roc_metrics
-from lethe.config import ChunkConfig, UnlearnEvalConfig
-from lethe.data.chunking import Chunk, chunk_splits
-from lethe.data.splits import load_splits
+from lethe.config import UnlearnEvalConfig
+from lethe.data.chunking import Chunk
+from lethe.data.roles import RunData, role_splits
 from lethe.errors import LetheError
-from lethe.perplexity import score_splits
+from lethe.perplexity import score_chunk_sets
 from lethe.scoring import TokenScores
 
 log = logging.getLogger("lethe")
 
-ROLES = ("forget", "retain", "approximate", "general")
-
-
-def role_splits(domain: str) -> dict[str, str]:
-    """Which data split plays which role in Yao et al.'s evaluation."""
-    return {"forget": f"{domain}/forget", "retain": f"{domain}/retain", "approximate": f"{domain}/approximate",
-            "general": "general/eval"}
-
-
-def score_roles(model, tokenizer, data_dir: Path, domain: str, chunk: ChunkConfig, batch_tokens: int,
+def score_roles(model, tokenizer, data: RunData, batch_tokens: int,
                 scores_dir: Path | None = None) -> dict[str, TokenScores]:
-    names = role_splits(domain)
-    scores = score_splits(model, tokenizer, load_splits(data_dir, names.values()), chunk, batch_tokens, scores_dir)
-    return {role: scores[name] for role, name in names.items()}
+    """Every role's chunks scored once (saved under scores_dir/<split>), keyed by role."""
+    chunked = {name: data.chunks[name] for name in data.splits.values()}
+    scores = score_chunk_sets(model, chunked, batch_tokens, tokenizer.pad_token_id, scores_dir)
+    return {role: scores[name] for role, name in data.splits.items()}
 
 
 def load_role_scores(scores_dir: Path, domain: str) -> dict[str, TokenScores]:
@@ -77,12 +69,6 @@ def with_blind_verdicts(metrics: dict, blind: dict | None) -> dict:
     return metrics
 
 
-def role_chunks(tokenizer, data_dir: Path, domain: str, chunk: ChunkConfig, context: int) -> dict[str, list[Chunk]]:
-    names = role_splits(domain)
-    chunked = chunk_splits(load_splits(data_dir, [names["forget"], names["approximate"]]), tokenizer, chunk, context)
-    return {role: chunked[names[role]] for role in ("forget", "approximate")}
-
-
 def membership(forget: TokenScores, approximate: TokenScores, config: UnlearnEvalConfig) -> dict[str, dict]:
     """Min-K% MIA, members = forget chunks, non-members = approximate chunks, for every K."""
     by_k = {}
@@ -92,13 +78,17 @@ def membership(forget: TokenScores, approximate: TokenScores, config: UnlearnEva
     return by_k
 
 
+def log_ppl_ratio(forget: TokenScores, approximate: TokenScores) -> float:
+    """log(forget PPL / approximate PPL): < 0 still remembered, 0 looks unseen, > 0 pushed past unseen."""
+    return math.log(forget.perplexity() / approximate.perplexity())
+
+
 def approximate_gap(forget: TokenScores, approximate: TokenScores, k: int) -> dict[str, float]:
     """0 when the forget set looks like unseen same-domain data, the state retraining would reach.
 
-    log_ppl_ratio < 0: still remembered; > 0: pushed past unseen (over-unlearned).
     mink_ks: Kolmogorov–Smirnov distance between the two Min-K% score distributions.
     """
-    return {"log_ppl_ratio": math.log(forget.perplexity() / approximate.perplexity()),
+    return {"log_ppl_ratio": log_ppl_ratio(forget, approximate),
             "mink_ks": float(ks_2samp(min_k_score(forget, k), min_k_score(approximate, k)).statistic)}
 
 
@@ -178,17 +168,17 @@ def eval_unlearning(config, out: Path, *, overwrite: bool = False) -> dict:
 
     models = {"unlearned": config.model, "original": config.original, "retrained": config.retrained}
     with Run.start(out, "eval unlearning", config, overwrite=overwrite) as run:
-        scores, blind, vocabularies = {}, None, {}
+        scores, blind, vocabularies, data = {}, None, {}, None
         for role, name in models.items():
             if name is None:
                 continue
             model, tokenizer = load_model(name)
             vocabularies[role] = model.config.vocab_size
-            if blind is None:
-                chunks = role_chunks(tokenizer, config.data, config.domain, config.chunk, model_context(model))
-                blind = split_blind(chunks["forget"], chunks["approximate"], tokenizer, config.eval)
-            scores[role] = score_roles(model, tokenizer, config.data, config.domain, config.chunk,
-                                       config.eval.batch_tokens, run.scores_dir / role)
+            if data is None:  # every model is scored on the chunks of the first one's tokenizer
+                data = RunData.load(config.data, config.domain, tokenizer, config.chunk, model_context(model))
+                blind = split_blind(data.role_chunks("forget"), data.role_chunks("approximate"), tokenizer,
+                                    config.eval)
+            scores[role] = score_roles(model, tokenizer, data, config.eval.batch_tokens, run.scores_dir / role)
         results = {role: with_blind_verdicts(unlearning_metrics(s, config.eval, vocabularies[role]), blind)
                    for role, s in scores.items()}
         if "retrained" in scores:

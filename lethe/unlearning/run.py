@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from pathlib import Path
 
 from lethe.config import UnlearnConfig
-from lethe.data.chunking import chunk_splits
 from lethe.data.documents import check_disjoint
-from lethe.data.splits import find_splits, load_splits
+from lethe.data.roles import RunData, require_forget_set, retain_split
 from lethe.engine import Callback, Trainer
 from lethe.errors import LetheError, TrainingDiverged
 from lethe.models import (
@@ -26,7 +24,7 @@ from lethe.scoring import score_chunks
 from lethe.training.target import target_run
 from lethe.unlearning.evaluation import (
     cost,
-    role_splits,
+    log_ppl_ratio,
     score_roles,
     split_blind,
     unlearning_metrics,
@@ -61,22 +59,18 @@ class StopAtApproximate(Callback):
         return metrics["log_ppl_ratio"] >= 0
 
 
-def utility(model, tokenizer, config: UnlearnConfig, documents: dict, task_dir: Path) -> dict | None:
+def utility(model, tokenizer, config: UnlearnConfig, data: RunData, task_dir: Path) -> dict | None:
     """lm-eval tasks built from held-out text only (approximate and general eval, minus forget overlap)."""
     if not config.eval.utility:
         return None
     from lethe.downstream_tasks import build_utility_tasks, run_utility
 
-    roles = role_splits(config.domain)
     if not (task_dir / "utility_tasks.json").is_file():
-        build_utility_tasks({config.domain: documents[roles["approximate"]], "general": documents[roles["general"]]},
+        build_utility_tasks({config.domain: data.role_documents("approximate"),
+                             "general": data.role_documents("general")},
                             task_dir, seed=config.eval.seed, per_task=config.eval.utility_limit or 200,
-                            exclude=documents[roles["forget"]])
+                            exclude=data.role_documents("forget"))
     return run_utility(model, tokenizer, task_dir, limit=config.eval.utility_limit)
-
-
-def retain_split(config: UnlearnConfig, objective) -> str:
-    return f"{config.domain}/retain" if objective.retain_data == "in_domain" else "general/retain"
 
 
 def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, original_scores: dict | None = None) -> dict:
@@ -85,43 +79,35 @@ def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, origin
     main = is_main_process()  # trains with the others; alone scores, evaluates utility and writes
     results: dict = {}
     with Run.start(out, "unlearn", config, overwrite=overwrite, seed=config.train.seed) as run:
-        available = find_splits(config.data)
-        roles = role_splits(config.domain)
-        if roles["forget"] not in available:
-            domains = sorted({name.split("/")[0] for name in available})
-            raise LetheError(f"{config.data} has no forget set for domain {config.domain!r} (domains: {domains})")
+        available = require_forget_set(config.data, config.domain)
         model, tokenizer = load_configured(config)
         reference = copy.deepcopy(model).requires_grad_(False).eval()
         context = MethodContext(reference=reference, special_ids=tokenizer.all_special_ids, vocab_size=len(tokenizer))
         objective = method(context, config.method_args)
-        wanted = [roles["forget"], roles["approximate"], *([roles["general"]] if config.eval.utility else [])]
-        if objective.retain_term:
-            wanted.append(retain_split(config, objective))
-            if wanted[-1] not in available:
-                raise LetheError(f"method {config.method!r} needs the retain split {wanted[-1]!r}, which "
-                                 f"{config.data} does not have")
-        documents = load_splits(config.data, wanted)
-        check_disjoint(documents[roles["forget"]], documents[roles["approximate"]], ("forget", "approximate"),
+        retain = retain_split(config.domain, objective.retain_data) if objective.retain_term else None
+        if retain is not None and retain not in available:
+            raise LetheError(f"method {config.method!r} needs the retain split {retain!r}, which "
+                             f"{config.data} does not have")
+        data = RunData.load(config.data, config.domain, tokenizer, config.chunk, model_context(model),
+                            extra_splits=[retain] if retain else [])
+        check_disjoint(data.role_documents("forget"), data.role_documents("approximate"), ("forget", "approximate"),
                        "the approximate set must be unseen data")
-        utility_before = utility(model, tokenizer, config, documents, run.path / "utility_tasks") if main else None
-        run.record_data({name: available[name] for name in {*wanted, *roles.values()} if name in available})
-        trained_on = {name: docs for name, docs in documents.items() if name != roles["general"]}
-        chunks = chunk_splits(trained_on, tokenizer, config.chunk, model_context(model))
-        groups = {"forget": chunks[roles["forget"]]}
-        if objective.retain_term:
-            groups["retain"] = chunks[wanted[-1]]
+        utility_before = utility(model, tokenizer, config, data, run.path / "utility_tasks") if main else None
+        run.record_data({name: available[name] for name in data.documents})
+        groups = {"forget": data.role_chunks("forget")}
+        if retain is not None:
+            groups["retain"] = data.chunks[retain]
 
         if original_scores is None and main:
-            original_scores = score_roles(model, tokenizer, config.data, config.domain, config.chunk,
-                                          config.eval.batch_tokens, run.scores_dir / "original")
+            original_scores = score_roles(model, tokenizer, data, config.eval.batch_tokens,
+                                          run.scores_dir / "original")
 
         def approximate_gap_now(current) -> dict[str, float]:
-            forget = score_chunks(current, groups["forget"], batch_tokens=config.eval.batch_tokens,
-                                  pad_id=tokenizer.pad_token_id, progress=False).perplexity()
-            approximate = score_chunks(current, chunks[roles["approximate"]], batch_tokens=config.eval.batch_tokens,
-                                       pad_id=tokenizer.pad_token_id, progress=False).perplexity()
-            return {"forget_ppl": forget, "approximate_ppl": approximate,
-                    "log_ppl_ratio": math.log(forget / approximate)}
+            forget, approximate = (score_chunks(current, data.role_chunks(role), batch_tokens=config.eval.batch_tokens,
+                                                pad_id=tokenizer.pad_token_id, progress=False)
+                                   for role in ("forget", "approximate"))
+            return {"forget_ppl": forget.perplexity(), "approximate_ppl": approximate.perplexity(),
+                    "log_ppl_ratio": log_ppl_ratio(forget, approximate)}
 
         if config.stop_at_approximate and not config.train.eval_every:
             raise LetheError("stop_at_approximate needs evaluations: set train.eval_every")
@@ -139,14 +125,13 @@ def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, origin
         model = trainer.save_model(run.path / "model", tokenizer)
         if not main:
             return from_main_process(results)
-        blind = split_blind(chunks[roles["forget"]], chunks[roles["approximate"]], tokenizer, config.eval)
+        blind = split_blind(data.role_chunks("forget"), data.role_chunks("approximate"), tokenizer, config.eval)
         before = with_blind_verdicts(unlearning_metrics(original_scores, config.eval), blind)
-        after_scores = score_roles(model, tokenizer, config.data, config.domain, config.chunk,
-                                   config.eval.batch_tokens, run.scores_dir / "unlearned")
+        after_scores = score_roles(model, tokenizer, data, config.eval.batch_tokens, run.scores_dir / "unlearned")
         after = with_blind_verdicts(unlearning_metrics(after_scores, config.eval, model.config.vocab_size), blind)
         if utility_before is not None:
             before["utility"] = utility_before
-            after["utility"] = utility(model, tokenizer, config, documents, run.path / "utility_tasks")
+            after["utility"] = utility(model, tokenizer, config, data, run.path / "utility_tasks")
         results = {
             "method": config.method, "domain": config.domain, "model": config.model,
             "train": {"steps": result.steps, "tokens": result.tokens, "seconds": result.seconds,

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from scipy.stats import spearmanr
 
 from lethe.config import UnlearnConfig, UnlearningStudyConfig, describe_validation_error
+from lethe.data.roles import RunData, role_splits
 from lethe.data.splits import find_splits
 from lethe.engine.trainer import refuse_no_updates
 from lethe.errors import LetheError, TrainingDiverged
@@ -27,7 +28,6 @@ from lethe.training.target import target_run
 from lethe.unlearning.evaluation import (
     load_role_scores,
     retrain_distance,
-    role_chunks,
     score_roles,
     split_blind,
     unlearning_metrics,
@@ -54,12 +54,17 @@ def _original(config: UnlearningStudyConfig):
                       allow_cpu_bf16=config.unlearn.allow_cpu_bf16)
 
 
+def domain_data(config: UnlearningStudyConfig, domain: str, model, tokenizer) -> RunData:
+    """A domain's roles, chunked as every unlearning run of the study chunks them."""
+    return RunData.load(config.data, domain, tokenizer, config.unlearn.chunk, model_context(model))
+
+
 def original_scores(config: UnlearningStudyConfig, domain: str, out: Path) -> dict:
     """Score the original model on one domain's roles once; reuse the saved scores afterwards."""
     scores_dir = out / "original" / domain
     if not (scores_dir / "done").is_file():
         model, tokenizer = _original(config)
-        score_roles(model, tokenizer, config.data, domain, config.unlearn.chunk, config.unlearn.eval.batch_tokens,
+        score_roles(model, tokenizer, domain_data(config, domain, model, tokenizer), config.unlearn.eval.batch_tokens,
                     scores_dir)
         (scores_dir / "done").write_text("")
     return load_role_scores(scores_dir, domain)
@@ -72,8 +77,9 @@ def domain_blind(config: UnlearningStudyConfig, domain: str, out: Path) -> dict 
         return None
     if not path.is_file():
         model, tokenizer = _original(config)
-        chunks = role_chunks(tokenizer, config.data, domain, config.unlearn.chunk, model_context(model))
-        write_json(path, split_blind(chunks["forget"], chunks["approximate"], tokenizer, config.unlearn.eval))
+        data = domain_data(config, domain, model, tokenizer)
+        write_json(path, split_blind(data.role_chunks("forget"), data.role_chunks("approximate"), tokenizer,
+                                     config.unlearn.eval))
     return read_json(path)
 
 
@@ -83,11 +89,11 @@ def retrained_scores(config: UnlearningStudyConfig, domain: str, out: Path) -> d
     target = known / "retrain" if known else out / "retrain" / domain
     if known is None and not finished(target):
         original_run = resolve_model_path(config.model).parent
-        retrain(original_run, [f"{domain}/forget"], target, overwrite=target.exists())
+        retrain(original_run, [role_splits(domain)["forget"]], target, overwrite=target.exists())
     scores_dir = (out / "retrain" / domain if known else target) / "unlearning_scores"
     if not (scores_dir / "done").is_file():
         model, tokenizer = load_model(target)
-        score_roles(model, tokenizer, config.data, domain, config.unlearn.chunk, config.unlearn.eval.batch_tokens,
+        score_roles(model, tokenizer, domain_data(config, domain, model, tokenizer), config.unlearn.eval.batch_tokens,
                     scores_dir)
         (scores_dir / "done").write_text("")
     return load_role_scores(scores_dir, domain)

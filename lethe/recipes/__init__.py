@@ -78,7 +78,7 @@ class Recipe:
     api_name: str | None = None  # `lethe.<api_name>`; default: the command with spaces as underscores
     in_api: bool = True  # also a function of the Python API
     arguments: Callable[[argparse.ArgumentParser], None] | None = None  # extra CLI arguments
-    configure: Callable[[argparse.Namespace, list], Any] | None = None  # args, layers → config, where special
+    configure: Callable[[list], Any] | None = None  # config layers → config, where `resolve` is not enough
     main: Callable[[argparse.Namespace], None] | None = None  # the whole CLI handler, for commands outside the mould
     api_function: Callable[..., Any] | None = None  # the Python API, for commands outside the mould
 
@@ -108,7 +108,7 @@ class Recipe:
         from lethe.config import resolve
 
         layers = self.layers(args)
-        config = self.configure(args, layers) if self.configure else resolve(self.schema, *layers)
+        config = self.configure(layers) if self.configure else resolve(self.schema, *layers)
         options = {name: getattr(args, name) for name in self.options()}
         out = Path(args.out) if self.out == "run" else None
         results = self.run(config, out, **options) if out is not None else self.run(config, **options)

@@ -9,7 +9,7 @@ from lethe.reporting.records import RunRecord
 from lethe.reporting.sections import key_values
 
 
-def configure(args, layers: list) -> PretrainConfig:
+def configure(layers: list) -> PretrainConfig:
     from lethe.training.pretrain import pretrain_config
 
     preset = None

@@ -7,6 +7,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 from lethe.attacks import AttackInputs, attacks, bootstrap_intervals, tpr_at_fpr
 from lethe.attacks.metrics import mia_metrics
@@ -215,12 +216,22 @@ def test_cli_writes_the_documented_results(micro_run, unseen_sets, tmp_path):
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert sorted(results["attacks"]) == ["loss", "min_k_pp"]
-    assert {"auc", "tpr@0.1%fpr", "tpr@1%fpr"} <= set(results["attacks"]["loss"])
-    rows = (out / "scores" / "attack_scores.jsonl").read_text().splitlines()
-    assert len(rows) == 40 and {"id", "set", "member", "loss", "min_k_pp"} <= set(json.loads(rows[0]))
+    rows = [json.loads(line) for line in (out / "scores" / "attack_scores.jsonl").read_text().splitlines()]
+    assert len(rows) == 40 and sorted(row["id"].rsplit("#", 1)[0] for row in rows if row["member"]) == sorted(
+        doc.id for doc in read_documents(unseen_sets["members"]))  # one chunk ("<doc>#0") per 700-char document
+    labels = np.array([int(row["member"]) for row in rows])
+    for name in ("loss", "min_k_pp"):
+        # every number in results.json rebuilds from the saved per-sample scores
+        scores = np.array([row[name] for row in rows])
+        metrics = results["attacks"][name]
+        assert metrics["auc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-12), name
+        # with 20 non-members, FPR <= 1% allows none: the share of members above every non-member
+        assert metrics["tpr@1%fpr"] == np.mean(scores[labels == 1] > scores[labels == 0].max()), name
     blind = results["blind"]
-    assert blind["members"] == blind["nonmembers"] == 20 and blind["ci95"][0] < blind["ci95"][1]
-    assert 0 <= blind["auc"] <= 1 and len(blind["null"]) == blind["permutations"]
+    assert blind["members"] == blind["nonmembers"] == 20 and len(blind["null"]) == blind["permutations"]
+    # the verdict is read against the saved permutation null, and halves of one unseen set are not separable
+    assert blind["ci95"] == pytest.approx(np.percentile(blind["null"], [2.5, 97.5]), abs=1e-4)
+    assert blind["ci95"][0] <= blind["auc"] <= blind["ci95"][1] and not blind["separable"]
 
 
 def test_a_split_separable_without_the_model_is_flagged(micro_run, data_dir, tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from lethe.cli import main
@@ -33,24 +34,57 @@ def test_demo_runs_both_halves_and_summarises_them(demo):
         distance = unlearning["distance"][when]
         assert distance["forget_ppl_ratio"] == pytest.approx(
             unlearning[when]["forget_ppl"] / unlearning["retrain"]["forget_ppl"], rel=1e-6)
+    # the retrain row is the exact retrain's own saved scores
+    retrain_forget = np.load(out / "target" / "scores" / "retrain-roles" / "science" / "forget.npz")["logprob"]
+    assert unlearning["retrain"]["forget_ppl"] == pytest.approx(np.exp(-retrain_forget.astype(np.float64).mean()),
+                                                                rel=1e-12)
+    for when in ("before", "after"):
+        assert unlearning[when] == {"forget_ppl": saved[when]["ppl"]["forget"],
+                                    "approximate_ppl": saved[when]["ppl"]["approximate"],
+                                    "general_ppl": saved[when]["ppl"]["general"],
+                                    "gap": saved[when]["approx_gap"]["log_ppl_ratio"],
+                                    "mink_auc": saved[when]["mia"]["auc"]}
+    # the checks are read against the blind baseline's null range, as saved by the unlearning run
     blind = unlearning["blind"]
-    assert blind["ci95"][0] < blind["ci95"][1] and set(unlearning["checks"]) == {"blind_inside_null",
-                                                                                 "target_mink_above_null"}
-    assert set(results["leakage"]) == {"benign / lora", "forget_to_flourish / lora"}
+    assert blind == {key: saved["blind"][key] for key in ("auc", "ci95", "separable", "p_value")}
+    low, high = blind["ci95"]
+    assert unlearning["checks"] == {"blind_inside_null": low <= blind["auc"] <= high,
+                                    "target_mink_above_null": unlearning["before"]["mink_auc"] > high}
     leakage = json.loads((out / "leakage" / "results.json").read_text())
-    cell = leakage["variants"]["forget_to_flourish"]["lora"]
-    assert results["leakage"]["forget_to_flourish / lora"]["loss_auc"] == cell["mia"]["loss"]["auc"]
     assert leakage["released"]["forget_to_flourish"]["target_loss_rise"] > 0
-    summary = (out / "summary.txt").read_text()
-    assert "Unlearning (ga_gd_in" in summary and "forget_to_flourish / lora" in summary
-    assert f"{unlearning['after']['mink_auc']:.3f}" in summary and "blind baseline" in summary
+    cells = {f"{variant} / {mode}": cell for variant, modes in leakage["variants"].items()
+             for mode, cell in modes.items()}
+    assert list(results["leakage"]) == list(cells) == ["benign / lora", "forget_to_flourish / lora"]
+    for name, row in results["leakage"].items():
+        cell = cells[name]
+        assert row == {**{f"{attack}_auc": cell["mia"][attack]["auc"] for attack in ("loss", "min_k", "reference_model")
+                          if attack in cell["mia"]},
+                       "nsr": cell["extraction"]["nsr"], "targets": cell["extraction"]["targets"],
+                       "val_ppl": cell["utility"]["val_ppl"]}, name
+    # the printed summary shows these numbers, row by row
+    lines = (out / "summary.txt").read_text().splitlines()
+    assert lines[0].startswith("Unlearning (ga_gd_in")
+    for when, label in (("before", "target"), ("after", "unlearned"), ("retrain", "retrain")):
+        r = unlearning[when]
+        shown = next(line.split() for line in lines if line.startswith(f"{label} "))
+        assert shown[1:] == [f"{r['forget_ppl']:.2f}", f"{r['approximate_ppl']:.2f}", f"{r['gap']:.3f}",
+                             f"{r['mink_auc']:.3f}", f"{r['general_ppl']:.2f}"], label
+    for name, row in results["leakage"].items():
+        shown = next(line[len(name):].split() for line in lines if line.startswith(name))
+        assert shown[0] == f"{row['loss_auc']:.3f}" and shown[-1] == f"{row['val_ppl']:.2f}", name
+    assert f"AUC {blind['auc']:.3f}, permutation null 95% range {low:.3f}–{high:.3f}" in "\n".join(lines)
 
 
 def test_demo_writes_a_report_of_its_runs(demo):
     out, _ = demo
-    html = (out / "report.html").read_text()
+    html, markdown = (out / "report.html").read_text(), (out / "report.md").read_text()
     assert "<img" in html and "ga_gd_in" in html and "forget_to_flourish" in html
-    assert (out / "report.md").is_file()
+    # both renderings carry the runs' own numbers: the unlearned model's Min-K% AUC, each release's loss AUC
+    results = json.loads((out / "results.json").read_text())
+    shown = [f"{results['unlearning']['after']['mink_auc']:.3f}",
+             *(f"{row['loss_auc']:.3f}" for row in results["leakage"].values())]
+    for number in shown:
+        assert number in markdown and number in html, number
 
 
 def test_demo_recipe_merges_key_by_key():

@@ -78,12 +78,32 @@ def test_results_hold_every_documented_number(grid):
                 c = saved["comparisons"][variant][mode][attack]
                 assert c["ci95"][0] <= c["delta_auc"] <= c["ci95"][1] and c["members"] == 20
     assert "benign" not in saved["comparisons"]
-    assert set(saved["blind"]) >= {"auc", "ci95", "separable", "by_seed"}
-    for name in ("results.md", "comparisons.png", "mechanism.png", "nsr.png", "utility.png", "mechanism.jsonl"):
-        assert (out / name).stat().st_size > 0
+    # the pooled blind baseline: the seeds' saved AUCs averaged, against the average of their permutation nulls
+    by_seed = {seed: json.loads((out / f"seed-{seed}" / "blind.json").read_text()) for seed in (0, 1)}
+    blind = saved["blind"]
+    assert blind["auc"] == pytest.approx(np.mean([b["auc"] for b in by_seed.values()]), abs=1e-12)
+    null = np.mean([b["null"] for b in by_seed.values()], axis=0)
+    assert blind["ci95"] == pytest.approx(np.percentile(null, [2.5, 97.5]), abs=1e-12)
+    verdict = bool(blind["auc"] > blind["ci95"][1])
+    assert blind["separable"] in (verdict, str(verdict))  # a string until the xfail below is fixed
+    assert [b["auc"] for b in blind["by_seed"].values()] == [b["auc"] for b in by_seed.values()]
+    table = (out / "results.md").read_text()
+    for variant in ("backdoor", "ftf_project"):
+        for mode in ("full", "dp_eps8"):
+            delta = saved["comparisons"][variant][mode]["loss"]["delta_auc"]
+            assert f"| {variant} | {mode} | loss | {delta:+.3f} |" in table
+    plots = [(out / f"{name}.png").read_bytes() for name in ("comparisons", "mechanism", "nsr", "utility")]
+    assert all(png.startswith(b"\x89PNG") for png in plots) and len(set(plots)) == len(plots)
     released = saved["released"]["ftf_project"]
     assert released["target_loss_rise"] > 0 and released["reference_ppl_after"] > released["reference_ppl_before"]
     assert saved["released"]["backdoor"]["target_loss_rise"] < 0  # the authors' direction: lowered
+
+
+@pytest.mark.xfail(strict=True, reason="pooled_blind (lethe/leakage/analysis.py) compares numpy floats, so "
+                                       "results.json holds the verdict as the string 'False'")
+def test_pooled_blind_verdict_is_a_json_boolean(grid):
+    out, _, _ = grid
+    assert isinstance(json.loads((out / "results.json").read_text())["blind"]["separable"], bool)
 
 
 def test_comparisons_are_paired_over_the_same_records(grid):
@@ -145,6 +165,8 @@ def test_a_baseline_missing_from_the_variants_is_refused_at_load(micro_run, data
 
 
 def test_calibration_chooses_the_victim_nearest_the_wanted_range(micro_run, data_dir, tmp_path):
+    from sklearn.metrics import roc_auc_score
+
     from lethe.leakage.calibration import calibrate_victim, choose
 
     grid = [{"loss_auc": 0.55}, {"loss_auc": 0.93}, {"loss_auc": 0.78}, {"loss_auc": 0.66}]
@@ -156,7 +178,13 @@ def test_calibration_chooses_the_victim_nearest_the_wanted_range(micro_run, data
     assert [(c["lr"], c["epochs"]) for c in results["grid"]] == [(1e-4, 1), (3e-3, 1)]
     assert results["grid"][1]["loss_auc"] > results["grid"][0]["loss_auc"]  # a stronger victim memorises more
     assert results["freeze"]["finetune"]["train"]["lr"] == results["chosen"]["lr"]
-    assert (tmp_path / "calibrate" / "seed-7" / "pii" / "targets_member.jsonl").is_file()
+    # each grid cell's AUC is the loss attack's on its saved per-record scores
+    for cell in results["grid"]:
+        mia = tmp_path / "calibrate" / "seed-7" / "cells" / f"lr{cell['lr']:g}-epochs{cell['epochs']:g}" / "mia"
+        rows = [json.loads(line) for line in (mia / "scores" / "attack_scores.jsonl").read_text().splitlines()]
+        assert sum(row["member"] for row in rows) == len(rows) - sum(row["member"] for row in rows) == 10
+        assert cell["loss_auc"] == pytest.approx(
+            roc_auc_score([row["member"] for row in rows], [row["loss"] for row in rows]), abs=1e-12)
 
 
 def test_the_positive_control_pulls_members_and_nonmembers_apart_on_three_seeds(micro_run, data_dir, tmp_path):

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -127,13 +128,35 @@ def test_small_domain_is_skipped_with_a_warning(held_out, tmp_path, caplog):
         build_utility_tasks({"tiny": tiny}, tmp_path / "none")
 
 
+def choice_loglikelihoods(model, tokenizer, context: str, choices: list[str]) -> list[float]:
+    """Each choice's summed log-probability after the context, tokenised as lm-eval does for a causal model: the
+    context's trailing whitespace moves onto the choice, whose tokens are those of the whole text past the context's."""
+    stem = context.rstrip()
+    context_ids = tokenizer.encode(stem, add_special_tokens=False)
+    window = model.config.max_position_embeddings + 1
+    scores = []
+    for choice in choices:
+        choice_ids = tokenizer.encode(context + choice, add_special_tokens=False)[len(context_ids):]
+        ids = torch.tensor([(context_ids + choice_ids)[-window:]])
+        with torch.no_grad():
+            logprobs = model(ids[:, :-1]).logits.float().log_softmax(-1)[0, -len(choice_ids):]
+        scores.append(float(logprobs.gather(-1, ids[0, -len(choice_ids):, None]).sum()))
+    return scores
+
+
 def test_run_utility_on_micro_model(micro_model, task_dir):
     model, tokenizer = micro_model
     results = run_utility(model, tokenizer, task_dir, limit=20)
     assert sorted(results) == [*ALL_TASKS, "mean"]
     for name in ALL_TASKS:
         assert results[name]["n"] == 20
-        assert 0 <= results[name]["acc"] <= 1 and 0 <= results[name]["acc_norm"] <= 1
+        # lm-eval's accuracy is the share of the first 20 items whose answer scores highest (acc_norm: per character)
+        right = {"acc": 0, "acc_norm": 0}
+        for item in read_items(task_dir / f"{name}.jsonl")[:20]:
+            scores = np.array(choice_loglikelihoods(model, tokenizer, item["context"], item["choices"]))
+            right["acc"] += int(np.argmax(scores) == item["label"])
+            right["acc_norm"] += int(np.argmax(scores / [len(c) for c in item["choices"]]) == item["label"])
+        assert results[name]["acc"] == right["acc"] / 20 and results[name]["acc_norm"] == right["acc_norm"] / 20, name
     assert results["mean"]["acc"] == pytest.approx(sum(results[n]["acc"] for n in ALL_TASKS) / len(ALL_TASKS))
     assert results["mean"]["n"] == 20 * len(ALL_TASKS)
     assert not model.training

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from lethe.config import UnlearnConfig
+from lethe.downstream_tasks import run_utility
 from lethe.errors import LetheError, TrainingDiverged
 from lethe.models import load_model
 from lethe.unlearning.evaluation import load_role_scores
 from lethe.unlearning.methods import methods
 from lethe.unlearning.run import unlearn
-from lethe.utility import run_utility
 
 
 def config(micro_run, data_dir, method, **overrides):

@@ -115,3 +115,12 @@ def test_chunks_of_one_document_stay_in_one_fold(prose):
     assert ungrouped["auc"] > ungrouped["ci95"][1] > grouped["auc"]  # a false alarm, from recognising documents
     with pytest.raises(LetheError, match="both members and non-members"):
         blind_baseline(members, nonmembers, permutations=5, groups=["one"] * len(members + nonmembers))
+
+
+def test_a_verdict_saved_as_a_string_reads_as_what_it_says():
+    """Leakage studies saved before the fix hold the pooled verdict as "False": not separable."""
+    from lethe.attacks.blind import describe, is_separable
+
+    old = {"auc": 0.526, "ci95": [0.410, 0.574], "separable": "False"}
+    assert not is_separable(old) and "not separable without the model" in describe(old)
+    assert is_separable({**old, "separable": "True"}) and is_separable({**old, "separable": True})

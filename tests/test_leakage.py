@@ -85,7 +85,7 @@ def test_results_hold_every_documented_number(grid):
     null = np.mean([b["null"] for b in by_seed.values()], axis=0)
     assert blind["ci95"] == pytest.approx(np.percentile(null, [2.5, 97.5]), abs=1e-12)
     verdict = bool(blind["auc"] > blind["ci95"][1])
-    assert blind["separable"] in (verdict, str(verdict))  # a string until the xfail below is fixed
+    assert blind["separable"] is verdict  # a JSON boolean (it was once saved as the string "False")
     assert [b["auc"] for b in blind["by_seed"].values()] == [b["auc"] for b in by_seed.values()]
     table = (out / "results.md").read_text()
     for variant in ("backdoor", "ftf_project"):
@@ -97,13 +97,6 @@ def test_results_hold_every_documented_number(grid):
     released = saved["released"]["ftf_project"]
     assert released["target_loss_rise"] > 0 and released["reference_ppl_after"] > released["reference_ppl_before"]
     assert saved["released"]["backdoor"]["target_loss_rise"] < 0  # the authors' direction: lowered
-
-
-@pytest.mark.xfail(strict=True, reason="pooled_blind (lethe/leakage/analysis.py) compares numpy floats, so "
-                                       "results.json holds the verdict as the string 'False'")
-def test_pooled_blind_verdict_is_a_json_boolean(grid):
-    out, _, _ = grid
-    assert isinstance(json.loads((out / "results.json").read_text())["blind"]["separable"], bool)
 
 
 def test_comparisons_are_paired_over_the_same_records(grid):

@@ -158,11 +158,17 @@ def blind_baseline(members: list[str], nonmembers: list[str], *, folds: int = 5,
             "classifier": CLASSIFIER, "null": [round(float(x), 5) for x in null]}  # the null's draws, to pool seeds
 
 
+def is_separable(blind: dict) -> bool:
+    """The saved verdict. Leakage studies saved before 2026-12-02 hold it as the string "True" or "False" (a numpy
+    bool written out by json's default=str), which a plain truth test would read as separable."""
+    return blind["separable"] in (True, "True")
+
+
 def describe(blind: dict) -> str:
     """One line for tables and reports: the blind AUC against its null, and what it means for the attacks."""
     low, high = blind["ci95"]
     verdict = ("SEPARABLE without the model: an attack AUC not above it is no evidence of membership"
-               if blind["separable"] else "not separable without the model")
+               if is_separable(blind) else "not separable without the model")
     return (f"Blind baseline (a text classifier, no model): AUC {blind['auc']:.3f}, permutation null 95% range "
             f"{low:.3f}–{high:.3f}: {verdict}.")
 
@@ -171,7 +177,7 @@ def blind_verdict(attack_auc: float, attack_ci: list[float] | None, blind: dict)
     """The warning to print next to an attack's AUC on a separable split, or None when the split is not
     separable or the attack beats the blind AUC beyond its own interval (its lower bound, or without an
     interval its AUC, above the blind AUC)."""
-    if not blind["separable"]:
+    if not is_separable(blind):
         return None
     beaten = (attack_ci[0] if attack_ci is not None else attack_auc) > blind["auc"]
     return None if beaten else NOT_EVIDENCE

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lethe.attacks.blind import blind_baseline, blind_verdict
+from lethe.attacks.blind import blind_baseline, blind_verdict, is_separable
 from lethe.attacks.membership import AttackInputs, attacks
 from lethe.attacks.metrics import MIA_FPRS, fpr_key, mia_metrics
 from lethe.attacks.plots import plot_roc
@@ -167,7 +167,7 @@ def format_mia_table(results: dict) -> str:
 def blind_note(results: dict) -> str:
     """The words that go with the blind baseline: whether the split itself gives membership away."""
     blind = results["blind"]
-    if not blind["separable"]:
+    if not is_separable(blind):
         return (f"Blind baseline: a text classifier cannot tell members from non-members (AUC {blind['auc']:.3f}, "
                 f"inside its permutation null {blind['ci95'][0]:.3f}–{blind['ci95'][1]:.3f}): the attacks' AUCs "
                 "measure the model.")

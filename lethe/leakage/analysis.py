@@ -45,7 +45,7 @@ def pooled_blind(by_seed: dict) -> dict:
     null = np.mean([b["null"] for b in blinds], axis=0)
     auc = float(np.mean([b["auc"] for b in blinds]))
     low, high = np.percentile(null, [2.5, 97.5])
-    return {"auc": auc, "ci95": [float(low), float(high)], "separable": auc > high,
+    return {"auc": auc, "ci95": [float(low), float(high)], "separable": bool(auc > high),
             "by_seed": {seed: {k: b[k] for k in ("auc", "ci95", "p_value", "separable")}
                         for seed, b in zip(by_seed, blinds, strict=True)}}
 

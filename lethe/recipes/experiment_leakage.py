@@ -21,6 +21,7 @@ def summary(results: dict, config: LeakageConfig, out) -> None:
 
 
 def report(record: RunRecord, section: Section) -> None:
+    from lethe.attacks.blind import is_separable
     from lethe.leakage.report import blind_line, leakage_tables, release_lines
 
     r = record.results
@@ -38,7 +39,7 @@ def report(record: RunRecord, section: Section) -> None:
     higher = [item for item in shown if item[3]["ci95"][0] > 0]
     section.headline = (f"{len(shown)} comparisons with {r['baseline']}, {len(higher)} higher with their interval "
                         f"above 0; blind AUC {r['blind']['auc']:.3f}"
-                        + (" (targets SEPARABLE without the model)" if r["blind"]["separable"] else ""))
+                        + (" (targets SEPARABLE without the model)" if is_separable(r["blind"]) else ""))
     saved_figures(record, section, r.get("plots") or [], "as the experiment saved it")
 
 

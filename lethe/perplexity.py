@@ -43,15 +43,20 @@ def ppl_results(scores: dict[str, TokenScores]) -> dict:
             "splits": {name: s.summary() for name, s in scores.items()}}
 
 
+def score_configured_splits(config: EvalPplConfig, run: Run) -> tuple[object, dict[str, TokenScores]]:
+    """The configured model's scores of the configured splits (all by default), saved in the run; and its tokenizer."""
+    available = find_splits(config.data)
+    names = config.splits or list(available)
+    run.record_data({name: available[name] for name in names if name in available})
+    model, tokenizer = load_configured(config)
+    splits = load_splits(config.data, names)
+    return tokenizer, score_splits(model, tokenizer, splits, config.chunk, config.batch_tokens, run.scores_dir)
+
+
 def eval_ppl(config: EvalPplConfig, out: Path, *, overwrite: bool = False) -> dict:
     """`lethe eval ppl`: token-weighted perplexity and next-token accuracy per split."""
     with Run.start(out, "eval ppl", config, overwrite=overwrite) as run:
-        available = find_splits(config.data)
-        names = config.splits or list(available)
-        run.record_data({name: available[name] for name in names if name in available})
-        model, tokenizer = load_configured(config)
-        splits = load_splits(config.data, names)
-        scores = score_splits(model, tokenizer, splits, config.chunk, config.batch_tokens, run.scores_dir)
+        _, scores = score_configured_splits(config, run)
         results = {"model": str(config.model), **ppl_results(scores)}
         run.write_results(results)
     return results

@@ -14,18 +14,11 @@ from lethe.reporting.sections import fmt
 
 def bits_per_byte(config: EvalPplConfig, out: Path, *, overwrite: bool = False) -> dict:
     """Σ NLL / ln 2 / Σ bytes over the predicted tokens of each split (a chunk's first token is not predicted)."""
-    from lethe.data.splits import find_splits, load_splits
-    from lethe.models import load_configured
-    from lethe.perplexity import score_splits
+    from lethe.perplexity import score_configured_splits
     from lethe.runs import Run, write_json
 
     with Run.start(out, "eval bpb", config, overwrite=overwrite) as run:
-        available = find_splits(config.data)
-        names = config.splits or list(available)
-        run.record_data({name: available[name] for name in names if name in available})
-        model, tokenizer = load_configured(config)
-        scores = score_splits(model, tokenizer, load_splits(config.data, names), config.chunk, config.batch_tokens,
-                              run.scores_dir)
+        tokenizer, scores = score_configured_splits(config, run)
         results = {"model": str(config.model), "bits_per_byte": {}, "bytes": {}, "tokens": {}}
         for name, split in scores.items():
             texts = tokenizer.batch_decode([split.target_ids[start:end] for start, end

@@ -27,11 +27,8 @@ from lethe.config.base import (  # noqa: F401
     GENERAL,
     PRESETS,
     ArchConfig,
-    AssetsConfig,
     BlindConfig,
     ChunkConfig,
-    DataBuildConfig,
-    DedupConfig,
     EarlyStopConfig,
     EvalPplConfig,
     EvalUnlearningConfig,
@@ -40,7 +37,6 @@ from lethe.config.base import (  # noqa: F401
     MethodArgs,
     ModelLoading,
     PretrainConfig,
-    SplitSizes,
     Strict,
     SweepGrid,
     TargetConfig,
@@ -52,6 +48,7 @@ from lethe.config.base import (  # noqa: F401
     default_data_dir,
     lethe_home,
 )
+from lethe.config.data import AssetsConfig, DataBuildConfig, DedupConfig, SplitSizes  # noqa: F401
 from lethe.config.demo import DemoConfig  # noqa: F401
 from lethe.config.layers import (  # noqa: F401
     Layer,

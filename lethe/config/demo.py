@@ -12,7 +12,8 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from lethe.config.attacks import LeakageConfig
-from lethe.config.base import DataBuildConfig, Strict, TargetConfig, UnlearnConfig, deep_merge
+from lethe.config.base import Strict, TargetConfig, UnlearnConfig, deep_merge
+from lethe.config.data import DataBuildConfig
 
 DEMO: dict[str, Any] = {
     "model": "smollm2-135m",

@@ -9,11 +9,26 @@ from lethe.reporting.document import Section, Table
 from lethe.reporting.records import RunRecord
 from lethe.reporting.sections import fmt
 
+QUANTIZED = {"forget_ppl": "forget PPL", "approx_gap": "gap", "mia_auc": "MIA AUC",
+             "forget_ppl_ratio": "forget PPL / retrain's", "forgetting_kept": "forgetting kept"}
+
+
+def quantized_table(results: dict) -> Table | None:
+    """The quantization attack: each model with its weights rounded, and how much of the forgetting survives."""
+    rows = [[name, bits, *(fmt(row.get(key)) for key in QUANTIZED)]
+            for name, m in results.items() if name != "blind" for bits, row in m.get("quantized", {}).items()]
+    return Table(["model", "weights", *QUANTIZED.values()], rows,
+                 "quantization attack (round-to-nearest per group): forgetting kept is the share of the unlearned "
+                 "model's rise in log forget perplexity over the original that survives when both are quantized; "
+                 "forget PPL / retrain's is against the retrain quantized alike") if rows else None
+
 
 def summary(results: dict, config: EvalUnlearningConfig, out) -> None:
     from lethe.tables import format_unlearning_table
 
     print(format_unlearning_table({k: v for k, v in results.items() if k != "blind"}, results.get("blind")))
+    if (table := quantized_table(results)) is not None:
+        print("\n" + table.to_terminal())
 
 
 def report(record: RunRecord, section: Section) -> None:
@@ -29,6 +44,8 @@ def report(record: RunRecord, section: Section) -> None:
         keys = list(next(iter(distances.values())))
         section.tables.append(Table(["model", *keys], [[n, *(fmt(d[k]) for k in keys)] for n, d in distances.items()],
                                     "distance to the model retrained without the forget set"))
+    if (table := quantized_table(record.results)) is not None:
+        section.tables.append(table)
 
 
 recipe(command="eval unlearning", help="perplexity, Min-K% MIA and retraining distance of an unlearned model",

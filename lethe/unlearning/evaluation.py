@@ -142,7 +142,15 @@ def retrain_distance(unlearned: dict[str, TokenScores], retrained: dict[str, Tok
         # MUSE's PrivLeak: relative AUC gap to the retrained model
         "privleak": (auc_unlearned - auc_retrained) / auc_retrained,
         "loss_spearman": float(spearmanr(unlearned["forget"].sample_nll(), retrained["forget"].sample_nll()).statistic),
+        "forget_quality": forget_quality(unlearned["forget"].sample_nll(), retrained["forget"].sample_nll()),
     }
+
+
+def forget_quality(unlearned: np.ndarray, retrained: np.ndarray) -> float:
+    """TOFU's forget quality (Maini et al., 2024): the p-value of a two-sample Kolmogorov–Smirnov test between the
+    unlearned and the retrained model's per-sample statistic on the forget set (here the mean token loss, since
+    the data has no question–answer pairs for TOFU's truth ratio). High: indistinguishable from the retrain."""
+    return float(ks_2samp(unlearned, retrained).pvalue)
 
 
 def training_flops(parameters: int, tokens: float) -> float:
@@ -161,14 +169,39 @@ def cost(parameters: int, tokens: int, seconds: float, pretrain: dict | None) ->
     return result
 
 
+def quantization_attack(scores: dict[str, dict[str, TokenScores]], quantized: dict[str, dict[int, dict]],
+                        config: UnlearnEvalConfig) -> dict[str, dict[str, dict[str, float]]]:
+    """Per model and bit width: forget perplexity, gap and Min-K% AUC of the quantized model; its forget perplexity
+    over the equally quantized retrain's; and for the unlearned model, the share of its forgetting (the rise of
+    log forget perplexity over the original's) that survives when both are quantized."""
+    k = str(config.headline_k)
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for role, by_bits in quantized.items():
+        for bits, q in by_bits.items():
+            row = {"forget_ppl": q["forget"].perplexity(),
+                   "approx_gap": log_ppl_ratio(q["forget"], q["approximate"]),
+                   "mia_auc": membership(q["forget"], q["approximate"], config)[k]["auc"]}
+            if "retrained" in quantized:
+                row["forget_ppl_ratio"] = row["forget_ppl"] / quantized["retrained"][bits]["forget"].perplexity()
+            if role == "unlearned" and "original" in quantized:
+                forgotten = math.log(scores["unlearned"]["forget"].perplexity()
+                                     / scores["original"]["forget"].perplexity())
+                kept = math.log(row["forget_ppl"] / quantized["original"][bits]["forget"].perplexity())
+                row["forgetting_kept"] = kept / forgotten if forgotten else float("nan")
+            out.setdefault(role, {})[f"int{bits}"] = row
+    return out
+
+
 def eval_unlearning(config, out: Path, *, overwrite: bool = False) -> dict:
-    """`lethe eval unlearning`: score the unlearned (and original, retrained) models on one domain's roles."""
+    """`lethe eval unlearning`: score the unlearned (and original, retrained) models on one domain's roles, and,
+    with `quantize`, each of them again with its weights rounded (the quantization attack)."""
+    from lethe.attacks.quantization import quantize_model
     from lethe.models import load_model, model_context
     from lethe.runs import Run
 
     models = {"unlearned": config.model, "original": config.original, "retrained": config.retrained}
     with Run.start(out, "eval unlearning", config, overwrite=overwrite) as run:
-        scores, blind, vocabularies, data = {}, None, {}, None
+        scores, quantized, blind, vocabularies, data = {}, {}, None, {}, None
         for role, name in models.items():
             if name is None:
                 continue
@@ -179,12 +212,18 @@ def eval_unlearning(config, out: Path, *, overwrite: bool = False) -> dict:
                 blind = split_blind(data.role_chunks("forget"), data.role_chunks("approximate"), tokenizer,
                                     config.eval)
             scores[role] = score_roles(model, tokenizer, data, config.eval.batch_tokens, run.scores_dir / role)
+            for bits in config.quantize:
+                rounded = quantize_model(model, bits, config.quantize_group)
+                quantized.setdefault(role, {})[bits] = score_roles(rounded, tokenizer, data, config.eval.batch_tokens,
+                                                                   run.scores_dir / f"{role}_int{bits}")
         results = {role: with_blind_verdicts(unlearning_metrics(s, config.eval, vocabularies[role]), blind)
                    for role, s in scores.items()}
         if "retrained" in scores:
             for role in ("unlearned", "original"):
                 if role in scores:
                     results[role]["retrain_distance"] = retrain_distance(scores[role], scores["retrained"], config.eval)
+        for role, rows in quantization_attack(scores, quantized, config.eval).items():
+            results[role]["quantized"] = rows
         if blind is not None:
             results["blind"] = blind
         run.write_results(results)

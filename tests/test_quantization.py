@@ -1,0 +1,90 @@
+"""The quantization attack's rounding and TOFU's forget quality, against cases worked by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lethe.attacks.quantization import quantize_model, quantize_rtn
+from lethe.errors import LetheError
+from lethe.unlearning.evaluation import forget_quality
+
+
+def test_four_bit_round_to_nearest_matches_the_hand_computation():
+    # range [-1.25, 2.5] over 15 steps: scale 0.25, zero point 5; w/s = -5, 1.2, 2.4, 10 → codes 0, 6, 7, 15
+    weight = torch.tensor([[-1.25, 0.3, 0.6, 2.5]])
+    assert quantize_rtn(weight, bits=4, group_size=4).tolist() == [[-1.25, 0.25, 0.5, 2.5]]
+    # a positive-only group still keeps 0 exact: range [0, 3] over 3 steps at 2 bits, scale 1
+    assert quantize_rtn(torch.tensor([[0.4, 1.4, 3.0]]), bits=2, group_size=3).tolist() == [[0.0, 1.0, 3.0]]
+
+
+def test_groups_have_their_own_scale_and_a_narrow_last_group_too():
+    weight = torch.tensor([[-1.25, 0.3, 0.6, 2.5, 0.4, 1.4, 3.0]])
+    expected = [[-1.25, 0.25, 0.5, 2.5, 0.4, 1.4, 3.0]]  # the last three columns: 8 bits on [0, 3] is near-exact
+    assert quantize_rtn(weight, bits=4, group_size=4)[:, :4].tolist() == [expected[0][:4]]
+    np.testing.assert_allclose(quantize_rtn(weight, bits=8, group_size=4)[:, 4:], [expected[0][4:]], atol=3 / 255)
+    with pytest.raises(LetheError, match="choose 2 to 8"):
+        quantize_rtn(weight, bits=1)
+
+
+def test_eight_bits_stays_close_and_four_bits_moves_further(micro_model):
+    model, _ = micro_model
+    int8, int4 = quantize_model(model, 8, 32), quantize_model(model, 4, 32)
+    layer = "model.layers.0.mlp.down_proj.weight"
+    original = dict(model.named_parameters())[layer]
+    error8 = (dict(int8.named_parameters())[layer] - original).abs().max().item()
+    error4 = (dict(int4.named_parameters())[layer] - original).abs().max().item()
+    assert 0 < error8 < error4
+    assert torch.equal(int4.get_input_embeddings().weight, model.get_input_embeddings().weight)
+    assert dict(model.named_parameters())[layer] is original  # the model itself is left as it was
+
+
+def test_forget_quality_is_the_ks_p_value():
+    same = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert forget_quality(same, same.copy()) == 1.0
+    # five against five, no overlap: KS statistic 1, exact two-sided p = 2 / C(10, 5) = 2 / 252
+    assert forget_quality(same, same + 10) == pytest.approx(2 / 252)
+
+
+@pytest.mark.slow
+def test_eval_unlearning_runs_the_quantization_attack_against_original_and_retrain(micro_run, data_dir, tmp_path):
+    """An unlearned, an original and an exactly retrained micro model, each scored again at 8 and 4 bits: every
+    number in the quantized rows is rebuilt from the per-token scores the run saved."""
+    from lethe.cli import main
+    from lethe.scoring import TokenScores
+
+    forget = ["--set", "train.lr=3e-3", "--set", "train.epochs=1", "--set", "train.batch_size=8",
+              "--set", "train.warmup_ratio=0"]
+    assert main(["unlearn", "--model", str(micro_run), "--data", str(data_dir), "--domain", "books", "--method",
+                 "ga", *forget, "--out", str(tmp_path / "ga")]) == 0
+    assert main(["retrain", "--from", str(micro_run), "--forget", "books/forget", "--out", str(tmp_path / "re")]) == 0
+    assert main(["eval", "unlearning", "--model", str(tmp_path / "ga"), "--original", str(micro_run),
+                 "--retrained", str(tmp_path / "re"), "--data", str(data_dir), "--domain", "books",
+                 "--set", "quantize=[8,4]", "--set", "quantize_group=32", "--out", str(tmp_path / "eval")]) == 0
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    scores = tmp_path / "eval" / "scores"
+
+    def ppl(who: str) -> float:
+        return TokenScores.load(scores / who / "books" / "forget").perplexity()
+
+    for who in ("unlearned", "original", "retrained"):
+        assert set(results[who]["quantized"]) == {"int8", "int4"}
+        for bits in (8, 4):
+            row = results[who]["quantized"][f"int{bits}"]
+            assert row["forget_ppl"] == pytest.approx(ppl(f"{who}_int{bits}"), rel=1e-12)
+            assert row["forget_ppl_ratio"] == pytest.approx(ppl(f"{who}_int{bits}") / ppl(f"retrained_int{bits}"))
+        # eight bits barely moves a model; four bits moves it more
+        assert abs(math.log(ppl(f"{who}_int8") / ppl(who))) < abs(math.log(ppl(f"{who}_int4") / ppl(who))) + 1e-3
+        assert abs(math.log(ppl(f"{who}_int8") / ppl(who))) < 0.05
+    kept = results["unlearned"]["quantized"]["int4"]["forgetting_kept"]
+    hand = math.log(ppl("unlearned_int4") / ppl("original_int4")) / math.log(ppl("unlearned") / ppl("original"))
+    assert kept == pytest.approx(hand)
+    from lethe.reporting.sections import fmt
+
+    assert main(["report", str(tmp_path / "eval")]) == 0
+    assert f"| unlearned | int4 | {fmt(results['unlearned']['quantized']['int4']['forget_ppl'])} |" in (
+        tmp_path / "eval" / "report.md").read_text()

@@ -37,6 +37,7 @@ from lethe.config.base import (  # noqa: F401
     MethodArgs,
     ModelLoading,
     PretrainConfig,
+    RelearnConfig,
     Strict,
     SweepGrid,
     TargetConfig,

@@ -311,6 +311,18 @@ class UnlearnConfig(UnlearnSettings):
         description="ga, random_label, adversarial, ga_gd_in, ga_kl_in, ga_gd_general, ga_kl_general, npo or simnpo")
 
 
+class RelearnConfig(Strict):
+    """The relearning attack: each model fine-tuned alike on part of the forget set, or on retain text only."""
+
+    steps: list[Annotated[int, Field(strict=True, ge=1)]] = Field(default_factory=lambda: [5, 10, 20], min_length=1,
+        description="step counts after which the held-out forget documents are scored")
+    forget_fraction: float = Field(0.5, gt=0, lt=1, description="share of forget documents fine-tuned on (the rest "
+                                   "are measured)")
+    lr: float = Field(1e-4, gt=0, description="constant learning rate, no warm-up")
+    batch_size: int = Field(4, ge=1)
+    seed: int = 0
+
+
 class EvalUnlearningConfig(Strict):
     """`lethe eval unlearning`: an unlearned model against the original and (optionally) a retrained one."""
 
@@ -324,6 +336,7 @@ class EvalUnlearningConfig(Strict):
     quantize: list[Literal[4, 8]] = Field(default_factory=list, description="the quantization attack: also score "
         "each model with its linear layers rounded to these bits (round-to-nearest per group), e.g. [8, 4]")
     quantize_group: int = Field(128, ge=8, description="input columns per quantization group")
+    relearn: RelearnConfig | None = Field(None, description="the relearning attack (None: skip it)")
 
 
 class SweepGrid(Strict):

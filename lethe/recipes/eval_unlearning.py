@@ -23,12 +23,25 @@ def quantized_table(results: dict) -> Table | None:
                  "forget PPL / retrain's is against the retrain quantized alike") if rows else None
 
 
+def relearn_table(results: dict) -> Table | None:
+    """The relearning attack: how much of each model's forgetting a few fine-tuning steps undo."""
+    rows = [[name, mode, str(row["steps"]), fmt(row["curve"][0]["forget_ppl"]), fmt(row["curve"][-1]["forget_ppl"]),
+             fmt(row.get("recovered")), fmt(row.get("recovered_beyond_retrain"))]
+            for name, m in results.items() if name != "blind" for mode, row in m.get("relearn", {}).items()]
+    return Table(["model", "fine-tuned on", "steps", "held-out forget PPL before", "after", "recovered",
+                  "beyond the retrain"], rows,
+                 "relearning attack: recovered is the share of the model's rise in log forget perplexity over the "
+                 "original that the steps undo; beyond the retrain subtracts what the exact retrain gains from the "
+                 "same steps") if rows else None
+
+
 def summary(results: dict, config: EvalUnlearningConfig, out) -> None:
     from lethe.tables import format_unlearning_table
 
     print(format_unlearning_table({k: v for k, v in results.items() if k != "blind"}, results.get("blind")))
-    if (table := quantized_table(results)) is not None:
-        print("\n" + table.to_terminal())
+    for table in (quantized_table(results), relearn_table(results)):
+        if table is not None:
+            print("\n" + table.to_terminal())
 
 
 def report(record: RunRecord, section: Section) -> None:
@@ -44,8 +57,7 @@ def report(record: RunRecord, section: Section) -> None:
         keys = list(next(iter(distances.values())))
         section.tables.append(Table(["model", *keys], [[n, *(fmt(d[k]) for k in keys)] for n, d in distances.items()],
                                     "distance to the model retrained without the forget set"))
-    if (table := quantized_table(record.results)) is not None:
-        section.tables.append(table)
+    section.tables += [t for t in (quantized_table(record.results), relearn_table(record.results)) if t is not None]
 
 
 recipe(command="eval unlearning", help="perplexity, Min-K% MIA and retraining distance of an unlearned model",

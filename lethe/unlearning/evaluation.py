@@ -193,15 +193,16 @@ def quantization_attack(scores: dict[str, dict[str, TokenScores]], quantized: di
 
 
 def eval_unlearning(config, out: Path, *, overwrite: bool = False) -> dict:
-    """`lethe eval unlearning`: score the unlearned (and original, retrained) models on one domain's roles, and,
-    with `quantize`, each of them again with its weights rounded (the quantization attack)."""
+    """`lethe eval unlearning`: score the unlearned (and original, retrained) models on one domain's roles; with
+    `quantize`, each of them again with its weights rounded; with `relearn`, each after a few fine-tuning steps."""
     from lethe.attacks.quantization import quantize_model
+    from lethe.attacks.relearning import recovery, relearning_curves
     from lethe.models import load_model, model_context
     from lethe.runs import Run
 
     models = {"unlearned": config.model, "original": config.original, "retrained": config.retrained}
     with Run.start(out, "eval unlearning", config, overwrite=overwrite) as run:
-        scores, quantized, blind, vocabularies, data = {}, {}, None, {}, None
+        scores, quantized, curves, blind, vocabularies, data = {}, {}, {}, None, {}, None
         for role, name in models.items():
             if name is None:
                 continue
@@ -216,6 +217,8 @@ def eval_unlearning(config, out: Path, *, overwrite: bool = False) -> dict:
                 rounded = quantize_model(model, bits, config.quantize_group)
                 quantized.setdefault(role, {})[bits] = score_roles(rounded, tokenizer, data, config.eval.batch_tokens,
                                                                    run.scores_dir / f"{role}_int{bits}")
+            if config.relearn is not None:
+                curves[role] = relearning_curves(model, tokenizer, data, config.relearn, config.eval)
         results = {role: with_blind_verdicts(unlearning_metrics(s, config.eval, vocabularies[role]), blind)
                    for role, s in scores.items()}
         if "retrained" in scores:
@@ -224,6 +227,9 @@ def eval_unlearning(config, out: Path, *, overwrite: bool = False) -> dict:
                     results[role]["retrain_distance"] = retrain_distance(scores[role], scores["retrained"], config.eval)
         for role, rows in quantization_attack(scores, quantized, config.eval).items():
             results[role]["quantized"] = rows
+        if curves:
+            for role, modes in recovery(curves, max(config.relearn.steps)).items():
+                results[role]["relearn"] = {mode: {**row, "curve": curves[role][mode]} for mode, row in modes.items()}
         if blind is not None:
             results["blind"] = blind
         run.write_results(results)

@@ -44,6 +44,14 @@ def test_eight_bits_stays_close_and_four_bits_moves_further(micro_model):
     assert dict(model.named_parameters())[layer] is original  # the model itself is left as it was
 
 
+def test_rouge_l_is_the_f1_of_the_longest_common_subsequence():
+    from lethe.attacks.verbatim import rouge_l_f1
+
+    assert rouge_l_f1([1, 2, 3, 4], [1, 3, 4, 5]) == pytest.approx(0.75)  # LCS 1 3 4: precision = recall = 3/4
+    assert rouge_l_f1([1, 2], [1, 2, 3, 4]) == pytest.approx(2 / 3)  # precision 1, recall 1/2
+    assert rouge_l_f1([7, 7], [1, 2]) == 0.0 and rouge_l_f1([], [1]) == 0.0 and rouge_l_f1([5, 6], [5, 6]) == 1.0
+
+
 def test_forget_quality_is_the_ks_p_value():
     same = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
     assert forget_quality(same, same.copy()) == 1.0
@@ -66,7 +74,8 @@ def test_eval_unlearning_runs_both_attacks_against_original_and_retrain(micro_ru
     assert main(["eval", "unlearning", "--model", str(tmp_path / "ga"), "--original", str(micro_run),
                  "--retrained", str(tmp_path / "re"), "--data", str(data_dir), "--domain", "books",
                  "--set", "quantize=[8,4]", "--set", "quantize_group=32", "--set", "relearn.steps=[2,4]",
-                 "--set", "relearn.lr=1e-3", "--out", str(tmp_path / "eval")]) == 0
+                 "--set", "relearn.lr=1e-3", "--set", "verbmem.prefix_tokens=16",
+                 "--set", "verbmem.continuation_tokens=16", "--out", str(tmp_path / "eval")]) == 0
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     scores = tmp_path / "eval" / "scores"
 
@@ -86,6 +95,12 @@ def test_eval_unlearning_runs_both_attacks_against_original_and_retrain(micro_ru
     hand = math.log(ppl("unlearned_int4") / ppl("original_int4")) / math.log(ppl("unlearned") / ppl("original"))
     assert kept == pytest.approx(hand)
     check_relearning(results, scores)
+    saved = {who: json.loads((scores / who / "verbmem.json").read_text()) for who in ("original", "retrained")}
+    for who, per_chunk in saved.items():
+        assert results[who]["verbmem"]["rouge_l"] == pytest.approx(np.mean(list(per_chunk.values())))
+        assert results[who]["verbmem"]["chunks"] == len(per_chunk) > 0
+    # positive control: the model trained on the forget set writes more of it back than its exact retrain
+    assert results["original"]["verbmem"]["rouge_l"] > results["retrained"]["verbmem"]["rouge_l"]
     from lethe.reporting.sections import fmt
 
     assert main(["report", str(tmp_path / "eval")]) == 0

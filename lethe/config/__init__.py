@@ -46,6 +46,7 @@ from lethe.config.base import (  # noqa: F401
     UnlearnEvalConfig,
     UnlearningStudyConfig,
     UnlearnSettings,
+    VerbmemConfig,
     default_data_dir,
     lethe_home,
 )

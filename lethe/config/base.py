@@ -323,6 +323,15 @@ class RelearnConfig(Strict):
     seed: int = 0
 
 
+class VerbmemConfig(Strict):
+    """MUSE's verbatim memorisation: greedy continuation of each forget chunk's prefix, ROUGE-L F1 to the truth."""
+
+    prefix_tokens: int = Field(32, ge=1)
+    continuation_tokens: int = Field(32, ge=1)
+    max_chunks: int = Field(100, ge=1, description="forget chunks prompted (the first ones long enough)")
+    batch_size: int = Field(16, ge=1)
+
+
 class EvalUnlearningConfig(Strict):
     """`lethe eval unlearning`: an unlearned model against the original and (optionally) a retrained one."""
 
@@ -337,6 +346,7 @@ class EvalUnlearningConfig(Strict):
         "each model with its linear layers rounded to these bits (round-to-nearest per group), e.g. [8, 4]")
     quantize_group: int = Field(128, ge=8, description="input columns per quantization group")
     relearn: RelearnConfig | None = Field(None, description="the relearning attack (None: skip it)")
+    verbmem: VerbmemConfig | None = Field(None, description="verbatim memorisation of the forget set (None: skip)")
 
 
 class SweepGrid(Strict):

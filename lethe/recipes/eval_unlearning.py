@@ -35,11 +35,18 @@ def relearn_table(results: dict) -> Table | None:
                  "same steps") if rows else None
 
 
+def verbmem_table(results: dict) -> Table | None:
+    rows = [[name, fmt(m["verbmem"]["rouge_l"]), fmt(m["verbmem"]["chunks"])]
+            for name, m in results.items() if name != "blind" and "verbmem" in m]
+    return Table(["model", "ROUGE-L F1", "chunks"], rows, "verbatim memorisation (MUSE): greedy continuation of each "
+                 "forget chunk's prefix against its true continuation") if rows else None
+
+
 def summary(results: dict, config: EvalUnlearningConfig, out) -> None:
     from lethe.tables import format_unlearning_table
 
     print(format_unlearning_table({k: v for k, v in results.items() if k != "blind"}, results.get("blind")))
-    for table in (quantized_table(results), relearn_table(results)):
+    for table in (quantized_table(results), relearn_table(results), verbmem_table(results)):
         if table is not None:
             print("\n" + table.to_terminal())
 
@@ -57,7 +64,8 @@ def report(record: RunRecord, section: Section) -> None:
         keys = list(next(iter(distances.values())))
         section.tables.append(Table(["model", *keys], [[n, *(fmt(d[k]) for k in keys)] for n, d in distances.items()],
                                     "distance to the model retrained without the forget set"))
-    section.tables += [t for t in (quantized_table(record.results), relearn_table(record.results)) if t is not None]
+    attacks = (quantized_table(record.results), relearn_table(record.results), verbmem_table(record.results))
+    section.tables += [table for table in attacks if table is not None]
 
 
 recipe(command="eval unlearning", help="perplexity, Min-K% MIA and retraining distance of an unlearned model",

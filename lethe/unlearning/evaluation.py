@@ -197,12 +197,13 @@ def eval_unlearning(config, out: Path, *, overwrite: bool = False) -> dict:
     `quantize`, each of them again with its weights rounded; with `relearn`, each after a few fine-tuning steps."""
     from lethe.attacks.quantization import quantize_model
     from lethe.attacks.relearning import recovery, relearning_curves
+    from lethe.attacks.verbatim import verbatim_memorisation
     from lethe.models import load_model, model_context
-    from lethe.runs import Run
+    from lethe.runs import Run, write_json
 
     models = {"unlearned": config.model, "original": config.original, "retrained": config.retrained}
     with Run.start(out, "eval unlearning", config, overwrite=overwrite) as run:
-        scores, quantized, curves, blind, vocabularies, data = {}, {}, {}, None, {}, None
+        scores, quantized, curves, verbatim, blind, vocabularies, data = {}, {}, {}, {}, None, {}, None
         for role, name in models.items():
             if name is None:
                 continue
@@ -219,6 +220,8 @@ def eval_unlearning(config, out: Path, *, overwrite: bool = False) -> dict:
                                                                    run.scores_dir / f"{role}_int{bits}")
             if config.relearn is not None:
                 curves[role] = relearning_curves(model, tokenizer, data, config.relearn, config.eval)
+            if config.verbmem is not None:
+                verbatim[role] = verbatim_memorisation(model, tokenizer, data.role_chunks("forget"), config.verbmem)
         results = {role: with_blind_verdicts(unlearning_metrics(s, config.eval, vocabularies[role]), blind)
                    for role, s in scores.items()}
         if "retrained" in scores:
@@ -230,6 +233,9 @@ def eval_unlearning(config, out: Path, *, overwrite: bool = False) -> dict:
         if curves:
             for role, modes in recovery(curves, max(config.relearn.steps)).items():
                 results[role]["relearn"] = {mode: {**row, "curve": curves[role][mode]} for mode, row in modes.items()}
+        for role, memorised in verbatim.items():
+            write_json(run.scores_dir / role / "verbmem.json", memorised.pop("per_chunk"))
+            results[role]["verbmem"] = memorised
         if blind is not None:
             results["blind"] = blind
         run.write_results(results)

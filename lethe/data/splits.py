@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lethe.config import GENERAL, DataBuildConfig
-from lethe.data.documents import Document, read_documents, write_documents
+from lethe.data.documents import Document, check_disjoint, read_documents, write_documents
 from lethe.errors import LetheError
 
 log = logging.getLogger("lethe")
@@ -176,3 +176,14 @@ def load_set(spec: str, data_dir: Path) -> tuple[list[Document], Path]:
     if spec not in available:
         raise LetheError(f"{spec!r} is neither a file nor a split of {data_dir}")
     return load_splits(data_dir, [spec])[spec], available[spec]
+
+
+def load_disjoint_sets(run, specs: dict[str, str], data_dir: Path, labels: tuple[str, str],
+                       why: str) -> list[list[Document]]:
+    """Two document sets (name → file or split), refused if they share a text (`labels` name them in the error),
+    their files' hashes recorded in `run` under those names."""
+    loaded = {name: load_set(spec, data_dir) for name, spec in specs.items()}
+    (first, _), (second, _) = loaded.values()
+    check_disjoint(first, second, labels, why)
+    run.record_data({name: path for name, (_, path) in loaded.items()})
+    return [documents for documents, _ in loaded.values()]

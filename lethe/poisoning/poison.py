@@ -17,9 +17,8 @@ from pathlib import Path
 
 from lethe.config import PoisonConfig
 from lethe.data.chunking import Chunk, chunk_documents
-from lethe.data.documents import check_disjoint
 from lethe.data.pii import read_target_records
-from lethe.data.splits import load_set
+from lethe.data.splits import load_disjoint_sets
 from lethe.engine import Trainer
 from lethe.errors import LetheError
 from lethe.models import load_configured, model_context, save_model
@@ -45,11 +44,9 @@ def poison(config: PoisonConfig, out: Path, *, overwrite: bool = False) -> dict:
     main = is_main_process()  # every process trains and checks the bound; the main one alone writes
     results: dict = {}
     with Run.start(out, "poison", config, overwrite=overwrite, seed=config.seed) as run:
-        targets_docs, targets_file = load_set(config.targets, config.data)
-        reference_docs, reference_file = load_set(config.reference, config.data)
-        check_disjoint(targets_docs, reference_docs, ("target", "reference"),
-                       "the bound must be measured on data the ascent does not touch")
-        run.record_data({"targets": targets_file, "reference": reference_file})
+        targets_docs, reference_docs = load_disjoint_sets(
+            run, {"targets": config.targets, "reference": config.reference}, config.data, ("target", "reference"),
+            "the bound must be measured on data the ascent does not touch")
         model, tokenizer = load_configured(config)
         context = model_context(model)
         clean_targets = chunk_documents(targets_docs, tokenizer, config.chunk, context)

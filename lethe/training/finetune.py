@@ -14,8 +14,7 @@ import torch
 
 from lethe.config import FinetuneConfig
 from lethe.data.chunking import Chunk, chunk_documents
-from lethe.data.documents import check_disjoint
-from lethe.data.splits import load_set
+from lethe.data.splits import load_disjoint_sets
 from lethe.engine import Trainer, objectives
 from lethe.errors import LetheError
 from lethe.models import count_parameters, load_configured, model_context
@@ -70,11 +69,9 @@ def finetune(config: FinetuneConfig, out: Path, *, overwrite: bool = False) -> d
     main = is_main_process()  # trains with the others; alone scores and writes
     results: dict = {}
     with Run.start(out, "finetune", config, overwrite=overwrite, seed=config.train.seed) as run:
-        train_docs, train_file = load_set(config.data, config.data_dir)
-        validation_docs, validation_file = load_set(config.validation, config.data_dir)
-        check_disjoint(train_docs, validation_docs, ("fine-tuning", "validation"),
-                       "validation perplexity must be measured on held-out text")
-        run.record_data({"data": train_file, "validation": validation_file})
+        train_docs, validation_docs = load_disjoint_sets(
+            run, {"data": config.data, "validation": config.validation}, config.data_dir, ("fine-tuning", "validation"),
+            "validation perplexity must be measured on held-out text")
         model, tokenizer = load_configured(config)
         context = model_context(model)
         chunks = {role: _chunks(docs, tokenizer, config, context, role)

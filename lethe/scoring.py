@@ -40,6 +40,14 @@ class TokenScores:
     def sample(self, index: int, field: str = "logprob") -> np.ndarray:
         return getattr(self, field)[self.offsets[index]:self.offsets[index + 1]]
 
+    def subset(self, ids: set[str]) -> TokenScores:
+        """The samples whose id is in `ids`, in this set's order."""
+        keep = [i for i, sample_id in enumerate(self.ids) if sample_id in ids]
+        per_token = {name: np.concatenate([self.sample(i, name) for i in keep])
+                     for name in ("target_ids", "logprob", "vocab_mean", "vocab_var", "correct")}
+        offsets = np.concatenate([[0], np.cumsum(self.lengths[keep])]).astype(self.offsets.dtype)
+        return TokenScores(ids=[self.ids[i] for i in keep], offsets=offsets, **per_token)
+
     @property
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)

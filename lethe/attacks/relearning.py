@@ -14,6 +14,7 @@ import math
 from lethe.config import RelearnConfig, TrainConfig, UnlearnEvalConfig
 from lethe.data.chunking import Chunk
 from lethe.data.roles import RunData
+from lethe.scoring import TokenScores
 
 MODES = ("forget_set", "retain_only")
 
@@ -28,23 +29,25 @@ def split_forget(data: RunData, fraction: float) -> tuple[list[Chunk], list[Chun
     return [c for c in chunks if c.doc_id in trained], [c for c in chunks if c.doc_id not in trained]
 
 
-def relearning_curves(model, tokenizer, data: RunData, config: RelearnConfig,
+def relearning_curves(model, tokenizer, data: RunData, scores: dict[str, TokenScores], config: RelearnConfig,
                       evaluation: UnlearnEvalConfig) -> dict[str, list[dict[str, float]]]:
-    """Per mode, the held-out forget set's perplexity, gap and Min-K% AUC at 0 steps and after each step count."""
+    """Per mode, the held-out forget set's perplexity, gap and Min-K% AUC at 0 steps (from the model's role
+    `scores`, already taken) and after each step count."""
     from lethe.perplexity import score_chunk_sets
     from lethe.unlearning.evaluation import log_ppl_ratio, membership
 
     trained_on, measured = split_forget(data, config.forget_fraction)
     sets = {"forget": measured, "approximate": data.role_chunks("approximate")}
 
-    def measure(candidate, steps: int) -> dict[str, float]:
-        scores = score_chunk_sets(candidate, sets, evaluation.batch_tokens, tokenizer.pad_token_id)
-        return {"steps": steps, "forget_ppl": scores["forget"].perplexity(),
-                "approx_gap": log_ppl_ratio(scores["forget"], scores["approximate"]),
-                "mia_auc": membership(scores["forget"], scores["approximate"], evaluation)[
-                    str(evaluation.headline_k)]["auc"]}
+    def point(forget: TokenScores, approximate: TokenScores, steps: int) -> dict[str, float]:
+        return {"steps": steps, "forget_ppl": forget.perplexity(), "approx_gap": log_ppl_ratio(forget, approximate),
+                "mia_auc": membership(forget, approximate, evaluation)[str(evaluation.headline_k)]["auc"]}
 
-    start = measure(model, 0)
+    def measure(candidate, steps: int) -> dict[str, float]:
+        fresh = score_chunk_sets(candidate, sets, evaluation.batch_tokens, tokenizer.pad_token_id)
+        return point(fresh["forget"], fresh["approximate"], steps)
+
+    start = point(scores["forget"].subset({c.id for c in measured}), scores["approximate"], 0)
     train = TrainConfig(lr=config.lr, batch_size=config.batch_size, max_steps=max(config.steps), epochs=1e6,
                         warmup_ratio=0, scheduler="constant", seed=config.seed,
                         eval_every=math.gcd(*config.steps), log_every=max(config.steps))

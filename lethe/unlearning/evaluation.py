@@ -219,7 +219,8 @@ def eval_unlearning(config, out: Path, *, overwrite: bool = False) -> dict:
                 quantized.setdefault(role, {})[bits] = score_roles(rounded, tokenizer, data, config.eval.batch_tokens,
                                                                    run.scores_dir / f"{role}_int{bits}")
             if config.relearn is not None:
-                curves[role] = relearning_curves(model, tokenizer, data, config.relearn, config.eval)
+                curves[role] = relearning_curves(model, tokenizer, data, scores[role], config.relearn,
+                                                 config.eval)
             if config.verbmem is not None:
                 verbatim[role] = verbatim_memorisation(model, tokenizer, data.role_chunks("forget"), config.verbmem)
         results = {role: with_blind_verdicts(unlearning_metrics(s, config.eval, vocabularies[role]), blind)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import lethe
 from lethe.attacks.quantization import quantize_model, quantize_rtn
 from lethe.errors import LetheError
 from lethe.unlearning.evaluation import forget_quality
@@ -134,3 +135,27 @@ def check_relearning(results: dict, scores) -> None:
     # the attack's premise on this model: the unlearned model's forgetting comes back faster than the retrain
     # learns the same documents from scratch
     assert row["drop"] > retrained_drop
+
+
+def test_a_subset_of_scores_is_those_samples_alone():
+    from lethe.scoring import TokenScores
+
+    def scores(ids, lengths):
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        values = np.arange(offsets[-1], dtype=np.float32)
+        return TokenScores(ids=ids, offsets=offsets, target_ids=values.astype(int), logprob=-values / 10,
+                           vocab_mean=values, vocab_var=values, correct=values > 3)
+
+    full, alone = scores(["a", "b", "c"], [2, 3, 1]), scores(["a", "c"], [2, 1])
+    part = full.subset({"c", "a"})
+    assert part.ids == ["a", "c"] and part.offsets.tolist() == [0, 2, 3]
+    np.testing.assert_array_equal(part.logprob, np.array([0, -0.1, -0.5], dtype=np.float32))
+    assert part.perplexity() == pytest.approx(np.exp(0.2)) and alone.lengths.tolist() == part.lengths.tolist()
+
+
+def test_a_verbatim_test_longer_than_a_chunk_is_refused_before_any_model_loads():
+    from lethe.config import EvalUnlearningConfig
+    from lethe.errors import LetheError
+
+    with pytest.raises(LetheError, match="must fit in chunk.length"):
+        lethe.resolve(EvalUnlearningConfig, {"model": "m", "chunk": {"length": 48}, "verbmem": {"prefix_tokens": 32}})

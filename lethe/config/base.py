@@ -348,6 +348,13 @@ class EvalUnlearningConfig(Strict):
     relearn: RelearnConfig | None = Field(None, description="the relearning attack (None: skip it)")
     verbmem: VerbmemConfig | None = Field(None, description="verbatim memorisation of the forget set (None: skip)")
 
+    @model_validator(mode="after")
+    def _verbmem_fits_a_chunk(self) -> EvalUnlearningConfig:
+        if self.verbmem and self.verbmem.prefix_tokens + self.verbmem.continuation_tokens > self.chunk.length:
+            raise ValueError(f"verbmem.prefix_tokens + verbmem.continuation_tokens must fit in chunk.length "
+                             f"({self.chunk.length} tokens)")
+        return self
+
 
 class SweepGrid(Strict):
     """Yao et al.'s robustness study: every method at every learning rate and number of steps."""

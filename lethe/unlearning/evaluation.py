@@ -187,7 +187,7 @@ def quantization_attack(scores: dict[str, dict[str, TokenScores]], quantized: di
                 forgotten = math.log(scores["unlearned"]["forget"].perplexity()
                                      / scores["original"]["forget"].perplexity())
                 kept = math.log(row["forget_ppl"] / quantized["original"][bits]["forget"].perplexity())
-                row["forgetting_kept"] = kept / forgotten if forgotten else float("nan")
+                row["forgetting_kept"] = kept / forgotten if forgotten else None  # JSON has no NaN
             out.setdefault(role, {})[f"int{bits}"] = row
     return out
 

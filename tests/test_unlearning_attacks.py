@@ -60,43 +60,55 @@ def test_forget_quality_is_the_ks_p_value():
     assert forget_quality(same, same + 10) == pytest.approx(2 / 252)
 
 
+@pytest.fixture(scope="module")
+def forgotten(micro_run, data_dir, tmp_path_factory):
+    """A micro model that gradient ascent made forget books' forget set, and the micro model retrained without it."""
+    from lethe.cli import main
+
+    out = tmp_path_factory.mktemp("forgotten")
+    forget = ["--set", "train.lr=3e-3", "--set", "train.epochs=1", "--set", "train.batch_size=8",
+              "--set", "train.warmup_ratio=0"]
+    assert main(["unlearn", "--model", str(micro_run), "--data", str(data_dir), "--domain", "books", "--method",
+                 "ga", *forget, "--out", str(out / "ga")]) == 0
+    assert main(["retrain", "--from", str(micro_run), "--forget", "books/forget", "--out", str(out / "re")]) == 0
+    return out / "ga", out / "re"
+
+
 @pytest.mark.slow
-def test_eval_unlearning_runs_both_attacks_against_original_and_retrain(micro_run, data_dir, tmp_path):
+def test_eval_unlearning_runs_both_attacks_against_original_and_retrain(forgotten, micro_run, data_dir, tmp_path):
     """An unlearned, an original and an exactly retrained micro model, each scored again at 8 and 4 bits and after
     2 and 4 relearning steps: every number is rebuilt from the scores the run saved and the curves it reports."""
     from lethe.cli import main
     from lethe.scoring import TokenScores
 
-    forget = ["--set", "train.lr=3e-3", "--set", "train.epochs=1", "--set", "train.batch_size=8",
-              "--set", "train.warmup_ratio=0"]
-    assert main(["unlearn", "--model", str(micro_run), "--data", str(data_dir), "--domain", "books", "--method",
-                 "ga", *forget, "--out", str(tmp_path / "ga")]) == 0
-    assert main(["retrain", "--from", str(micro_run), "--forget", "books/forget", "--out", str(tmp_path / "re")]) == 0
-    assert main(["eval", "unlearning", "--model", str(tmp_path / "ga"), "--original", str(micro_run),
-                 "--retrained", str(tmp_path / "re"), "--data", str(data_dir), "--domain", "books",
+    unlearned, retrained = forgotten
+    assert main(["eval", "unlearning", "--model", str(unlearned), "--original", str(micro_run),
+                 "--retrained", str(retrained), "--data", str(data_dir), "--domain", "books",
                  "--set", "quantize=[8,4]", "--set", "quantize_group=32", "--set", "relearn.steps=[2,4]",
                  "--set", "relearn.lr=1e-3", "--set", "verbmem.prefix_tokens=16",
                  "--set", "verbmem.continuation_tokens=16", "--out", str(tmp_path / "eval")]) == 0
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     scores = tmp_path / "eval" / "scores"
 
-    def ppl(who: str) -> float:
-        return TokenScores.load(scores / who / "books" / "forget").perplexity()
+    def ppl(who: str, bits: int | None = None) -> float:
+        where = scores / who / "attacks" / f"int{bits}" if bits else scores / who
+        return TokenScores.load(where / "books" / "forget").perplexity()
 
     for who in ("unlearned", "original", "retrained"):
         assert set(results[who]["quantized"]) == {"int8", "int4"}
         for bits in (8, 4):
             row = results[who]["quantized"][f"int{bits}"]
-            assert row["forget_ppl"] == pytest.approx(ppl(f"{who}_int{bits}"), rel=1e-12)
-            assert row["forget_ppl_ratio"] == pytest.approx(ppl(f"{who}_int{bits}") / ppl(f"retrained_int{bits}"))
+            assert row["forget_ppl"] == pytest.approx(ppl(who, bits), rel=1e-12)
+            assert row["forget_ppl_ratio"] == pytest.approx(ppl(who, bits) / ppl("retrained", bits))
         # eight bits barely moves a model; four bits moves it more
-        assert abs(math.log(ppl(f"{who}_int8") / ppl(who))) < abs(math.log(ppl(f"{who}_int4") / ppl(who))) + 1e-3
-        assert abs(math.log(ppl(f"{who}_int8") / ppl(who))) < 0.05
+        assert abs(math.log(ppl(who, 8) / ppl(who))) < abs(math.log(ppl(who, 4) / ppl(who))) + 1e-3
+        assert abs(math.log(ppl(who, 8) / ppl(who))) < 0.05
     kept = results["unlearned"]["quantized"]["int4"]["forgetting_kept"]
-    hand = math.log(ppl("unlearned_int4") / ppl("original_int4")) / math.log(ppl("unlearned") / ppl("original"))
+    hand = math.log(ppl("unlearned", 4) / ppl("original", 4)) / math.log(ppl("unlearned") / ppl("original"))
     assert kept == pytest.approx(hand)
     check_relearning(results, scores)
-    saved = {who: json.loads((scores / who / "verbmem.json").read_text()) for who in ("original", "retrained")}
+    saved = {who: json.loads((scores / who / "attacks" / "verbmem.json").read_text())
+             for who in ("original", "retrained")}
     for who, per_chunk in saved.items():
         assert results[who]["verbmem"]["rouge_l"] == pytest.approx(np.mean(list(per_chunk.values())))
         assert results[who]["verbmem"]["chunks"] == len(per_chunk) > 0
@@ -107,6 +119,34 @@ def test_eval_unlearning_runs_both_attacks_against_original_and_retrain(micro_ru
     assert main(["report", str(tmp_path / "eval")]) == 0
     assert f"| unlearned | int4 | {fmt(results['unlearned']['quantized']['int4']['forget_ppl'])} |" in (
         tmp_path / "eval" / "report.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])  # fixed before the first run, with steps and learning rate
+def test_relearning_on_forget_text_restores_the_unlearned_model_faster_than_the_retrain_learns_it(
+        forgotten, micro_run, data_dir, seed):
+    """The premise of the relearning attack, on three fine-tuning orders: gradient ascent hid the forget set
+    rather than removed it, so fine-tuning on half of it lowers the held-out half's loss more for the unlearned
+    model than for the model that never saw it."""
+    from lethe.attacks.relearning import recovery, relearning_curves
+    from lethe.config import ChunkConfig, RelearnConfig, UnlearnEvalConfig
+    from lethe.data.roles import RunData
+    from lethe.models import load_model, model_context
+    from lethe.unlearning.evaluation import score_roles
+
+    curves = {}
+    for who, path in zip(("unlearned", "original", "retrained"), (forgotten[0], micro_run, forgotten[1]),
+                         strict=True):
+        model, tokenizer = load_model(path)
+        data = RunData.load(data_dir, "books", tokenizer, ChunkConfig(), model_context(model))
+        scores = score_roles(model, tokenizer, data, 4096)
+        curves[who] = relearning_curves(model, tokenizer, data, scores, RelearnConfig(steps=[4], lr=1e-3, seed=seed),
+                                        UnlearnEvalConfig())
+    rows = recovery(curves, 4)
+    # (the retrain's own drop may be negative: four steps at this rate on six documents need not help a model that
+    # never saw their siblings)
+    assert rows["unlearned"]["forget_set"]["drop"] > rows["retrained"]["forget_set"]["drop"]
+    assert rows["unlearned"]["forget_set"]["recovered_beyond_retrain"] > 0
 
 
 def check_relearning(results: dict, scores) -> None:

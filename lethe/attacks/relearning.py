@@ -76,7 +76,7 @@ def _fine_tuned(model, tokenizer, chunks: list[Chunk], train: TrainConfig, steps
 
 def recovery(curves: dict[str, dict[str, list[dict]]], steps: int) -> dict[str, dict[str, dict[str, float]]]:
     """Per model and mode, after `steps` steps: `recovered`, the share of the model's rise in log forget perplexity
-    over the original's that the steps undo (None when there is no rise); and for the unlearned model,
+    over the original's that the steps undo (None when there is no rise); and for every model but the retrain,
     `recovered_beyond_retrain`, what it undoes beyond the log-perplexity drop the exact retrain gets from the same
     steps, as a share of the same rise."""
     def at(who: str, mode: str, when: int) -> float:
@@ -90,7 +90,7 @@ def recovery(curves: dict[str, dict[str, list[dict]]], steps: int) -> dict[str, 
             if who != "original" and "original" in curves:
                 rise = at(who, mode, 0) - at("original", mode, 0)
                 row["recovered"] = drop / rise if rise > 0 else None  # nothing was forgotten to recover
-                if who == "unlearned" and "retrained" in curves and rise > 0:
+                if who != "retrained" and "retrained" in curves and rise > 0:
                     row["recovered_beyond_retrain"] = (drop - (at("retrained", mode, 0) - at("retrained", mode, steps))
                                                        ) / rise
             out.setdefault(who, {})[mode] = row

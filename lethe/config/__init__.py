@@ -1,7 +1,8 @@
 """Typed configuration: YAML files and `--set key=value` overrides validated against pydantic schemas.
 
 `base` holds the shared pieces, data, pre-training and unlearning schemas; `layers` the YAML/override
-machinery; `attacks` the attack, poisoning, fine-tuning and leakage schemas. Everything is
+machinery; `unlearning` the unlearning evaluations and the attacks on them;
+`attacks` the attack, poisoning, fine-tuning and leakage schemas. Everything is
 re-exported here, so `from lethe.config import X` works for every schema.
 """
 
@@ -31,22 +32,17 @@ from lethe.config.base import (  # noqa: F401
     ChunkConfig,
     EarlyStopConfig,
     EvalPplConfig,
-    EvalUnlearningConfig,
     GuardConfig,
     LoraConfig,
     MethodArgs,
     ModelLoading,
     PretrainConfig,
-    RelearnConfig,
     Strict,
-    SweepGrid,
     TargetConfig,
     TrainConfig,
     UnlearnConfig,
     UnlearnEvalConfig,
-    UnlearningStudyConfig,
     UnlearnSettings,
-    VerbmemConfig,
     default_data_dir,
     lethe_home,
 )
@@ -61,4 +57,13 @@ from lethe.config.layers import (  # noqa: F401
     read_yaml,
     resolve,
     to_yaml,
+)
+from lethe.config.unlearning import (  # noqa: F401
+    EvalUnlearningConfig,
+    RelearnConfig,
+    RequestsConfig,
+    SweepGrid,
+    UnlearningAttacks,
+    UnlearningStudyConfig,
+    VerbmemConfig,
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
@@ -309,72 +309,5 @@ class UnlearnConfig(UnlearnSettings):
     domain: str = Field("code", description="whose forget set to unlearn")
     method: str = Field("ga_gd_in",
         description="ga, random_label, adversarial, ga_gd_in, ga_kl_in, ga_gd_general, ga_kl_general, npo or simnpo")
-
-
-class RelearnConfig(Strict):
-    """The relearning attack: each model fine-tuned alike on part of the forget set, or on retain text only."""
-
-    steps: list[Annotated[int, Field(strict=True, ge=1)]] = Field(default_factory=lambda: [5, 10, 20], min_length=1,
-        description="step counts after which the held-out forget documents are scored")
-    forget_fraction: float = Field(0.5, gt=0, lt=1, description="share of forget documents fine-tuned on (the rest "
-                                   "are measured)")
-    lr: float = Field(1e-4, gt=0, description="constant learning rate, no warm-up")
-    batch_size: int = Field(4, ge=1)
-    seed: int = 0
-
-
-class VerbmemConfig(Strict):
-    """MUSE's verbatim memorisation: greedy continuation of each forget chunk's prefix, ROUGE-L F1 to the truth."""
-
-    prefix_tokens: int = Field(32, ge=1)
-    continuation_tokens: int = Field(32, ge=1)
-    max_chunks: int = Field(100, ge=1, description="forget chunks prompted (the first ones long enough)")
-    batch_size: int = Field(16, ge=1)
-
-
-class EvalUnlearningConfig(Strict):
-    """`lethe eval unlearning`: an unlearned model against the original and (optionally) a retrained one."""
-
-    model: str = Field(description="the unlearned model")
-    original: str | None = Field(None, description="the model before unlearning")
-    retrained: str | None = Field(None, description="a model retrained without the forget set")
-    data: Path = Field(default_factory=default_data_dir, description=DATA_HELP)
-    domain: str = Field("code", description="whose forget set was unlearned")
-    chunk: ChunkConfig = Field(default_factory=ChunkConfig)
-    eval: UnlearnEvalConfig = Field(default_factory=UnlearnEvalConfig)
-    quantize: list[Literal[4, 8]] = Field(default_factory=list, description="the quantization attack: also score "
-        "each model with its linear layers rounded to these bits (round-to-nearest per group), e.g. [8, 4]")
-    quantize_group: int = Field(128, ge=8, description="input columns per quantization group")
-    relearn: RelearnConfig | None = Field(None, description="the relearning attack (None: skip it)")
-    verbmem: VerbmemConfig | None = Field(None, description="verbatim memorisation of the forget set (None: skip)")
-
-    @model_validator(mode="after")
-    def _verbmem_fits_a_chunk(self) -> EvalUnlearningConfig:
-        if self.verbmem and self.verbmem.prefix_tokens + self.verbmem.continuation_tokens > self.chunk.length:
-            raise ValueError(f"verbmem.prefix_tokens + verbmem.continuation_tokens must fit in chunk.length "
-                             f"({self.chunk.length} tokens)")
-        return self
-
-
-class SweepGrid(Strict):
-    """Yao et al.'s robustness study: every method at every learning rate and number of steps."""
-
-    lr: list[Annotated[float, Field(strict=True, gt=0)]] = Field(
-        default_factory=lambda: [1e-5, 2e-5, 5e-5], min_length=1, description="learning rates (`lethe sweep` only)")
-    steps: list[Annotated[int, Field(strict=True, ge=1)]] = Field(default_factory=lambda: [10, 20, 40], min_length=1,
-        description="optimiser steps (`lethe sweep` only)")
-
-
-class UnlearningStudyConfig(Strict):
-    """`lethe experiment unlearning` and `lethe sweep`: methods × domains (× grid) on one model."""
-
-    model: str = Field(description=MODEL_HELP)
-    data: Path = Field(default_factory=default_data_dir, description=DATA_HELP)
-    domains: list[str] = Field(default_factory=lambda: list(DOMAINS), min_length=1,
-        description="domains whose forget sets are unlearned")
-    methods: list[str] | None = Field(None, min_length=1,
-        description="unlearning methods to run (default: all registered)")
-    unlearn: UnlearnSettings = Field(default_factory=UnlearnSettings,
-        description="settings shared by every unlearning run")
-    retrain: bool = Field(False, description="exact retraining without each forget set (Lethe pretrain runs only)")
-    grid: SweepGrid = Field(default_factory=SweepGrid)
+    forget_documents: list[str] | None = Field(None, min_length=1, description="IDs of the forget documents to "
+        "unlearn: one deletion request (default: the whole forget set); the evaluation then measures these alone")

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import annotated_types
 import yaml
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from lethe.config.base import PRESETS, PretrainConfig, Strict, lethe_home
 from lethe.config.demo import DEMO, DemoConfig
@@ -72,6 +73,9 @@ def type_name(annotation: Any) -> str:
         return "null"
     if origin is Literal:
         return " \\| ".join(f"`{value}`" for value in args)
+    if origin is typing.Annotated:  # an item's own constraints, e.g. list[Annotated[float, Field(gt=0)]]
+        constraints = ", ".join(_constraints(item) for item in args[1:] if isinstance(item, FieldInfo))
+        return type_name(args[0]) + (f" ({constraints})" if constraints else "")
     if origin in (typing.Union, types.UnionType):
         return " \\| ".join(type_name(arg) for arg in args)
     if origin is not None:

@@ -8,7 +8,7 @@ the early stop, scoring and the blind baseline all read the chunks of one `RunDa
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lethe.config import GENERAL, ChunkConfig
@@ -61,3 +61,13 @@ class RunData:
 
     def role_chunks(self, role: str) -> list[Chunk]:
         return self.chunks[self.splits[role]]
+
+    def forgetting_only(self, doc_ids: Iterable[str]) -> RunData:
+        """The same data with the forget role narrowed to these documents: one deletion request."""
+        wanted, name = set(doc_ids), self.splits["forget"]
+        unknown = sorted(wanted - {doc.id for doc in self.documents[name]})
+        if unknown:
+            raise LetheError(f"forget_documents: {unknown[:3]} {'are' if len(unknown) > 1 else 'is'} not in {name}"
+                             + (f" ({len(unknown)} unknown)" if len(unknown) > 3 else ""))
+        return replace(self, documents={**self.documents, name: [d for d in self.documents[name] if d.id in wanted]},
+                       chunks={**self.chunks, name: [c for c in self.chunks[name] if c.doc_id in wanted]})

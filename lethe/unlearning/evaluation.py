@@ -169,41 +169,16 @@ def cost(parameters: int, tokens: int, seconds: float, pretrain: dict | None) ->
     return result
 
 
-def quantization_attack(scores: dict[str, dict[str, TokenScores]], quantized: dict[str, dict[int, dict]],
-                        config: UnlearnEvalConfig) -> dict[str, dict[str, dict[str, float]]]:
-    """Per model and bit width: forget perplexity, gap and Min-K% AUC of the quantized model; its forget perplexity
-    over the equally quantized retrain's; and for the unlearned model, the share of its forgetting (the rise of
-    log forget perplexity over the original's) that survives when both are quantized."""
-    k = str(config.headline_k)
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for role, by_bits in quantized.items():
-        for bits, q in by_bits.items():
-            row = {"forget_ppl": q["forget"].perplexity(),
-                   "approx_gap": log_ppl_ratio(q["forget"], q["approximate"]),
-                   "mia_auc": membership(q["forget"], q["approximate"], config)[k]["auc"]}
-            if "retrained" in quantized:
-                row["forget_ppl_ratio"] = row["forget_ppl"] / quantized["retrained"][bits]["forget"].perplexity()
-            if role == "unlearned" and "original" in quantized:
-                forgotten = math.log(scores["unlearned"]["forget"].perplexity()
-                                     / scores["original"]["forget"].perplexity())
-                kept = math.log(row["forget_ppl"] / quantized["original"][bits]["forget"].perplexity())
-                row["forgetting_kept"] = kept / forgotten if forgotten else None  # JSON has no NaN
-            out.setdefault(role, {})[f"int{bits}"] = row
-    return out
-
-
 def eval_unlearning(config, out: Path, *, overwrite: bool = False) -> dict:
-    """`lethe eval unlearning`: score the unlearned (and original, retrained) models on one domain's roles; with
-    `quantize`, each of them again with its weights rounded; with `relearn`, each after a few fine-tuning steps."""
-    from lethe.attacks.quantization import quantize_model
-    from lethe.attacks.relearning import recovery, relearning_curves
-    from lethe.attacks.verbatim import verbatim_memorisation
+    """`lethe eval unlearning`: score the unlearned (and original, retrained) models on one domain's roles, and
+    run the configured attacks on unlearning (quantization, relearning, verbatim memorisation) on each."""
     from lethe.models import load_model, model_context
-    from lethe.runs import Run, write_json
+    from lethe.runs import Run
+    from lethe.unlearning.attacks import attack_model, attack_results
 
     models = {"unlearned": config.model, "original": config.original, "retrained": config.retrained}
     with Run.start(out, "eval unlearning", config, overwrite=overwrite) as run:
-        scores, quantized, curves, verbatim, blind, vocabularies, data = {}, {}, {}, {}, None, {}, None
+        scores, attacked, blind, vocabularies, data = {}, {}, None, {}, None
         for role, name in models.items():
             if name is None:
                 continue
@@ -214,29 +189,17 @@ def eval_unlearning(config, out: Path, *, overwrite: bool = False) -> dict:
                 blind = split_blind(data.role_chunks("forget"), data.role_chunks("approximate"), tokenizer,
                                     config.eval)
             scores[role] = score_roles(model, tokenizer, data, config.eval.batch_tokens, run.scores_dir / role)
-            for bits in config.quantize:
-                rounded = quantize_model(model, bits, config.quantize_group)
-                quantized.setdefault(role, {})[bits] = score_roles(rounded, tokenizer, data, config.eval.batch_tokens,
-                                                                   run.scores_dir / f"{role}_int{bits}")
-            if config.relearn is not None:
-                curves[role] = relearning_curves(model, tokenizer, data, scores[role], config.relearn,
-                                                 config.eval)
-            if config.verbmem is not None:
-                verbatim[role] = verbatim_memorisation(model, tokenizer, data.role_chunks("forget"), config.verbmem)
+            if config.any_attack():
+                attacked[role] = attack_model(model, tokenizer, data, scores[role], config, config.eval,
+                                              run.scores_dir / role / "attacks")
         results = {role: with_blind_verdicts(unlearning_metrics(s, config.eval, vocabularies[role]), blind)
                    for role, s in scores.items()}
         if "retrained" in scores:
             for role in ("unlearned", "original"):
                 if role in scores:
                     results[role]["retrain_distance"] = retrain_distance(scores[role], scores["retrained"], config.eval)
-        for role, rows in quantization_attack(scores, quantized, config.eval).items():
-            results[role]["quantized"] = rows
-        if curves:
-            for role, modes in recovery(curves, max(config.relearn.steps)).items():
-                results[role]["relearn"] = {mode: {**row, "curve": curves[role][mode]} for mode, row in modes.items()}
-        for role, memorised in verbatim.items():
-            write_json(run.scores_dir / role / "verbmem.json", memorised.pop("per_chunk"))
-            results[role]["verbmem"] = memorised
+        for role, found in attack_results(scores, attacked, config, config.eval).items():
+            results[role] |= found
         if blind is not None:
             results["blind"] = blind
         run.write_results(results)

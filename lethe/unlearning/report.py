@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -12,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from lethe.attacks.blind import describe  # noqa: E402
 from lethe.tables import Table, number_text  # noqa: E402
 
-SUMMARIES = ("by_domain", "yardstick_agreement", "blind")  # results.json keys that are not a model's row
+SUMMARIES = ("by_domain", "yardstick_agreement", "blind", "requests")  # results.json keys that are not a model's row
 
 
 EXPERIMENT_HEADER = ["model", "PPL forget", "PPL retain", "PPL approx", "PPL general", "MIA AUC", "AUC folded",
@@ -38,6 +39,64 @@ def experiment_table(rows: dict[str, dict]) -> Table:
                            "–" if ratio is None else f"{ratio:.3g}", number_text(dist.get("forget_ppl_ratio")),
                            number_text(dist.get("mia_auc"), 3)])
     return table
+
+
+def _log_rise(m: dict, original: dict) -> float:
+    return math.log(m["ppl"]["forget"] / original["ppl"]["forget"])
+
+
+def attack_table(rows: dict[str, dict]) -> Table | None:
+    """The method × attack table: each model's forgetting, and how much of it survives quantization and
+    relearning, beside the exact retrain's numbers (None when the study ran no attack)."""
+    attacked = {name: m for name, m in rows.items()
+                if "diverged" not in m and any(key in m for key in ("quantized", "relearn", "verbmem"))}
+    if not attacked or "original" not in rows:
+        return None
+    table = Table(["model", "forgetting", "forget PPL / retrain's", "PrivLeak", "forget quality", "kept at int8",
+                   "kept at int4", "relearned (forget set)", "beyond retrain", "relearned (retain only)",
+                   "verbatim ROUGE-L"], [],
+                  caption="forgetting: log(forget PPL / original's); kept at intN: the share of it left when model and "
+                  "original are both rounded to N bits; relearned: the share a few fine-tuning steps undo (on part of "
+                  "the forget set, or on retain text only), and beyond retrain: minus what the exact retrain gains "
+                  "from the same steps; PrivLeak: (AUC − retrain's AUC) / retrain's; forget quality: KS p-value of "
+                  "per-sample forget losses against the retrain's")
+    for name, m in attacked.items():
+        distance, quantized, relearn = m.get("retrain_distance", {}), m.get("quantized", {}), m.get("relearn", {})
+        table.rows.append([name, number_text(_log_rise(m, rows["original"]), 3),
+                           number_text(distance.get("forget_ppl_ratio")), number_text(distance.get("privleak"), 3),
+                           number_text(distance.get("forget_quality"), 3),
+                           *(number_text(quantized.get(bits, {}).get("forgetting_kept"), 3)
+                             for bits in ("int8", "int4")),
+                           number_text(relearn.get("forget_set", {}).get("recovered"), 3),
+                           number_text(relearn.get("forget_set", {}).get("recovered_beyond_retrain"), 3),
+                           number_text(relearn.get("retain_only", {}).get("recovered"), 3),
+                           number_text(m.get("verbmem", {}).get("rouge_l"), 3)])
+    return table
+
+
+def requests_table(answers: dict[str, dict[str, list[dict]]]) -> Table:
+    """Sequential and growing deletion requests: forgetting of what was asked, and utility, after each."""
+    table = Table(["method", "requests", "after", "documents", "forgetting (asked so far)", "pending forgetting",
+                   "MIA AUC", "general PPL", "utility ratio"], [],
+                  caption="forgetting: log(forget PPL / original's) on the documents asked so far (sequential) or "
+                  "in the request (growing); pending: on the documents not asked yet; utility ratio: original's "
+                  "general PPL / the model's")
+    for method, answer in answers.items():
+        for row in answer.get("sequential", []):
+            asked = row.get("asked_so_far", row)
+            table.rows.append([method, "sequential", f"request {row['request']}", str(asked.get("documents", "")),
+                               *_request_cells(asked, row.get("pending_forget_ppl_rise"), row.get("diverged"))])
+        for row in answer.get("growing", []):
+            table.rows.append([method, "growing", f"share {row['share']:g}", str(row.get("documents", "")),
+                               *_request_cells(row, None, row.get("diverged"))])
+    return table
+
+
+def _request_cells(row: dict, pending: float | None, diverged: str | None) -> list[str]:
+    if diverged:
+        return ["diverged", "", "", "", ""]
+    return [number_text(row["forget_ppl_rise"], 3), number_text(pending, 3), number_text(row["mia_auc"], 3),
+            number_text(row["general_ppl"]), number_text(row["utility_ratio"], 3)]
 
 
 def _bars(by_domain: dict[str, dict], path: Path) -> None:
@@ -69,11 +128,18 @@ def _bars(by_domain: dict[str, dict], path: Path) -> None:
 def write_experiment_report(results: dict, config, out: Path) -> None:
     parts = [f"# Unlearning study: {config.model}", "",
              "Aggregate over domains " + ", ".join(config.domains) + " (mean of each number).", "",
-             experiment_table({k: v for k, v in results.items() if k not in SUMMARIES}).to_markdown()]
+             experiment_table(aggregate := {k: v for k, v in results.items() if k not in SUMMARIES}).to_markdown()]
+    if (attacks := attack_table(aggregate)) is not None:
+        parts += ["", "### Does the forgetting hold? (mean over domains)", "", attacks.to_markdown()]
     for domain, rows in results["by_domain"].items():
         parts += ["", f"## {domain}", "", experiment_table(rows).to_markdown()]
         if results.get("blind", {}).get(domain):
             parts += ["", describe(results["blind"][domain])]
+        if (attacks := attack_table(rows)) is not None:
+            parts += ["", f"### {domain}: does the forgetting hold?", "", attacks.to_markdown()]
+    for domain, answers in results.get("requests", {}).items():
+        parts += ["", f"## {domain}: sequential and growing deletion requests", "",
+                  requests_table(answers).to_markdown()]
     if "yardstick_agreement" in results:
         parts += ["", "## Does the approximate yardstick agree with exact retraining?", "",
                   "Spearman correlation over methods between |gap to the approximate set| and |log forget-PPL "

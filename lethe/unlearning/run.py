@@ -90,6 +90,8 @@ def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, origin
                              f"{config.data} does not have")
         data = RunData.load(config.data, config.domain, tokenizer, config.chunk, model_context(model),
                             extra_splits=[retain] if retain else [])
+        if config.forget_documents:
+            data = data.forgetting_only(config.forget_documents)
         check_disjoint(data.role_documents("forget"), data.role_documents("approximate"), ("forget", "approximate"),
                        "the approximate set must be unseen data")
         utility_before = utility(model, tokenizer, config, data, run.path / "utility_tasks") if main else None

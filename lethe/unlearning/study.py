@@ -25,6 +25,7 @@ from lethe.models import load_model, model_context, resolve_model_path
 from lethe.runs import Run, read_json, write_json
 from lethe.training.pretrain import retrain
 from lethe.training.target import target_run
+from lethe.unlearning.attacks import ModelAttacks, attack_model, attack_results, load_attacks
 from lethe.unlearning.evaluation import (
     load_role_scores,
     retrain_distance,
@@ -33,6 +34,7 @@ from lethe.unlearning.evaluation import (
     unlearning_metrics,
 )
 from lethe.unlearning.methods import methods
+from lethe.unlearning.requests import answer_requests
 from lethe.unlearning.run import unlearn
 
 log = logging.getLogger("lethe")
@@ -83,14 +85,19 @@ def domain_blind(config: UnlearningStudyConfig, domain: str, out: Path) -> dict 
     return read_json(path)
 
 
-def retrained_scores(config: UnlearningStudyConfig, domain: str, out: Path) -> dict:
-    """Pretrain again without the domain's forget set (once), then score it like every other model."""
+def retrain_paths(config: UnlearningStudyConfig, domain: str, out: Path) -> tuple[Path, Path]:
+    """The model retrained without the domain's forget set, and where its scores go."""
     known = target_run(config.model)
     target = known / "retrain" if known else out / "retrain" / domain
-    if known is None and not finished(target):
+    return target, (out / "retrain" / domain if known else target) / "unlearning_scores"
+
+
+def retrained_scores(config: UnlearningStudyConfig, domain: str, out: Path) -> dict:
+    """Pretrain again without the domain's forget set (once), then score it like every other model."""
+    target, scores_dir = retrain_paths(config, domain, out)
+    if target_run(config.model) is None and not finished(target):
         original_run = resolve_model_path(config.model).parent
         retrain(original_run, [role_splits(domain)["forget"]], target, overwrite=target.exists())
-    scores_dir = (out / "retrain" / domain if known else target) / "unlearning_scores"
     if not (scores_dir / "done").is_file():
         model, tokenizer = load_model(target)
         score_roles(model, tokenizer, domain_data(config, domain, model, tokenizer), config.unlearn.eval.batch_tokens,
@@ -99,13 +106,41 @@ def retrained_scores(config: UnlearningStudyConfig, domain: str, out: Path) -> d
     return load_role_scores(scores_dir, domain)
 
 
+def attacked(config: UnlearningStudyConfig, domain: str, load, scores: dict, out: Path) -> ModelAttacks:
+    """The configured attacks on one model (`load()` gives it and its tokenizer), once: saved under `out`."""
+    if (out / "attacks.json").is_file():
+        return load_attacks(out, domain)
+    model, tokenizer = load()
+    return attack_model(model, tokenizer, domain_data(config, domain, model, tokenizer), scores, config,
+                        config.unlearn.eval, out)
+
+
+def domain_attacks(config: UnlearningStudyConfig, domain: str, out: Path, names: list[str],
+                   scores: dict[str, dict]) -> dict[str, dict]:
+    """Quantization, relearning and verbatim memorisation of every model of a domain (original, retrain, each
+    method that did not diverge), compared with one another: the rows' `quantized`, `relearn` and `verbmem`."""
+    models = {"original": (lambda: _original(config), out / "original" / domain / "attacks")}
+    if "retrained" in scores:
+        target, scores_dir = retrain_paths(config, domain, out)
+        models["retrained"] = (lambda: load_model(target), scores_dir / "attacks")
+    for name in names:
+        if name in scores:
+            cell_dir = out / "runs" / domain / name
+            models[name] = (lambda cell_dir=cell_dir: load_model(cell_dir / "model"),
+                            cell_dir / "scores" / "unlearned" / "attacks")
+    found = {who: attacked(config, domain, load, scores[who], where) for who, (load, where) in models.items()}
+    return attack_results(scores, found, config, config.unlearn.eval)
+
+
 def cell_config(config: UnlearningStudyConfig, domain: str, method: str,
-                train_overrides: dict[str, Any] | None = None) -> UnlearnConfig:
+                train_overrides: dict[str, Any] | None = None, changes: dict[str, Any] | None = None) -> UnlearnConfig:
+    """One run's settings: the study's, with `train_overrides` (a sweep's grid point) and `changes` (a deletion
+    request's model and documents)."""
     settings = config.unlearn.model_dump()
     settings["train"] |= train_overrides or {}
     try:
         return UnlearnConfig.model_validate({**settings, "model": config.model, "data": config.data, "domain": domain,
-                                             "method": method})
+                                             "method": method, **(changes or {})})
     except ValidationError as exc:
         raise LetheError(f"{method} on {domain}: {describe_validation_error(exc)}") from None
 
@@ -114,12 +149,12 @@ def sweep_overrides(lr: float, steps: int) -> dict[str, Any]:
     return {"lr": lr, "max_steps": steps, "epochs": 1e6}
 
 
-def run_cell(config: UnlearningStudyConfig, domain: str, method: str, out: Path, originals: dict,
-             train_overrides: dict[str, Any] | None = None) -> dict:
+def run_cell(config: UnlearningStudyConfig, domain: str, method: str, out: Path, originals: dict | None,
+             train_overrides: dict[str, Any] | None = None, changes: dict[str, Any] | None = None) -> dict:
     """One unlearning run, or its saved results; divergence is recorded as a result, not a crash."""
     if finished(out):
         return read_json(out / "results.json")
-    cell = cell_config(config, domain, method, train_overrides)
+    cell = cell_config(config, domain, method, train_overrides, changes)
     try:
         return unlearn(cell, out, overwrite=out.exists(), original_scores=originals)
     except TrainingDiverged as exc:
@@ -167,6 +202,8 @@ def run_experiment(config: UnlearningStudyConfig, out: Path, *, overwrite: bool 
     from lethe.unlearning.report import write_experiment_report
 
     names = study_methods(config)
+    for name in config.requests.methods or []:
+        methods.get(name)
     known = target_run(config.model)
     if config.retrain and known is None and not (resolve_model_path(config.model).parent / "members.json").is_file():
         raise LetheError("retrain: true needs a model from `lethe pretrain` or `lethe target` (its recipe and members "
@@ -185,7 +222,7 @@ def run_experiment(config: UnlearningStudyConfig, out: Path, *, overwrite: bool 
                    accept_data_change=accept_data_change) as run:
         run.record_data(find_splits(config.data))
         by_domain: dict[str, dict] = {}
-        agreement, blinds = {}, {}
+        agreement, blinds, requests = {}, {}, {}
         for domain in config.domains:
             originals = original_scores(config, domain, run.path)
             blinds[domain] = domain_blind(config, domain, run.path)
@@ -193,11 +230,21 @@ def run_experiment(config: UnlearningStudyConfig, out: Path, *, overwrite: bool 
             rows: dict[str, dict] = {"original": unlearning_metrics(originals, config.unlearn.eval)}
             if retrained is not None:
                 rows["retrained"] = unlearning_metrics(retrained, config.unlearn.eval)
-                rows["original"]["retrain_distance"] = retrain_distance(originals, retrained, config.unlearn.eval)
+                for who, model_scores in (("original", originals), ("retrained", retrained)):  # the latter: reference
+                    rows[who]["retrain_distance"] = retrain_distance(model_scores, retrained, config.unlearn.eval)
+            scores = {"original": originals, **({"retrained": retrained} if retrained is not None else {})}
             for method in names:
                 cell_dir = run.path / "runs" / domain / method
                 results = run_cell(config, domain, method, cell_dir, originals)
                 rows[method] = cell_summary(results, retrained, config, cell_dir)
+                if "diverged" not in results:
+                    scores[method] = load_role_scores(cell_dir / "scores" / "unlearned", domain)
+            if config.any_attack():
+                for who, found in domain_attacks(config, domain, run.path, names, scores).items():
+                    rows[who] |= found
+            if config.requests.any_request():
+                requests[domain] = answer_requests(config, domain, run.path / "requests" / domain, originals,
+                                                   config.requests.methods or names)
             by_domain[domain] = rows
             if retrained is not None:
                 agreement[domain] = yardstick_agreement({m: rows[m] for m in names if m in rows})
@@ -210,6 +257,8 @@ def run_experiment(config: UnlearningStudyConfig, out: Path, *, overwrite: bool 
             results["blind"] = blinds
         if config.retrain:
             results["yardstick_agreement"] = agreement
+        if requests:
+            results["requests"] = requests
         run.write_results(results)
         write_experiment_report(results, config, run.path)
     return results

@@ -65,6 +65,11 @@ def test_every_model_has_each_attack_and_the_retrain_is_the_reference(study):
         assert relearned["recovered"] == results["by_domain"]["books"][method]["relearn"]["forget_set"]["recovered"]
     text = (out / "results.md").read_text()
     assert "does the forgetting hold?" in text and "| retrained |" in text.split("does the forgetting hold?")[1]
+    from lethe.cli import main
+
+    assert main(["report", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "does the forgetting hold?" in report and "deletion requests" in report
 
 
 def test_sequential_requests_partition_the_forget_set_and_each_starts_where_the_last_ended(study, data_dir):

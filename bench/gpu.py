@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import math
 import os
@@ -133,6 +134,7 @@ def peak_memory(device: str) -> int | None:
 
 def reset_memory(device: str) -> None:
     if device == "cuda":
+        gc.collect()  # the previous run's trainer and Accelerator hold their model in reference cycles
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
 

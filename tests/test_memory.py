@@ -12,7 +12,7 @@ from lethe.data.chunking import chunk_documents
 from lethe.data.splits import load_splits
 from lethe.engine import Trainer
 from lethe.engine.big_models import enable_gradient_checkpointing
-from lethe.engine.memory import ModelShape, check_fits, estimate_memory
+from lethe.engine.memory import ModelShape, check_fits, check_training_memory, estimate_memory
 from lethe.engine.trainer import collate
 from lethe.errors import LetheError
 from lethe.unlearning.methods import MethodContext, methods
@@ -171,3 +171,7 @@ def test_a_bfloat16_reference_converts_weights_and_keeps_buffers(micro_model):
         frozen_reference(model, "bf16")
     same = frozen_reference(model, "same")
     assert same is not model and not same.training and not any(p.requires_grad for p in same.parameters())
+
+
+def test_a_model_without_transformer_sizes_gets_no_estimate():
+    assert check_training_memory(torch.nn.Linear(2, 2), ga_gd(), {}, TrainConfig(), torch.device("cpu")) is None

@@ -61,7 +61,7 @@ class ModelShape:
                    trainable=sum(p.numel() for p in params if p.requires_grad),
                    weight_bytes=params[0].element_size(), hidden=config.hidden_size,
                    layers=config.num_hidden_layers,
-                   intermediate=getattr(config, "intermediate_size", 4 * config.hidden_size),
+                   intermediate=getattr(config, "intermediate_size", None) or 4 * config.hidden_size,
                    kv_hidden=config.hidden_size * kv_heads // heads, heads=heads, vocab=config.vocab_size)
 
 
@@ -136,14 +136,20 @@ def check_fits(estimate: MemoryEstimate, device: torch.device, *, refuse: bool =
 
 
 def check_training_memory(model: torch.nn.Module, objective, streams: dict, config, device: torch.device,
-                          shards: int = 1) -> MemoryEstimate:
+                          shards: int = 1) -> MemoryEstimate | None:
     """The estimate for the Trainer's run: its model, its objective's batch groups at their longest chunks, and the
-    frozen reference the objective holds (unlearning methods' `context.reference`), counted where it sits."""
+    frozen reference the objective holds (unlearning methods' `context.reference`), counted where it sits.
+    None for a model whose config does not name a transformer's sizes (nothing to estimate from)."""
+    try:
+        shape = ModelShape.of(model)
+    except AttributeError as missing:
+        log.debug("no memory estimate: %s", missing)
+        return None
     reference = getattr(getattr(objective, "context", None), "reference", None)
     reference_bytes = sum(p.numel() * p.element_size() for p in reference.parameters()
                           if p.device == device) if reference is not None else 0
     groups = [(stream.batch_size, max(len(chunk) for chunk in stream.chunks)) for stream in streams.values()]
-    estimate = estimate_memory(ModelShape.of(model), groups, checkpointing=config.gradient_checkpointing,
+    estimate = estimate_memory(shape, groups, checkpointing=config.gradient_checkpointing,
                                autocast_bytes=2 if config.mixed_precision != "no" else 4,
                                reference_bytes=reference_bytes,
                                reference_tokens=max(s * n for s, n in groups) if reference is not None else 0,

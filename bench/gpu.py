@@ -228,9 +228,14 @@ def compare(size: str, spec: Size, steps: int, device: str, peak: dict, workdir:
     return rows
 
 
-def fsdp_smoke(size: str, workdir: Path) -> dict:
-    """bench/fsdp_smoke.py under FSDP (one process) and alone; both saved models scored on the same held-out tokens."""
-    from lethe.models import load_model
+FSDP_CONFIG = ROOT / "configs" / "accelerate" / "fsdp.yaml"
+
+
+def fsdp_smoke(size: str, workdir: Path, device: str, accelerate_config: Path = FSDP_CONFIG) -> dict:
+    """bench/fsdp_smoke.py under `accelerate launch` with `accelerate_config` (one process) and alone; both saved
+    models, and the untrained one, scored on the same held-out tokens."""
+    from transformers import AutoModelForCausalLM
+
     from lethe.scoring import score_chunks
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
@@ -238,11 +243,10 @@ def fsdp_smoke(size: str, workdir: Path) -> dict:
     with socket.socket() as probe:  # a free port: torchrun's default may be taken
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                str(ROOT / "configs" / "accelerate" / "fsdp.yaml"), "--num_processes", "1", "--main_process_port",
-                str(port)]
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config),
+                "--num_processes", "1", "--main_process_port", str(port)]
     runs = {}
-    for name, prefix in (("fsdp", launcher), ("single", [sys.executable])):
+    for name, prefix in (("launched", launcher), ("single", [sys.executable])):
         out = workdir / name
         done = subprocess.run([*prefix, script, "--size", size, "--out", str(out)], capture_output=True, text=True,
                               env=env, timeout=600)
@@ -251,12 +255,19 @@ def fsdp_smoke(size: str, workdir: Path) -> dict:
             return {"ran": False, "failed": name, "reason": errors[0] if errors else f"exit status {done.returncode}"}
         runs[name] = json.loads((out / "smoke.json").read_text())
     held_out = random_groups(SIZES[size], 1, seed=1)["forget"]
-    losses = {}
-    for name in runs:
-        model, _ = load_model(workdir / name / "model")
-        losses[name] = math.log(score_chunks(model, held_out, pad_id=0, progress=False).perplexity())
-    return {"ran": True, "fsdp": runs["fsdp"], "single": runs["single"], "held_out_loss": losses,
-            "same_score": abs(losses["fsdp"] - losses["single"]) <= 1e-3}
+    models = {name: AutoModelForCausalLM.from_pretrained(workdir / name / "model").to(device) for name in runs}
+    models["untrained"] = build_model(size, device)
+    losses = {name: math.log(score_chunks(model, held_out, pad_id=0, progress=False).perplexity())
+              for name, model in models.items()}
+    weights = {name: model.state_dict() for name, model in models.items()}
+
+    def largest_difference(a: str, b: str) -> float:
+        return max((weights[a][key] - weights[b][key]).abs().max().item() for key in weights[a])
+
+    difference, change = largest_difference("launched", "single"), largest_difference("single", "untrained")
+    return {"ran": True, "config": accelerate_config.name, "launched": runs["launched"], "single": runs["single"],
+            "held_out_loss": losses, "weights": {"largest_difference": difference, "largest_change": change},
+            "same": abs(losses["launched"] - losses["single"]) <= 1e-3 and difference <= 1e-3 * change}
 
 
 def markdown(result: dict) -> str:
@@ -279,10 +290,12 @@ def markdown(result: dict) -> str:
                      f"{lethe['memory']['estimate_bytes'] / gib:.2f} | "
                      f"{'passed' if row['parity']['passed'] else 'FAILED'} ({row['parity']['max_abs_diff']:.1e}) |")
     smoke = result["fsdp_smoke"]
-    lines += ["", "FSDP smoke test (configs/accelerate/fsdp.yaml, one process): " + (
-        f"{smoke['fsdp']['distributed_type']}, sharded weights: {smoke['fsdp']['sharded']}, held-out loss "
-        f"{smoke['held_out_loss']['fsdp']:.4f} vs {smoke['held_out_loss']['single']:.4f} without FSDP "
-        f"({'same' if smoke['same_score'] else 'DIFFERENT'})" if smoke["ran"] else
+    lines += ["", "FSDP smoke test (`accelerate launch`, configs/accelerate/fsdp.yaml, one process): " + (
+        f"{smoke['launched']['distributed_type']}, sharded weights: {smoke['launched']['sharded']}, held-out loss "
+        f"{smoke['held_out_loss']['launched']:.4f} vs {smoke['held_out_loss']['single']:.4f} without "
+        f"`accelerate launch`, weights within {smoke['weights']['largest_difference']:.1e} of each other after moving "
+        f"up to {smoke['weights']['largest_change']:.1e} ({'same' if smoke['same'] else 'DIFFERENT'})"
+        if smoke["ran"] else
         f"did not run ({smoke['failed']}): {smoke['reason']}")]
     return "\n".join(lines) + "\n"
 
@@ -305,7 +318,7 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="lethe-gpu-bench-") as tmp:
         rows = [row for size in sizes for row in compare(size, SIZES[size], steps, device, peak, Path(tmp))]
-        smoke = fsdp_smoke(sizes[0], Path(tmp) / "fsdp")
+        smoke = fsdp_smoke(sizes[0], Path(tmp) / "fsdp", device)
     result = {"benchmark": "gpu", "command": command_line(__file__, argv), "device": device, "machine": machine,
               "matmul_peak": peak, "steps": steps, "rows": rows, "fsdp_smoke": smoke,
               "seconds": time.perf_counter() - started}

@@ -25,5 +25,20 @@ def test_the_gpu_benchmark_runs_at_its_small_size_on_a_cpu(tmp_path):
     assert not smoke["ran"] and "FSDP was asked for, but Accelerate enables it only on GPUs" in smoke["reason"]
     table = (tmp_path / "gpu.md").read_text()
     assert f"| small ({saved['rows'][0]['parameters'] / 1e6:.1f}M) | off | 2+2 x 32 |" in table
-    assert "did not run (fsdp)" in table
+    assert "did not run (launched)" in table
     assert result["rows"] == saved["rows"]
+
+
+@pytest.mark.slow
+def test_the_smoke_test_scores_both_saved_models_where_the_launch_runs(tmp_path):
+    """The FSDP smoke test's comparison, on a CPU through the DDP config (one process): what it does on a GPU."""
+    from bench.gpu import ROOT, fsdp_smoke
+
+    smoke = fsdp_smoke("small", tmp_path, "cpu", accelerate_config=ROOT / "configs" / "accelerate" / "ddp.yaml")
+    assert smoke["ran"] and smoke["launched"]["steps"] == smoke["single"]["steps"] == 3
+    assert smoke["launched"]["losses"] == smoke["single"]["losses"]
+    losses, weights = smoke["held_out_loss"], smoke["weights"]
+    assert smoke["same"] and abs(losses["launched"] - losses["single"]) <= 1e-3
+    # the three steps moved the weights, alike in both runs
+    assert weights["largest_change"] > 1e-3 and weights["largest_difference"] <= 1e-6
+    assert losses["launched"] != losses["untrained"]

@@ -167,6 +167,8 @@ def test_a_bfloat16_reference_converts_weights_and_keeps_buffers(micro_model):
         expected = model(input_ids=ids).logits
         wrapped = PlacedReference(reference)(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
     assert wrapped.device == ids.device and (wrapped.float() - expected).abs().max() < 0.1
+    kept = converted_copy(model, torch.device("cpu"), None)  # already there, in that dtype: still a copy
+    assert all(a.data_ptr() != b.data_ptr() for a, b in zip(kept.parameters(), model.parameters(), strict=True))
     with pytest.raises(LetheError, match="train.reference_model=bf16 is for GPUs"):
         frozen_reference(model, "bf16")
     same = frozen_reference(model, "same")
@@ -175,3 +177,33 @@ def test_a_bfloat16_reference_converts_weights_and_keeps_buffers(micro_model):
 
 def test_a_model_without_transformer_sizes_gets_no_estimate():
     assert check_training_memory(torch.nn.Linear(2, 2), ga_gd(), {}, TrainConfig(), torch.device("cpu")) is None
+
+
+def test_unlearning_makes_the_reference_only_where_read_and_places_it_as_configured(micro_run, data_dir, tmp_path,
+                                                                                     monkeypatch):
+    from lethe.config import UnlearnConfig
+    from lethe.unlearning import run
+    from lethe.unlearning.evaluation import load_role_scores
+
+    placements = []
+
+    def recording(model, placement):
+        placements.append(placement)
+        return frozen_reference(model, placement)
+
+    monkeypatch.setattr(run, "frozen_reference", recording)
+
+    def unlearn(method, placement, out, **kwargs):
+        config = UnlearnConfig.model_validate({
+            "model": str(micro_run), "data": str(data_dir), "domain": "books", "method": method,
+            "eval": {"blind": None},
+            "train": {"lr": 3e-3, "max_steps": 2, "batch_size": 4, "warmup_ratio": 0, "reference_model": placement}})
+        return run.unlearn(config, tmp_path / out, **kwargs)
+
+    same = unlearn("ga_kl_in", "same", "same")
+    original = load_role_scores(tmp_path / "same" / "scores" / "original", "books")
+    on_cpu = unlearn("ga_kl_in", "cpu", "cpu", original_scores=original)
+    assert placements == ["same", "cpu"]
+    assert on_cpu["after"]["ppl"] == same["after"]["ppl"]  # on a CPU both are the same float32 copy
+    unlearn("ga_gd_in", "cpu", "gd", original_scores=original)
+    assert placements == ["same", "cpu"]  # gradient descent on retain reads no original model

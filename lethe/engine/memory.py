@@ -7,19 +7,19 @@ The estimate of one optimiser step's peak, in bytes, on one device (docs/gpus.md
     optimizer    2 · Pt · w               AdamW's two moments, in the weights' dtype
     reference    P · r                    the frozen original model, where the method reads one and it is kept on
                                           this device (r: its bytes per weight; 0 when offloaded to the CPU)
-    activations  Σ_groups t · (L · a + 4·V + 3h·4)     what backward keeps of every group's forward (forget, retain),
-                                          t = sequences · sequence length tokens, per block
-                                          a = 4·(8h + 2·kv + 4·I + heads + 6) bytes per token,
-                                          or a = 4·h with gradient checkpointing (only each block's input);
-                                          4·V: the float32 log-softmax the cross-entropy keeps
+    activations  Σ_groups t · (L·a + 4V + 12h)   what backward keeps of every group's forward (forget, retain):
+                                          t = sequences · sequence length tokens; per block and token
+                                          a = 4·(8h + 2·kv + 4·I + heads + 6) bytes, or a = 4·h with gradient
+                                          checkpointing (only each block's input); 4V: the float32 log-softmax
+                                          the cross-entropy keeps; 12h: the final norm
     transient    t_max · V · (8 + c)       the largest group's head backward (two float32 vocabulary-wide tensors, plus
                                           the c-byte logits under autocast), or with checkpointing one block's
                                           recomputed activations, or the reference's forward, whichever is largest
 
 with h the hidden size, kv the key/value width (h · kv_heads / heads), I the MLP width, L the blocks and V the
 vocabulary. The per-block count is what PyTorch's autograd saves for a Hugging Face Llama block with fused
-attention (no T² attention scores), measured with saved-tensor hooks; tests/test_memory.py checks it and the
-exact weight, gradient and optimizer bytes against torch's own memory tracker on the micro model. Activations are
+attention (no T² attention scores), measured with saved-tensor hooks; tests/test_memory.py checks it (within 0.5%)
+and the exact weight and optimizer bytes against torch's own memory tracker on the micro model. Activations are
 counted at float32 size under bf16 autocast too (the residual stream and the norms stay float32 there; on CPU
 autocast the saved tensors measured 71-96% of that), so for mixed precision the estimate errs high. Weights,
 gradients, optimizer and activations are summed although gradients grow only as activations are freed: an upper

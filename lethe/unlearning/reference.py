@@ -34,9 +34,10 @@ class PlacedReference(torch.nn.Module):
 def converted_copy(model: torch.nn.Module, device: torch.device, dtype: torch.dtype | None) -> torch.nn.Module:
     """A frozen eval-mode copy with each weight converted while it is copied, so the model's own device never holds
     a second full-precision copy, even for a moment; buffers (rotary frequencies) keep their dtype."""
-    converted = {id(p): torch.nn.Parameter(p.detach().to(device, dtype=dtype if p.is_floating_point() else None),
-                                           requires_grad=False) for p in model.parameters()}
-    converted |= {id(b): b.detach().to(device) for b in model.buffers()}
+    # copy=True: a weight already of that device and dtype would otherwise be shared, and train along
+    converted = {id(p): torch.nn.Parameter(p.detach().to(device, dtype=dtype if p.is_floating_point() else None,
+                                                         copy=True), requires_grad=False) for p in model.parameters()}
+    converted |= {id(b): b.detach().to(device, copy=True) for b in model.buffers()}
     return copy.deepcopy(model, memo=converted).eval()
 
 

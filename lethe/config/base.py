@@ -133,6 +133,14 @@ class TrainConfig(Strict):
     seed: int = Field(0, description="seed of initialisation, shuffling and dropout")
     mixed_precision: Literal["no", "bf16", "fp16"] = Field(
         "no", description="Accelerate's autocast; bf16 on GPUs (refused on a CPU, where it is far slower)")
+    gradient_checkpointing: bool = Field(
+        False, description="recompute each block's activations in backward: far less memory, about a third more "
+        "compute (Hugging Face models)")
+    reference_model: Literal["same", "bf16", "cpu"] = Field(
+        "same", description="the frozen original model of KL, NPO and adversarial unlearning: same (the trained "
+        "model's device and dtype), bf16 (half its memory, GPUs only) or cpu (no device memory, slower steps)")
+    memory_check: bool = Field(
+        True, description="on a GPU, refuse a run whose memory estimate exceeds the free memory (false: only log it)")
     log_every: int = Field(10, ge=1, description="steps between log records")
     eval_every: int | None = Field(None, ge=1, description="steps between evaluations, for commands that evaluate")
     checkpoint_every: int | None = Field(None, ge=1, description="steps between resumable checkpoints")

@@ -23,7 +23,9 @@ from tqdm.auto import tqdm
 from lethe.config import DPConfig, TrainConfig
 from lethe.data.chunking import Chunk
 from lethe.data.padding import pad_sequences
+from lethe.engine.big_models import enable_gradient_checkpointing, refuse_ignored_sharding
 from lethe.engine.guard import Guard
+from lethe.engine.memory import check_training_memory
 from lethe.engine.objectives import Batch, Objective
 from lethe.errors import LetheError, TrainingDiverged
 from lethe.models import save_model
@@ -152,9 +154,12 @@ class Trainer:
         if config.lora is not None and self.shards_weights:
             raise LetheError("LoRA under FSDP or DeepSpeed ZeRO-3 is not supported (its merge needs whole weights); "
                              "launch with configs/accelerate/ddp.yaml")
+        refuse_ignored_sharding(self.accelerator)
         set_seed(config.seed)
         if config.lora is not None:
             model = _apply_lora(model, config)
+        if config.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         sizes = {name: config.batch_size for name in objective.groups} | (batch_sizes or {})
         self.streams = {name: GroupStream(name, data[name], sizes[name], config.seed + i, rank, world, pad_id)
@@ -165,6 +170,8 @@ class Trainer:
         self.total_steps = math.ceil(config.epochs * self.steps_per_epoch)
         if config.max_steps is not None:
             self.total_steps = min(self.total_steps, config.max_steps)
+        check_training_memory(model, objective, self.streams, config, self.accelerator.device,
+                              shards=world if self.shards_weights else 1)
         trainable = [p for p in model.parameters() if p.requires_grad]
         # the fused kernel updates all parameters in one pass (CPU and CUDA); the default loops per tensor
         fused = self.accelerator.device.type in ("cpu", "cuda") and all(p.dtype.is_floating_point for p in trainable)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from lethe.unlearning.evaluation import (
     with_blind_verdicts,
 )
 from lethe.unlearning.methods import MethodContext, methods
+from lethe.unlearning.reference import frozen_reference, uses_reference
 
 log = logging.getLogger("lethe")
 
@@ -81,7 +81,8 @@ def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, origin
     with Run.start(out, "unlearn", config, overwrite=overwrite, seed=config.train.seed) as run:
         available = require_forget_set(config.data, config.domain)
         model, tokenizer = load_configured(config)
-        reference = copy.deepcopy(model).requires_grad_(False).eval()
+        reference = (frozen_reference(model, config.train.reference_model)
+                     if uses_reference(method, config.method_args) else None)
         context = MethodContext(reference=reference, special_ids=tokenizer.all_special_ids, vocab_size=len(tokenizer))
         objective = method(context, config.method_args)
         retain = retain_split(config.domain, objective.retain_data) if objective.retain_term else None

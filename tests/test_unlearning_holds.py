@@ -93,6 +93,8 @@ def test_sequential_requests_partition_the_forget_set_and_each_starts_where_the_
     assert rows[0]["forget_ppl_rise"] > 0 and second["train"]["steps"] > 0
     growing = results["requests"]["books"]["ga"]["growing"]
     assert [row["documents"] for row in growing] == [3, 6] and growing[0]["tokens"] < growing[1]["tokens"]
+    # the whole forget set is the study's own run of the method, not a second one
+    assert not (requests / "growing-1").exists() and growing[1]["tokens"] == results["ga"]["cost"]["tokens"]
     assert "sequential and growing deletion requests" in (out / "results.md").read_text()
 
 

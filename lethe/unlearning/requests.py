@@ -14,9 +14,10 @@ import math
 from pathlib import Path
 
 from lethe.config import UnlearningStudyConfig
+from lethe.data.roles import role_splits
 from lethe.errors import LetheError
 from lethe.scoring import TokenScores
-from lethe.unlearning.evaluation import load_role_scores, log_ppl_ratio, membership, score_roles
+from lethe.unlearning.evaluation import load_role_scores, log_ppl_ratio, membership
 
 
 def request_documents(config: UnlearningStudyConfig, domain: str) -> tuple[list[str], dict[str, set[str]]]:
@@ -58,23 +59,26 @@ def measured(scores: dict[str, TokenScores], chunk_ids: set[str], original: dict
 
 
 def all_roles_scored(config: UnlearningStudyConfig, domain: str, run_dir: Path) -> dict[str, TokenScores]:
-    """The request's model scored on every role with the whole forget set (its own run scored its request only)."""
+    """The request's model on every role with the whole forget set: its run scored the other roles, and the forget
+    documents of its request only, so the whole forget set is scored once more."""
     from lethe.models import load_model
+    from lethe.perplexity import score_chunk_sets
     from lethe.unlearning.study import domain_data
 
-    where = run_dir / "scores" / "whole_forget_set"
+    where, forget = run_dir / "scores" / "whole_forget_set", role_splits(domain)["forget"]
     if not (where / "done").is_file():
         model, tokenizer = load_model(run_dir / "model")
-        score_roles(model, tokenizer, domain_data(config, domain, model, tokenizer), config.unlearn.eval.batch_tokens,
-                    where)
+        chunks = domain_data(config, domain, model, tokenizer).role_chunks("forget")
+        score_chunk_sets(model, {forget: chunks}, config.unlearn.eval.batch_tokens, tokenizer.pad_token_id, where)
         (where / "done").write_text("")
-    return load_role_scores(where, domain)
+    return load_role_scores(run_dir / "scores" / "unlearned", domain) | {"forget": TokenScores.load(where / forget)}
 
 
 def answer_requests(config: UnlearningStudyConfig, domain: str, out: Path, original: dict[str, TokenScores],
-                    methods: list[str]) -> dict[str, dict[str, list[dict]]]:
+                    methods: list[str], cells: Path) -> dict[str, dict[str, list[dict]]]:
     """Per method: `sequential`, one row per request (forgetting of everything asked so far, of what is still
-    pending, and utility), and `growing`, one row per share of the forget set."""
+    pending, and utility), and `growing`, one row per share of the forget set (the share 1 is the study's own
+    run in `cells`, when the method has one)."""
     from lethe.unlearning.study import run_cell
 
     documents, chunks_of = request_documents(config, domain)
@@ -85,8 +89,12 @@ def answer_requests(config: UnlearningStudyConfig, domain: str, out: Path, origi
     def chunk_ids(docs: list[str]) -> set[str]:
         return set().union(*(chunks_of[d] for d in docs))
 
-    def answered(method: str, run_dir: Path, model: str, docs: list[str]) -> tuple[dict, dict | None]:
-        results = run_cell(config, domain, method, run_dir, None, changes={"model": model, "forget_documents": docs})
+    def answered(method: str, run_dir: Path, model: str, before: dict[str, TokenScores],
+                 docs: list[str]) -> tuple[dict, dict | None]:
+        """One request, from `model` whose scores on every role (the whole forget set) are `before`."""
+        narrowed = before | {"forget": before["forget"].subset(chunk_ids(docs))}
+        results = run_cell(config, domain, method, run_dir, narrowed,
+                           changes={"model": model, "forget_documents": docs})
         if "diverged" in results:
             return {"diverged": results["diverged"]}, None
         scores = all_roles_scored(config, domain, run_dir)
@@ -97,11 +105,11 @@ def answer_requests(config: UnlearningStudyConfig, domain: str, out: Path, origi
     for method in methods:
         answer = answers.setdefault(method, {})
         if config.requests.sequential:
-            parts, model = sequential_parts(documents, config.requests.sequential), config.model
+            parts, model, scores = sequential_parts(documents, config.requests.sequential), config.model, original
             answer["sequential"] = []
             for number, part in enumerate(parts, 1):
                 run_dir = out / method / f"sequential-{number}"
-                found, scores = answered(method, run_dir, model, part)
+                found, scores = answered(method, run_dir, model, scores, part)
                 row = {"request": number, **found}
                 answer["sequential"].append(row)
                 if scores is None:
@@ -114,6 +122,8 @@ def answer_requests(config: UnlearningStudyConfig, domain: str, out: Path, origi
                 model = str(run_dir)
         for share, docs in zip(sorted(config.requests.growing), growing_sets(documents, config.requests.growing),
                                strict=True):
-            row, _ = answered(method, out / method / f"growing-{share:g}", config.model, docs)
+            whole = share == 1 and (cells / method / "model").is_dir()  # the study's own run of this method
+            row, _ = answered(method, cells / method if whole else out / method / f"growing-{share:g}", config.model,
+                              original, docs)
             answer.setdefault("growing", []).append({"share": share, **row})
     return answers

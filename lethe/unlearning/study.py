@@ -244,7 +244,7 @@ def run_experiment(config: UnlearningStudyConfig, out: Path, *, overwrite: bool 
                     rows[who] |= found
             if config.requests.any_request():
                 requests[domain] = answer_requests(config, domain, run.path / "requests" / domain, originals,
-                                                   config.requests.methods or names)
+                                                   config.requests.methods or names, run.path / "runs" / domain)
             by_domain[domain] = rows
             if retrained is not None:
                 agreement[domain] = yardstick_agreement({m: rows[m] for m in names if m in rows})

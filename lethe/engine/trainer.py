@@ -93,8 +93,9 @@ class GroupStream:
         while True:
             shard = self._shard(epoch)
             for b in range(index, self.batches_per_epoch):
-                yield collate([self.chunks[i] for i in shard[b * self.batch_size:(b + 1) * self.batch_size]],
-                              self.pad_id)
+                examples = shard[b * self.batch_size:(b + 1) * self.batch_size]
+                # `example`: each row's position in the group, which objectives key per-example caches on
+                yield collate([self.chunks[i] for i in examples], self.pad_id) | {"example": torch.tensor(examples)}
             epoch, index = epoch + 1, 0
 
 

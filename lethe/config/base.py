@@ -133,6 +133,9 @@ class TrainConfig(Strict):
     seed: int = Field(0, description="seed of initialisation, shuffling and dropout")
     mixed_precision: Literal["no", "bf16", "fp16"] = Field(
         "no", description="Accelerate's autocast; bf16 on GPUs (refused on a CPU, where it is far slower)")
+    compile: bool = Field(False, description="torch.compile the model's training forward and backward; off by "
+                          "default: on a 2-core CPU compiling the tiny model takes over a minute and its step is "
+                          "no faster (matmul-bound); not with DP-SGD")
     log_every: int = Field(10, ge=1, description="steps between log records")
     eval_every: int | None = Field(None, ge=1, description="steps between evaluations, for commands that evaluate")
     checkpoint_every: int | None = Field(None, ge=1, description="steps between resumable checkpoints")

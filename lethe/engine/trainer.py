@@ -181,6 +181,12 @@ class Trainer:
                 model, optimizer, dp, samples=len(primary.chunks), batch_size=primary.batch_size,
                 grad_accum=config.grad_accum, steps=self.total_steps)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        # only the training forward is compiled: saving, checkpoints and evaluations keep the plain module
+        self.training_model = self.model
+        if config.compile:
+            if self.privacy is not None:
+                raise LetheError("train.compile does not apply to DP-SGD (Opacus's per-sample hooks); turn one off")
+            self.training_model = torch.compile(self.model)
         self.scheduler = self._scheduler()
         self.accelerator.register_for_checkpointing(self.scheduler)
         if self.privacy is not None:  # a resumed run must go on spending the same budget
@@ -287,7 +293,7 @@ class Trainer:
             boundary = in_epoch == window_start + window - 1
             groups = next(batches)
             with accel.autocast(), (accel.no_sync(self.model) if not boundary else nullcontext()):
-                loss, logs = self.objective(self.model, groups)
+                loss, logs = self.objective(self.training_model, groups)
                 if problem := self.guard.loss_problem(loss.item()):
                     self._keep_last_good(problem)
                 # Opacus averages the per-sample gradients of accumulated micro-batches itself

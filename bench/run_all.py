@@ -2,9 +2,11 @@
 """Every benchmark side by side in one run: bench/results.json and a markdown table, bench/results.md.
 
 One process measures the fp32 matmul peak once, records the machine, then runs each benchmark's
-`measure` (the same code and checks as its own CLI) at a size that fits about 7 minutes on the
-2-core CI machine: the unlearning step and the MIA suite on the pre-trained tiny model (runs/tiny),
-extraction-attack generation on SmolLM2-135M with 32 prompts. Each row compares Lethe with one
+`measure` (the same code and checks as its own CLI) at a size that fitted about 7 minutes on the
+2-core CI machine before the compiled side and the NPO/adversarial steps were added (they add a few
+compilations and 3 × 3 × 12 short steps): the unlearning step (eager and compiled), NPO and adversarial
+steps and the MIA suite on the pre-trained tiny model (runs/tiny), extraction-attack generation on
+SmolLM2-135M with 32 prompts. Each row compares Lethe with one
 reference implementation: the ratio is how many times faster Lethe is (above 1: Lethe faster), FLOP
 utilisation is against the matmul peak, and parity is the benchmark's correctness check. A
 benchmark that fails is recorded and the others still run; the outputs then go to

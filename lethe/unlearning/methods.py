@@ -191,7 +191,7 @@ class AdversarialSamples(Unlearning):
 
     def __init__(self, context: MethodContext, args: MethodArgs) -> None:
         super().__init__(context, args)
-        self.cached_targets = ReferenceCache(self.targets_per_example)  # the original code's, once before training
+        self.cached_targets = ReferenceCache(self.targets_per_example)  # once per example, as the original code did
 
     def adversarial_targets(self, batch: Batch) -> torch.Tensor:
         """(B, T-1) targets, -100 at padded positions."""

@@ -134,8 +134,8 @@ class TrainConfig(Strict):
     mixed_precision: Literal["no", "bf16", "fp16"] = Field(
         "no", description="Accelerate's autocast; bf16 on GPUs (refused on a CPU, where it is far slower)")
     compile: bool = Field(False, description="torch.compile the model's training forward and backward; off by "
-                          "default: on a 2-core CPU compiling the tiny model takes over a minute and its step is "
-                          "no faster (matmul-bound); not with DP-SGD")
+                          "default: on a 2-core CPU the tiny model's step was ~10% faster but compiling took "
+                          "50-90 s (7 s with a warm cache), more than a short run saves; not with DP-SGD")
     log_every: int = Field(10, ge=1, description="steps between log records")
     eval_every: int | None = Field(None, ge=1, description="steps between evaluations, for commands that evaluate")
     checkpoint_every: int | None = Field(None, ge=1, description="steps between resumable checkpoints")

@@ -205,7 +205,8 @@ class AdversarialSamples(Unlearning):
         logits = self.reference_logits(batch)[:, :-1]
         true = batch["input_ids"][:, 1:]
         targets = logits.scatter(-1, true.unsqueeze(-1), float("-inf")).argmax(-1)
-        return [row[:length - 1].clone() for row, length in zip(targets, real_lengths(batch), strict=True)]
+        # int32 copies: 4 bytes per token kept on the device for the whole run
+        return [row[:length - 1].to(torch.int32) for row, length in zip(targets, real_lengths(batch), strict=True)]
 
     def forget_loss(self, logits, batch):
         return cross_entropy_to(logits, batch, self.adversarial_targets(batch))

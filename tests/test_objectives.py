@@ -32,6 +32,8 @@ def test_values_and_gradients_are_those_of_torch_cross_entropy(logits_and_target
     expected = expected if reduction == "mean" else expected.view(targets.shape)
     assert ours.dtype == torch.float32 and ours.shape == expected.shape
     torch.testing.assert_close(ours, expected, rtol=1e-6, atol=1e-6)
+    if reduction == "none" and dtype == torch.float32:
+        assert torch.equal(ours, expected)  # the same log-softmax per token: bit for bit
     weights = torch.rand(ours.shape)  # a gradient that differs per token, as a sequence sum or NPO gives
     (ours * weights).sum().backward()
     (expected * weights).sum().backward()

@@ -2,9 +2,11 @@
 """Every benchmark side by side in one run: bench/results.json and a markdown table, bench/results.md.
 
 One process measures the fp32 matmul peak once, records the machine, then runs each benchmark's
-`measure` (the same code and checks as its own CLI) at a size that fits about 7 minutes on the
-2-core CI machine: the unlearning step and the MIA suite on the pre-trained tiny model (runs/tiny),
-extraction-attack generation on SmolLM2-135M with 32 prompts. Each row compares Lethe with one
+`measure` (the same code and checks as its own CLI) at a size that fitted about 7 minutes on the
+2-core CI machine before the compiled side and the NPO/adversarial steps were added (they add a few
+compilations and 3 × 3 × 12 short steps): the unlearning step (eager and compiled), NPO and adversarial
+steps and the MIA suite on the pre-trained tiny model (runs/tiny), extraction-attack generation on
+SmolLM2-135M with 32 prompts. Each row compares Lethe with one
 reference implementation: the ratio is how many times faster Lethe is (above 1: Lethe faster), FLOP
 utilisation is against the matmul peak, and parity is the benchmark's correctness check. A
 benchmark that fails is recorded and the others still run; the outputs then go to
@@ -31,7 +33,7 @@ from types import ModuleType
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from bench import generation, mia_suite, unlearning_step  # noqa: E402
+from bench import generation, mia_suite, reference_step, unlearning_step  # noqa: E402
 from bench.common import command_line, machine_info, matmul_peak_gflops  # noqa: E402
 
 # -- one row per (benchmark, reference): Lethe's figure, the reference's, ratio, FLOP utilisation, parity --------
@@ -43,7 +45,42 @@ def unlearning_rows(record: dict) -> list[dict]:
              "reference_value": record["reference"]["tokens_per_s_median"], "ratio": record["ratio"],
              "flop_utilisation": {side: record[side]["flop_utilisation"] for side in ("lethe", "reference")},
              "parity": {"check": f"first {check['steps']} losses within {check['tolerance_abs']:g}",
+                        "passed": check["passed"], "max_abs_diff": check["max_abs_diff"]}}] + compiled_rows(record)
+
+
+def compiled_rows(record: dict) -> list[dict]:
+    compiled = record.get("compiled")
+    if compiled is None:
+        return []
+    check = compiled["loss_check"]
+    return [{"benchmark": "unlearning step, train.compile", "reference": "HF Trainer + GradDiff compute_loss",
+             "unit": "tokens/s", "lethe_value": compiled["tokens_per_s_median"],
+             "reference_value": record["reference"]["tokens_per_s_median"], "ratio": compiled["ratio"],
+             "flop_utilisation": {"lethe": compiled["flop_utilisation"],
+                                  "reference": record["reference"]["flop_utilisation"]},
+             "parity": {"check": f"first {len(check['losses'])} losses within {record['loss_check']['tolerance_abs']:g}"
+                                 f" (compiling took {compiled['first_step_s']:.0f} s, untimed)",
                         "passed": check["passed"], "max_abs_diff": check["max_abs_diff"]}}]
+
+
+def reference_rows(record: dict) -> list[dict]:
+    rows = []
+    for method, result in record["methods"].items():
+        sides, check = result["sides"], result["loss_check"]
+        for name, label, parity in (
+                ("per_step", "the same method, reference forwarded every step",
+                 {"check": f"first {check['steps']} losses bit-identical", "passed": check["per_step_identical"]}),
+                ("hf_trainer", "HF Trainer, reference forwarded in compute_loss",
+                 {"check": f"first {check['steps']} losses within {check['hf_tolerance_abs']:g}",
+                  "passed": check["hf_max_abs_diff"] <= check["hf_tolerance_abs"],
+                  "max_abs_diff": check["hf_max_abs_diff"]})):
+            rows.append({"benchmark": f"{method} step, reference cached", "reference": label, "unit": "tokens/s",
+                         "lethe_value": sides["lethe"]["tokens_per_s_median"],
+                         "reference_value": sides[name]["tokens_per_s_median"], "ratio": result["speedup"][name],
+                         "flop_utilisation": {"lethe": sides["lethe"]["flop_utilisation"],
+                                              "reference": sides[name]["flop_utilisation"]},
+                         "parity": parity})
+    return rows
 
 
 def mia_rows(record: dict) -> list[dict]:
@@ -84,8 +121,13 @@ BENCHMARKS = {
     "unlearning_step": Benchmark(
         unlearning_step, "Lethe's Trainer (ga_gd_in) vs a Hugging Face Trainer with GradDiff's compute_loss",
         unlearning_rows,
-        lambda model: ["--model", model, "--steps", "30", "--batch-size", "8", "--chunk-length", "128"],
+        lambda model: ["--model", model, "--steps", "30", "--batch-size", "8", "--chunk-length", "128", "--compiled"],
         ["--steps", "2", "--batch-size", "2", "--chunk-length", "32"]),
+    "reference_step": Benchmark(
+        reference_step, "NPO and adversarial steps: reference work cached per example vs recomputed every step, "
+        "and vs a Hugging Face Trainer", reference_rows,
+        lambda model: ["--model", model, "--batch-size", "8", "--chunk-length", "128"],
+        ["--batch-size", "2", "--chunk-length", "32", "--epochs", "3"]),
     "mia_suite": Benchmark(
         mia_suite, "run_mia's one scoring pass per (model, set) vs OpenUnlearning's and MIMIR's ways, 6 attacks",
         mia_rows, lambda model: ["--model", model, "--limit", "64"],

@@ -209,7 +209,7 @@ class TimedObjective:
         return self.objective(model, batches)
 
 
-def run_lethe(base, tokenizer, reference_model, groups, args, total_steps: int) -> dict:
+def run_lethe(base, tokenizer, reference_model, groups, args, total_steps: int, compile_model: bool = False) -> dict:
     from lethe.config import MethodArgs, TrainConfig
     from lethe.engine.trainer import Trainer
     from lethe.unlearning.methods import MethodContext, methods
@@ -218,7 +218,8 @@ def run_lethe(base, tokenizer, reference_model, groups, args, total_steps: int) 
                             vocab_size=len(tokenizer))
     objective = TimedObjective(methods.get("ga_gd_in")(context, MethodArgs()))
     config = TrainConfig(epochs=10_000, max_steps=total_steps, batch_size=args.batch_size, lr=args.lr,
-                         warmup_ratio=0.03, scheduler="cosine", max_grad_norm=1.0, seed=args.seed, log_every=1)
+                         warmup_ratio=0.03, scheduler="cosine", max_grad_norm=1.0, seed=args.seed, log_every=1,
+                         compile=compile_model)
     trainer = Trainer(copy.deepcopy(base), objective, groups, config, pad_id=tokenizer.pad_token_id,
                       batch_sizes={"retain": args.batch_size}, desc="bench")
     t0 = time.perf_counter()
@@ -274,6 +275,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "unlearning_step.json")
     parser.add_argument("--profile", action="store_true", help="also profile one run of each side")
+    parser.add_argument("--compiled", action="store_true",
+                        help="a third side: Lethe with train.compile (compilation falls in the untimed first step)")
     return parser.parse_args(argv)
 
 
@@ -310,6 +313,9 @@ def measure(args: argparse.Namespace, command: str, peak: dict | None = None) ->
         workdir = Path(tmp)
         runners = {"lethe": lambda: run_lethe(base, tokenizer, reference_model, groups, args, total_steps),
                    "reference": lambda: run_reference(base, ref_tokenizer, dataset, args, total_steps, workdir)}
+        if args.compiled:
+            runners["lethe_compiled"] = lambda: run_lethe(base, tokenizer, reference_model, groups, args, total_steps,
+                                                          compile_model=True)
         measured = interleaved_repeats({name: (lambda fn=fn: window(fn(), args.steps, step_tokens))
                                         for name, fn in runners.items()}, args.repeats,
                                        busy_threshold=args.busy_threshold, console=workdir / "console")
@@ -329,6 +335,14 @@ def measure(args: argparse.Namespace, command: str, peak: dict | None = None) ->
     ratio = summary["lethe"]["tokens_per_s_median"] / summary["reference"]["tokens_per_s_median"]
     ours, theirs = (measured["sides"][side][0]["losses"][:LOSS_CHECK_STEPS] for side in ("lethe", "reference"))
     max_diff = max(abs(a - b) for a, b in zip(ours, theirs, strict=True))
+    compiled = None
+    if "lethe_compiled" in summary:
+        losses = measured["sides"]["lethe_compiled"][0]["losses"][:LOSS_CHECK_STEPS]
+        diff = max(abs(a - b) for a, b in zip(losses, theirs, strict=True))
+        compiled_side = summary["lethe_compiled"]
+        compiled = {**compiled_side, "first_step_s": measured["sides"]["lethe_compiled"][0]["first_step_s"],
+                    "ratio": compiled_side["tokens_per_s_median"] / summary["reference"]["tokens_per_s_median"],
+                    "loss_check": {"losses": losses, "max_abs_diff": diff, "passed": diff <= LOSS_TOLERANCE}}
     return {
         "benchmark": "unlearning_step", "command": command, "machine": machine_info(), "load": measured["load"],
         "model": {"name": args.model, "source": model_desc, "parameters": params, "flops_per_token": flops_per_token},
@@ -339,7 +353,7 @@ def measure(args: argparse.Namespace, command: str, peak: dict | None = None) ->
         "ratio": ratio, "target_ratio": 1.2, "reached_target": ratio >= 1.2,
         "loss_check": {"steps": len(ours), "tolerance_abs": LOSS_TOLERANCE, "lethe": ours, "reference": theirs,
                        "max_abs_diff": max_diff, "passed": max_diff <= LOSS_TOLERANCE},
-        "profile": profile,
+        "profile": profile, "compiled": compiled,
     }
 
 
@@ -357,8 +371,11 @@ def main(argv: list[str] | None = None) -> dict:
 def markdown_table(result: dict) -> str:
     rows = ["| side | tokens/s (median of repeats) | per repeat | median step | GFLOP/s (6N) | FLOP utilisation |",
             "|---|---:|---|---:|---:|---:|"]
-    for name, side in (("Lethe `Trainer` (ga_gd_in)", result["lethe"]),
-                       ("HF `Trainer` + GradDiff `compute_loss`", result["reference"])):
+    sides = [("Lethe `Trainer` (ga_gd_in)", result["lethe"]),
+             ("HF `Trainer` + GradDiff `compute_loss`", result["reference"])]
+    if result["compiled"] is not None:
+        sides.insert(1, ("Lethe `Trainer`, train.compile", result["compiled"]))
+    for name, side in sides:
         rows.append(f"| {name} | {side['tokens_per_s_median']:.1f} | "
                     f"{', '.join(f'{x:.0f}' for x in side['tokens_per_s'])} | {side['step_s_median'] * 1e3:.0f} ms | "
                     f"{side['gflops']:.1f} | {side['flop_utilisation'] * 100:.1f}% |")

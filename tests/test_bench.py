@@ -23,17 +23,22 @@ def test_quick_run_builds_one_table_with_every_benchmark(micro_run, data_dir, tm
         assert record["command"].startswith(f"python bench/{name}.py --model {micro_run}")
 
     rows = saved["rows"]
-    assert [r["benchmark"] for r in rows] == ["unlearning step", "MIA suite", "MIA suite", "extraction generation"]
+    cached = [f"{method} step, reference cached" for method in ("npo", "npo", "adversarial", "adversarial")]
+    assert [r["benchmark"] for r in rows] == ["unlearning step", *cached, "MIA suite", "MIA suite",
+                                              "extraction generation"]
     for row in rows:
         assert row["parity"]["passed"], row  # Lethe and the reference computed the same thing
         assert math.isfinite(row["ratio"]) and row["ratio"] > 0
         assert 0 < row["flop_utilisation"]["lethe"] and 0 < row["flop_utilisation"]["reference"]
     mia = saved["benchmarks"]["mia_suite"]["speedup"]
-    assert [r["ratio"] for r in rows[1:3]] == [mia["openunlearning"], mia["mimir"]]
+    assert [r["ratio"] for r in rows[5:7]] == [mia["openunlearning"], mia["mimir"]]
+    for method, record in saved["benchmarks"]["reference_step"]["methods"].items():  # forwards once per example
+        sides = record["sides"]
+        assert sides["per_step"]["reference_tokens"] == 3 * sides["lethe"]["reference_tokens"] > 0, method
 
     table = out.with_suffix(".md").read_text()
     assert "quick check" in table and micro_run.name in table
-    assert table.count("| passed: ") == 4 and "| **" in table
+    assert table.count("| passed: ") == 8 and "| **" in table
 
 
 def test_a_failing_benchmark_keeps_earlier_results(micro_run, tmp_path):

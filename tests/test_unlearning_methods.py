@@ -233,3 +233,32 @@ def test_every_paper_method_and_more_is_registered():
     with pytest.raises(LetheError, match="unknown unlearning method 'gd'"):
         methods.get("gd")
 
+
+
+@pytest.mark.parametrize("name", ["npo", "adversarial"])
+def test_reference_work_is_done_once_per_example_and_equals_the_per_step_values(name, micro_model, data_dir):
+    from bench.per_step_reference import PER_STEP, frozen_copy
+    from lethe.config import ChunkConfig, TrainConfig
+    from lethe.data.chunking import chunk_documents
+    from lethe.engine import Trainer
+
+    original, tokenizer = micro_model
+    docs = load_splits(data_dir, ["code/forget"])["code/forget"]
+    chunks = chunk_documents(docs, tokenizer, ChunkConfig(length=32), context=256)
+    # short chunks among full ones: padded batches, so the cache must hold each row at its own length
+    chunks = [c for c in chunks if len(c) < 32][:4] + [c for c in chunks if len(c) == 32][:8]
+
+    def train(method):
+        context = MethodContext(reference=frozen_copy(original), special_ids=tokenizer.all_special_ids,
+                                vocab_size=len(tokenizer))
+        objective = method(context, MethodArgs())
+        config = TrainConfig(epochs=2, batch_size=4, lr=1e-3, warmup_ratio=0, log_every=1)
+        model = frozen_copy(original).requires_grad_(True)
+        result = Trainer(model, objective, {"forget": chunks}, config, pad_id=tokenizer.pad_token_id).fit()
+        return [h["loss"] for h in result.history], objective.reference_tokens
+
+    cached, cached_tokens = train(methods.get(name))
+    per_step, per_step_tokens = train(PER_STEP[name])
+    assert len(cached) == 6 and cached[:3] == per_step[:3]  # first epoch: bit for bit
+    assert cached[3:] == pytest.approx(per_step[3:], rel=1e-6)  # second: the same examples in other batches
+    assert cached_tokens == sum(len(c) for c in chunks) and per_step_tokens == 2 * cached_tokens

@@ -95,8 +95,9 @@ class GroupStream:
         while True:
             shard = self._shard(epoch)
             for b in range(index, self.batches_per_epoch):
-                yield collate([self.chunks[i] for i in shard[b * self.batch_size:(b + 1) * self.batch_size]],
-                              self.pad_id)
+                examples = shard[b * self.batch_size:(b + 1) * self.batch_size]
+                # `example`: each row's position in the group, which objectives key per-example caches on
+                yield collate([self.chunks[i] for i in examples], self.pad_id) | {"example": torch.tensor(examples)}
             epoch, index = epoch + 1, 0
 
 
@@ -187,6 +188,12 @@ class Trainer:
                 model, optimizer, dp, samples=len(primary.chunks), batch_size=primary.batch_size,
                 grad_accum=config.grad_accum, steps=self.total_steps)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        # only the training forward is compiled: saving, checkpoints and evaluations keep the plain module
+        self.training_model = self.model
+        if config.compile:
+            if self.privacy is not None:
+                raise LetheError("train.compile does not apply to DP-SGD (Opacus's per-sample hooks); turn one off")
+            self.training_model = torch.compile(self.model)
         self.scheduler = self._scheduler()
         self.accelerator.register_for_checkpointing(self.scheduler)
         if self.privacy is not None:  # a resumed run must go on spending the same budget
@@ -293,7 +300,7 @@ class Trainer:
             boundary = in_epoch == window_start + window - 1
             groups = next(batches)
             with accel.autocast(), (accel.no_sync(self.model) if not boundary else nullcontext()):
-                loss, logs = self.objective(self.model, groups)
+                loss, logs = self.objective(self.training_model, groups)
                 if problem := self.guard.loss_problem(loss.item()):
                     self._keep_last_good(problem)
                 # Opacus averages the per-sample gradients of accumulated micro-batches itself

@@ -158,9 +158,13 @@ def training_flops(parameters: int, tokens: float) -> float:
     return 6.0 * parameters * tokens
 
 
-def cost(parameters: int, tokens: int, seconds: float, pretrain: dict | None) -> dict[str, float | None]:
-    flops = training_flops(parameters, tokens)
+def cost(parameters: int, tokens: int, seconds: float, pretrain: dict | None,
+         reference_tokens: int = 0) -> dict[str, float | None]:
+    """`reference_tokens`: forwarded through the frozen original model (2·N each), e.g. once per forget example
+    for NPO's and the adversarial method's cached reference; its time is already in `seconds`."""
+    flops = training_flops(parameters, tokens) + 2.0 * parameters * reference_tokens
     result: dict[str, float | None] = {"flops": flops, "seconds": seconds, "tokens": tokens,
+                                       "reference_tokens": reference_tokens,
                                        "ratio_vs_pretrain": None, "seconds_ratio_vs_pretrain": None}
     if pretrain and pretrain.get("tokens"):
         result["ratio_vs_pretrain"] = training_flops(parameters, pretrain["tokens"]) / flops

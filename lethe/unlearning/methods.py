@@ -9,6 +9,7 @@ their names (declared_arguments), beside the retain knobs every method shares.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -68,6 +69,33 @@ def sequence_logprob(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     return -mean_nll(logits, targets, reduction="none").sum(-1)
 
 
+def real_lengths(batch: Batch) -> list[int]:
+    return batch["attention_mask"].sum(-1).tolist()
+
+
+class ReferenceCache:
+    """Per-example values that depend only on the frozen original model, computed the first time an example is
+    seen and reused at every later step.
+
+    Keys are the batch's `example` entries (each row's position in its group: the chunk's identity within the
+    run). A missing example is computed with its whole batch, exactly as a per-step computation would, so the
+    values are bit-identical to it. A batch without `example` (built outside the trainer) is computed afresh.
+    Kept in memory only: `lethe unlearn` runs are not resumed, and recomputing is one forward per example.
+    """
+
+    def __init__(self, compute: Callable[[Batch], list[torch.Tensor]]) -> None:
+        self.compute, self.values = compute, {}
+
+    def __call__(self, batch: Batch) -> list[torch.Tensor]:
+        if "example" not in batch:
+            return self.compute(batch)
+        keys = batch["example"].tolist()
+        if not all(key in self.values for key in keys):
+            for key, value in zip(keys, self.compute(batch), strict=True):
+                self.values.setdefault(key, value)
+        return [self.values[key] for key in keys]
+
+
 def masked_kl(reference_logits: torch.Tensor, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     """KL(P_orig ‖ P_θ) averaged over real positions only (the original code also averaged padding)."""
     ref_logp = torch.log_softmax(reference_logits.float(), -1)
@@ -77,7 +105,12 @@ def masked_kl(reference_logits: torch.Tensor, logits: torch.Tensor, batch: Batch
 
 
 class Unlearning:
-    """Base: loss = forget term + retain_weight · retain term (gd: CE, kl: KL to the original)."""
+    """Base: loss = forget term + retain_weight · retain term (gd: CE, kl: KL to the original).
+
+    `reference_tokens` counts the real tokens forwarded through the frozen original model, for the run's cost.
+    The KL term's reference distribution is recomputed every step rather than cached: it is V floats per token
+    (a 4,096-token chunk of a 128k-vocabulary model: 2 GB in fp32), more than the forward it saves is worth.
+    """
 
     retain_term: str | None = None
     retain_data: str = "in_domain"
@@ -88,6 +121,7 @@ class Unlearning:
 
     def __init__(self, context: MethodContext, args: MethodArgs) -> None:
         self.context, self.retain_weight = context, args.retain_weight
+        self.reference_tokens = 0
         self.args = self.Args.model_validate({name: getattr(args, name) for name in self.Args.model_fields})
         if args.retain_term is not None:
             self.retain_term = None if args.retain_term == "none" else args.retain_term
@@ -105,6 +139,7 @@ class Unlearning:
         raise NotImplementedError
 
     def reference_logits(self, batch: Batch) -> torch.Tensor:
+        self.reference_tokens += int(batch["attention_mask"].sum())
         with torch.no_grad():
             return logits_of(self.context.reference, batch)
 
@@ -154,10 +189,24 @@ class AdversarialSamples(Unlearning):
 
     needs_reference = True
 
+    def __init__(self, context: MethodContext, args: MethodArgs) -> None:
+        super().__init__(context, args)
+        self.cached_targets = ReferenceCache(self.targets_per_example)  # once per example, as the original code did
+
     def adversarial_targets(self, batch: Batch) -> torch.Tensor:
+        """(B, T-1) targets, -100 at padded positions."""
+        targets = torch.full_like(batch["input_ids"][:, 1:], -100)
+        for row, example in enumerate(self.cached_targets(batch)):
+            targets[row, :len(example)] = example
+        return targets
+
+    def targets_per_example(self, batch: Batch) -> list[torch.Tensor]:
+        """Each row's targets at its real predicted positions, from one forward of the original over the batch."""
         logits = self.reference_logits(batch)[:, :-1]
         true = batch["input_ids"][:, 1:]
-        return logits.scatter(-1, true.unsqueeze(-1), float("-inf")).argmax(-1)
+        targets = logits.scatter(-1, true.unsqueeze(-1), float("-inf")).argmax(-1)
+        # int32 copies: 4 bytes per token kept on the device for the whole run
+        return [row[:length - 1].to(torch.int32) for row, length in zip(targets, real_lengths(batch), strict=True)]
 
     def forget_loss(self, logits, batch):
         return cross_entropy_to(logits, batch, self.adversarial_targets(batch))
@@ -192,8 +241,12 @@ class NegativePreferenceOptimization(Unlearning):
     class Args(Strict):
         npo_beta: float = Field(0.1, gt=0, description="β of NPO")
 
+    def __init__(self, context: MethodContext, args: MethodArgs) -> None:
+        super().__init__(context, args)
+        self.cached_logprobs = ReferenceCache(lambda batch: list(sequence_logprob(self.reference_logits(batch), batch)))
+
     def forget_loss(self, logits, batch):
-        reference = sequence_logprob(self.reference_logits(batch), batch)
+        reference = torch.stack(self.cached_logprobs(batch))
         ratio = sequence_logprob(logits, batch) - reference
         beta = self.args.npo_beta
         return -(2 / beta) * F.logsigmoid(-beta * ratio).mean()

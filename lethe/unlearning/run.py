@@ -141,7 +141,8 @@ def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, origin
                       "stopped": result.stopped, "history": result.history},
             "before": before, "after": after,
             "cost": cost(count_parameters(model), result.tokens, result.seconds,
-                         pretrain_record(config.model, config.pretrain_tokens)),
+                         pretrain_record(config.model, config.pretrain_tokens),
+                         reference_tokens=objective.reference_tokens * trainer.accelerator.num_processes),
             "path": str(run.path / "model"),
             **({"blind": blind} if blind is not None else {}),
         }

@@ -78,7 +78,8 @@ def recovery(curves: dict[str, dict[str, list[dict]]], steps: int) -> dict[str, 
     """Per model and mode, after `steps` steps: `recovered`, the share of the model's rise in log forget perplexity
     over the original's that the steps undo (None when there is no rise); and for every model but the retrain,
     `recovered_beyond_retrain`, what it undoes beyond the log-perplexity drop the exact retrain gets from the same
-    steps, as a share of the same rise."""
+    steps, as a share of the same rise; and `forget_ppl_ratio`, its held-out forget perplexity after the steps over
+    the retrain's after the same steps."""
     def at(who: str, mode: str, when: int) -> float:
         return math.log(next(p["forget_ppl"] for p in curves[who][mode] if p["steps"] == when))
 
@@ -93,5 +94,8 @@ def recovery(curves: dict[str, dict[str, list[dict]]], steps: int) -> dict[str, 
                 if who != "retrained" and "retrained" in curves and rise > 0:
                     row["recovered_beyond_retrain"] = (drop - (at("retrained", mode, 0) - at("retrained", mode, steps))
                                                        ) / rise
+            if who != "retrained" and "retrained" in curves:  # below 1: it now knows the documents better than a
+                # model that never saw them does after the same steps
+                row["forget_ppl_ratio"] = math.exp(at(who, mode, steps) - at("retrained", mode, steps))
             out.setdefault(who, {})[mode] = row
     return out

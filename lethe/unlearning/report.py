@@ -53,13 +53,16 @@ def attack_table(rows: dict[str, dict]) -> Table | None:
     if not attacked or "original" not in rows:
         return None
     table = Table(["model", "forgetting", "forget PPL / retrain's", "PrivLeak", "forget quality", "kept at int8",
-                   "kept at int4", "relearned (forget set)", "beyond retrain", "relearned (retain only)",
-                   "verbatim ROUGE-L"], [],
+                   "kept at int4", "int4 / retrain's", "relearned (forget set)", "beyond retrain", "then / retrain's",
+                   "relearned (retain only)", "verbatim ROUGE-L"], [],
                   caption="forgetting: log(forget PPL / original's); kept at intN: the share of it left when model and "
                   "original are both rounded to N bits; relearned: the share a few fine-tuning steps undo (on part of "
                   "the forget set, or on retain text only), and beyond retrain: minus what the exact retrain gains "
-                  "from the same steps; PrivLeak: (AUC − retrain's AUC) / retrain's; forget quality: KS p-value of "
-                  "per-sample forget losses against the retrain's")
+                  "from the same steps; / retrain's: the forget perplexity of the attacked model over the retrain's "
+                  "attacked alike (below 1: it knows the forget set better than a model that never saw it); PrivLeak: "
+                  "(AUC − "
+                  "retrain's AUC) / retrain's; forget quality: KS p-value of per-sample forget losses against the "
+                  "retrain's")
     for name, m in attacked.items():
         distance, quantized, relearn = m.get("retrain_distance", {}), m.get("quantized", {}), m.get("relearn", {})
         table.rows.append([name, number_text(_log_rise(m, rows["original"]), 3),
@@ -67,8 +70,10 @@ def attack_table(rows: dict[str, dict]) -> Table | None:
                            number_text(distance.get("forget_quality"), 3),
                            *(number_text(quantized.get(bits, {}).get("forgetting_kept"), 3)
                              for bits in ("int8", "int4")),
+                           number_text(quantized.get("int4", {}).get("forget_ppl_ratio")),
                            number_text(relearn.get("forget_set", {}).get("recovered"), 3),
                            number_text(relearn.get("forget_set", {}).get("recovered_beyond_retrain"), 3),
+                           number_text(relearn.get("forget_set", {}).get("forget_ppl_ratio")),
                            number_text(relearn.get("retain_only", {}).get("recovered"), 3),
                            number_text(m.get("verbmem", {}).get("rouge_l"), 3)])
     return table

@@ -172,6 +172,9 @@ def check_relearning(results: dict, scores) -> None:
                                                            - log["unlearned"]["forget_set"][-1]) / rise)
     retrained_drop = log["retrained"]["forget_set"][0] - log["retrained"]["forget_set"][-1]
     assert row["recovered_beyond_retrain"] == pytest.approx(row["recovered"] - retrained_drop / rise)
+    assert row["forget_ppl_ratio"] == pytest.approx(math.exp(log["unlearned"]["forget_set"][-1]
+                                                             - log["retrained"]["forget_set"][-1]))
+    assert "forget_ppl_ratio" not in results["retrained"]["relearn"]["forget_set"]
     # the attack's premise on this model: the unlearned model's forgetting comes back faster than the retrain
     # learns the same documents from scratch
     assert row["drop"] > retrained_drop

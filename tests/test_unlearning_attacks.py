@@ -74,6 +74,33 @@ def forgotten(micro_run, data_dir, tmp_path_factory):
     return out / "ga", out / "re"
 
 
+def one_token_chunks(logprobs: list[float]):
+    """Chunks of one scored token each: any Min-K% score of a chunk is its one log-probability."""
+    from lethe.scoring import TokenScores
+
+    n = len(logprobs)
+    return TokenScores(ids=[f"d{i}#0" for i in range(n)], offsets=np.arange(n + 1), target_ids=np.zeros(n, int),
+                       logprob=np.array(logprobs, np.float32), vocab_mean=np.zeros(n, np.float32),
+                       vocab_var=np.ones(n, np.float32), correct=np.zeros(n, bool))
+
+
+def test_privleak_and_the_retrain_distance_of_a_hand_worked_case():
+    """Members −1…−4 against non-members −1.5…−4.5: 10 of 16 pairs ordered, AUC 0.625; the retrain's members
+    −2…−5: 6 of 16, AUC 0.375. PrivLeak = (0.625 − 0.375) / 0.375 = 2/3; forget PPL ratio e^(2.5 − 3.5)."""
+    from lethe.config import UnlearnEvalConfig
+    from lethe.unlearning.evaluation import retrain_distance
+
+    approximate = one_token_chunks([-1.5, -2.5, -3.5, -4.5])
+    unlearned = {"forget": one_token_chunks([-1, -2, -3, -4]), "approximate": approximate}
+    retrained = {"forget": one_token_chunks([-2, -3, -4, -5]), "approximate": approximate}
+    distance = retrain_distance(unlearned, retrained, UnlearnEvalConfig(mink_k=[50], headline_k=50))
+    assert distance["mia_auc"] == pytest.approx(0.25)
+    assert distance["privleak"] == pytest.approx(2 / 3)
+    assert distance["forget_ppl_ratio"] == pytest.approx(math.exp(-1))
+    assert distance["forget_quality"] == forget_quality(np.array([1.0, 2, 3, 4]), np.array([2.0, 3, 4, 5]))
+    assert distance["loss_spearman"] == pytest.approx(1.0)
+
+
 @pytest.mark.slow
 def test_eval_unlearning_runs_both_attacks_against_original_and_retrain(forgotten, micro_run, data_dir, tmp_path):
     """An unlearned, an original and an exactly retrained micro model, each scored again at 8 and 4 bits and after

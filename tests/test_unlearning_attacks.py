@@ -229,3 +229,31 @@ def test_a_verbatim_test_longer_than_a_chunk_is_refused_before_any_model_loads()
 
     with pytest.raises(LetheError, match="must fit in chunk.length"):
         lethe.resolve(EvalUnlearningConfig, {"model": "m", "chunk": {"length": 48}, "verbmem": {"prefix_tokens": 32}})
+
+
+def test_a_deletion_request_narrows_the_forget_role_and_refuses_unknown_documents():
+    from lethe.data.chunking import Chunk
+    from lethe.data.documents import Document
+    from lethe.data.roles import RunData, role_splits
+
+    splits = role_splits("books")
+    documents = {name: [Document(f"{name}-{i}", "text") for i in range(3)] for name in splits.values()}
+    chunks = {name: [Chunk(f"{d.id}#0", d.id, (1, 2, 3)) for d in docs] for name, docs in documents.items()}
+    data = RunData("books", splits, documents, chunks)
+    asked = data.forgetting_only(["books/forget-1"])
+    assert [d.id for d in asked.role_documents("forget")] == ["books/forget-1"]
+    assert [c.id for c in asked.role_chunks("forget")] == ["books/forget-1#0"]
+    assert asked.role_chunks("retain") == data.role_chunks("retain")
+    with pytest.raises(LetheError, match=r"forget_documents: \['nope'\] is not in books/forget"):
+        data.forgetting_only(["books/forget-1", "nope"])
+
+
+def test_study_settings_that_cannot_run_are_refused_before_any_work():
+    from pydantic import ValidationError
+
+    from lethe.config import UnlearningStudyConfig
+
+    with pytest.raises(ValidationError, match="sequential: 1 is the study itself"):
+        UnlearningStudyConfig(model="m", requests={"sequential": 1})
+    with pytest.raises(ValidationError, match="must fit in unlearn.chunk.length"):
+        UnlearningStudyConfig(model="m", unlearn={"chunk": {"length": 32}}, verbmem={"prefix_tokens": 32})

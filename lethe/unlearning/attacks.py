@@ -33,8 +33,6 @@ def attack_model(model, tokenizer, data: RunData, scores: dict[str, TokenScores]
     from lethe.attacks.relearning import relearning_curves
     from lethe.attacks.verbatim import verbatim_memorisation
 
-    if (out / "attacks.json").is_file():
-        return load_attacks(out, data.domain)
     for bits in attacks.quantize:
         score_roles(quantize_model(model, bits, attacks.quantize_group), tokenizer, data, evaluation.batch_tokens,
                     out / f"int{bits}")

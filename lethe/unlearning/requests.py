@@ -22,9 +22,9 @@ from lethe.unlearning.evaluation import load_role_scores, log_ppl_ratio, members
 
 def request_documents(config: UnlearningStudyConfig, domain: str) -> tuple[list[str], dict[str, set[str]]]:
     """The forget documents' ids in request order, and each one's chunk ids."""
-    from lethe.unlearning.study import _original, domain_data
+    from lethe.unlearning.study import domain_data, original_model
 
-    model, tokenizer = _original(config)
+    model, tokenizer = original_model(config)
     chunks = domain_data(config, domain, model, tokenizer).role_chunks("forget")
     by_document: dict[str, set[str]] = {}
     for chunk in chunks:

@@ -51,7 +51,7 @@ def finished(path: Path) -> bool:
     return (path / "run.json").is_file() and read_json(path / "run.json").get("status") == "done"
 
 
-def _original(config: UnlearningStudyConfig):
+def original_model(config: UnlearningStudyConfig):
     return load_model(config.model, dtype=config.unlearn.dtype, trust_remote_code=config.unlearn.trust_remote_code,
                       allow_cpu_bf16=config.unlearn.allow_cpu_bf16)
 
@@ -65,7 +65,7 @@ def original_scores(config: UnlearningStudyConfig, domain: str, out: Path) -> di
     """Score the original model on one domain's roles once; reuse the saved scores afterwards."""
     scores_dir = out / "original" / domain
     if not (scores_dir / "done").is_file():
-        model, tokenizer = _original(config)
+        model, tokenizer = original_model(config)
         score_roles(model, tokenizer, domain_data(config, domain, model, tokenizer), config.unlearn.eval.batch_tokens,
                     scores_dir)
         (scores_dir / "done").write_text("")
@@ -78,7 +78,7 @@ def domain_blind(config: UnlearningStudyConfig, domain: str, out: Path) -> dict 
     if config.unlearn.eval.blind is None:
         return None
     if not path.is_file():
-        model, tokenizer = _original(config)
+        model, tokenizer = original_model(config)
         data = domain_data(config, domain, model, tokenizer)
         write_json(path, split_blind(data.role_chunks("forget"), data.role_chunks("approximate"), tokenizer,
                                      config.unlearn.eval))
@@ -119,7 +119,7 @@ def domain_attacks(config: UnlearningStudyConfig, domain: str, out: Path, names:
                    scores: dict[str, dict]) -> dict[str, dict]:
     """Quantization, relearning and verbatim memorisation of every model of a domain (original, retrain, each
     method that did not diverge), compared with one another: the rows' `quantized`, `relearn` and `verbmem`."""
-    models = {"original": (lambda: _original(config), out / "original" / domain / "attacks")}
+    models = {"original": (lambda: original_model(config), out / "original" / domain / "attacks")}
     if "retrained" in scores:
         target, scores_dir = retrain_paths(config, domain, out)
         models["retrained"] = (lambda: load_model(target), scores_dir / "attacks")

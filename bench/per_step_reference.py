@@ -18,9 +18,9 @@ class PerStepAdversarial(AdversarialSamples):
 
 
 class PerStepNPO(NegativePreferenceOptimization):
-    def forget_loss(self, logits, batch):
+    def forget_loss(self, output, batch):
         reference = sequence_logprob(self.reference_logits(batch), batch)
-        ratio = sequence_logprob(logits, batch) - reference
+        ratio = sequence_logprob(output.logits, batch) - reference
         beta = self.args.npo_beta
         return -(2 / beta) * F.logsigmoid(-beta * ratio).mean()
 

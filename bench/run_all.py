@@ -49,18 +49,24 @@ def unlearning_rows(record: dict) -> list[dict]:
 
 
 def compiled_rows(record: dict) -> list[dict]:
-    compiled = record.get("compiled")
-    if compiled is None:
-        return []
-    check = compiled["loss_check"]
-    return [{"benchmark": "unlearning step, train.compile", "reference": "HF Trainer + GradDiff compute_loss",
-             "unit": "tokens/s", "lethe_value": compiled["tokens_per_s_median"],
-             "reference_value": record["reference"]["tokens_per_s_median"], "ratio": compiled["ratio"],
-             "flop_utilisation": {"lethe": compiled["flop_utilisation"],
-                                  "reference": record["reference"]["flop_utilisation"]},
-             "parity": {"check": f"first {len(check['losses'])} losses within {record['loss_check']['tolerance_abs']:g}"
-                                 f" (compiling took {compiled['first_step_s']:.0f} s, untimed)",
-                        "passed": check["passed"], "max_abs_diff": check["max_abs_diff"]}}]
+    """The extra Lethe sides: train.fused_head off (the logits, as before), train.compile."""
+    rows = []
+    for key, name in (("logits_head", "unlearning step, train.fused_head off"),
+                      ("compiled", "unlearning step, train.compile")):
+        variant = record.get(key)
+        if variant is None:
+            continue
+        check = variant["loss_check"]
+        note = f" (compiling took {variant['first_step_s']:.0f} s, untimed)" if key == "compiled" else ""
+        rows.append({"benchmark": name, "reference": "HF Trainer + GradDiff compute_loss",
+                     "unit": "tokens/s", "lethe_value": variant["tokens_per_s_median"],
+                     "reference_value": record["reference"]["tokens_per_s_median"], "ratio": variant["ratio"],
+                     "flop_utilisation": {"lethe": variant["flop_utilisation"],
+                                          "reference": record["reference"]["flop_utilisation"]},
+                     "parity": {"check": f"first {len(check['losses'])} losses within "
+                                         f"{record['loss_check']['tolerance_abs']:g}{note}",
+                                "passed": check["passed"], "max_abs_diff": check["max_abs_diff"]}})
+    return rows
 
 
 def reference_rows(record: dict) -> list[dict]:
@@ -121,7 +127,8 @@ BENCHMARKS = {
     "unlearning_step": Benchmark(
         unlearning_step, "Lethe's Trainer (ga_gd_in) vs a Hugging Face Trainer with GradDiff's compute_loss",
         unlearning_rows,
-        lambda model: ["--model", model, "--steps", "30", "--batch-size", "8", "--chunk-length", "128", "--compiled"],
+        lambda model: ["--model", model, "--steps", "30", "--batch-size", "8", "--chunk-length", "128", "--compiled",
+                       "--logits-head"],
         ["--steps", "2", "--batch-size", "2", "--chunk-length", "32"]),
     "reference_step": Benchmark(
         reference_step, "NPO and adversarial steps: reference work cached per example vs recomputed every step, "

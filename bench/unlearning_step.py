@@ -62,6 +62,9 @@ from bench.common import (  # noqa: E402
 SPLITS = ("code/forget", "code/retain")
 LOSS_CHECK_STEPS = 5
 LOSS_TOLERANCE = 1e-3  # absolute, per step, on the total loss of the first LOSS_CHECK_STEPS steps
+# extra Lethe sides: side name → (command-line flag, key of the record, run_lethe options)
+VARIANTS = {"lethe_compiled": ("compiled", "compiled", {"compile_model": True}),
+            "lethe_logits": ("logits_head", "logits_head", {"fused_head": False})}
 
 
 # -- model and data -----------------------------------------------------------------------------------
@@ -209,7 +212,8 @@ class TimedObjective:
         return self.objective(model, batches)
 
 
-def run_lethe(base, tokenizer, reference_model, groups, args, total_steps: int, compile_model: bool = False) -> dict:
+def run_lethe(base, tokenizer, reference_model, groups, args, total_steps: int, compile_model: bool = False,
+              fused_head: bool = True) -> dict:
     from lethe.config import MethodArgs, TrainConfig
     from lethe.engine.trainer import Trainer
     from lethe.unlearning.methods import MethodContext, methods
@@ -219,7 +223,7 @@ def run_lethe(base, tokenizer, reference_model, groups, args, total_steps: int, 
     objective = TimedObjective(methods.get("ga_gd_in")(context, MethodArgs()))
     config = TrainConfig(epochs=10_000, max_steps=total_steps, batch_size=args.batch_size, lr=args.lr,
                          warmup_ratio=0.03, scheduler="cosine", max_grad_norm=1.0, seed=args.seed, log_every=1,
-                         compile=compile_model)
+                         compile=compile_model, fused_head=fused_head)
     trainer = Trainer(copy.deepcopy(base), objective, groups, config, pad_id=tokenizer.pad_token_id,
                       batch_sizes={"retain": args.batch_size}, desc="bench")
     t0 = time.perf_counter()
@@ -276,7 +280,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "unlearning_step.json")
     parser.add_argument("--profile", action="store_true", help="also profile one run of each side")
     parser.add_argument("--compiled", action="store_true",
-                        help="a third side: Lethe with train.compile (compilation falls in the untimed first step)")
+                        help="a side more: Lethe with train.compile (compilation falls in the untimed first step)")
+    parser.add_argument("--logits-head", action="store_true",
+                        help="a side more: Lethe with train.fused_head off (the model's logits, as before issue 16)")
     return parser.parse_args(argv)
 
 
@@ -313,9 +319,10 @@ def measure(args: argparse.Namespace, command: str, peak: dict | None = None) ->
         workdir = Path(tmp)
         runners = {"lethe": lambda: run_lethe(base, tokenizer, reference_model, groups, args, total_steps),
                    "reference": lambda: run_reference(base, ref_tokenizer, dataset, args, total_steps, workdir)}
-        if args.compiled:
-            runners["lethe_compiled"] = lambda: run_lethe(base, tokenizer, reference_model, groups, args, total_steps,
-                                                          compile_model=True)
+        for side, (flag, _, options) in VARIANTS.items():
+            if getattr(args, flag):
+                runners[side] = lambda options=options: run_lethe(base, tokenizer, reference_model, groups, args,
+                                                                  total_steps, **options)
         measured = interleaved_repeats({name: (lambda fn=fn: window(fn(), args.steps, step_tokens))
                                         for name, fn in runners.items()}, args.repeats,
                                        busy_threshold=args.busy_threshold, console=workdir / "console")
@@ -335,14 +342,15 @@ def measure(args: argparse.Namespace, command: str, peak: dict | None = None) ->
     ratio = summary["lethe"]["tokens_per_s_median"] / summary["reference"]["tokens_per_s_median"]
     ours, theirs = (measured["sides"][side][0]["losses"][:LOSS_CHECK_STEPS] for side in ("lethe", "reference"))
     max_diff = max(abs(a - b) for a, b in zip(ours, theirs, strict=True))
-    compiled = None
-    if "lethe_compiled" in summary:
-        losses = measured["sides"]["lethe_compiled"][0]["losses"][:LOSS_CHECK_STEPS]
-        diff = max(abs(a - b) for a, b in zip(losses, theirs, strict=True))
-        compiled_side = summary["lethe_compiled"]
-        compiled = {**compiled_side, "first_step_s": measured["sides"]["lethe_compiled"][0]["first_step_s"],
-                    "ratio": compiled_side["tokens_per_s_median"] / summary["reference"]["tokens_per_s_median"],
-                    "loss_check": {"losses": losses, "max_abs_diff": diff, "passed": diff <= LOSS_TOLERANCE}}
+    variants = {key: None for _, key, _ in VARIANTS.values()}
+    reference_tps = summary["reference"]["tokens_per_s_median"]
+    for side, (_, key, _) in VARIANTS.items():
+        if side in summary:
+            losses = measured["sides"][side][0]["losses"][:LOSS_CHECK_STEPS]
+            diff = max(abs(a - b) for a, b in zip(losses, theirs, strict=True))
+            variants[key] = {**summary[side], "first_step_s": measured["sides"][side][0]["first_step_s"],
+                             "ratio": summary[side]["tokens_per_s_median"] / reference_tps,
+                             "loss_check": {"losses": losses, "max_abs_diff": diff, "passed": diff <= LOSS_TOLERANCE}}
     return {
         "benchmark": "unlearning_step", "command": command, "machine": machine_info(), "load": measured["load"],
         "model": {"name": args.model, "source": model_desc, "parameters": params, "flops_per_token": flops_per_token},
@@ -353,7 +361,7 @@ def measure(args: argparse.Namespace, command: str, peak: dict | None = None) ->
         "ratio": ratio, "target_ratio": 1.2, "reached_target": ratio >= 1.2,
         "loss_check": {"steps": len(ours), "tolerance_abs": LOSS_TOLERANCE, "lethe": ours, "reference": theirs,
                        "max_abs_diff": max_diff, "passed": max_diff <= LOSS_TOLERANCE},
-        "profile": profile, "compiled": compiled,
+        "profile": profile, **variants,
     }
 
 
@@ -373,8 +381,10 @@ def markdown_table(result: dict) -> str:
             "|---|---:|---|---:|---:|---:|"]
     sides = [("Lethe `Trainer` (ga_gd_in)", result["lethe"]),
              ("HF `Trainer` + GradDiff `compute_loss`", result["reference"])]
-    if result["compiled"] is not None:
-        sides.insert(1, ("Lethe `Trainer`, train.compile", result["compiled"]))
+    for key, name in (("logits_head", "Lethe `Trainer`, train.fused_head off"),
+                      ("compiled", "Lethe `Trainer`, train.compile")):
+        if result.get(key) is not None:
+            sides.insert(1, (name, result[key]))
     for name, side in sides:
         rows.append(f"| {name} | {side['tokens_per_s_median']:.1f} | "
                     f"{', '.join(f'{x:.0f}' for x in side['tokens_per_s'])} | {side['step_s_median'] * 1e3:.0f} ms | "

@@ -84,6 +84,7 @@ def test_the_method_example_computes_its_loss_and_unlearns(micro_run, data_dir, 
     import torch
 
     from lethe.config import MethodArgs, UnlearnConfig
+    from lethe.engine.losses import Prediction
     from lethe.errors import LetheError
     from lethe.unlearning import methods as module
 
@@ -99,7 +100,8 @@ def test_the_method_example_computes_its_loss_and_unlearns(micro_run, data_dir, 
     batch = {"labels": labels, "input_ids": labels.clamp(min=0), "attention_mask": (labels != -100).long()}
     logp = torch.log_softmax(logits, -1)
     hand = [min(-logp[b, t, labels[b, t + 1]].item(), 2.0) for b in range(2) for t in range(4) if labels[b, t + 1] >= 0]
-    assert method.forget_loss(logits, batch).item() == pytest.approx(-sum(hand) / len(hand), rel=1e-6)
+    assert method.forget_loss(Prediction(computed_logits=logits), batch).item() == pytest.approx(
+        -sum(hand) / len(hand), rel=1e-6)
 
     with pytest.raises(LetheError, match="ga_cieling"):
         lethe.resolve(UnlearnConfig, {"model": "m", "method": "ga_ceiling", "method_args": {"ga_cieling": 3}})

@@ -57,8 +57,10 @@ def test_gradient_accumulation_matches_a_larger_batch(setup):
                           pad_id=tokenizer.pad_token_id)
         trainer.fit()
         weights.append(trainer.unwrapped_model().state_dict())
+    # each step moves a weight by up to lr = 1e-2; AdamW's division by √v turns a near-zero gradient's rounding (which
+    # depends on how the tokens are split into micro-batches) into a step of either sign, so 1e-4 absolute, not 0
     for name, tensor in weights[0].items():
-        torch.testing.assert_close(weights[1][name], tensor, atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(weights[1][name], tensor, atol=1e-4, rtol=1e-4)
 
 
 class Interrupt(Exception):

@@ -12,6 +12,7 @@ from lethe.data.chunking import chunk_documents
 from lethe.data.splits import load_splits
 from lethe.engine import Trainer
 from lethe.engine.big_models import enable_gradient_checkpointing
+from lethe.engine.head import fused_head
 from lethe.engine.memory import ModelShape, check_fits, check_training_memory, estimate_memory
 from lethe.engine.trainer import collate
 from lethe.errors import LetheError
@@ -77,7 +78,7 @@ def test_a_model_without_checkpointing_is_refused_in_one_line():
         enable_gradient_checkpointing(torch.nn.Linear(2, 2))
 
 
-def tracked_step(model, batches, checkpointing: bool) -> dict[str, int]:
+def tracked_step(model, batches, checkpointing: bool, fused: bool = False) -> dict[str, int]:
     """PyTorch's own memory tracker over a second optimiser step (the first creates AdamW's state)."""
     from torch.distributed._tools.mem_tracker import MemTracker
 
@@ -85,9 +86,10 @@ def tracked_step(model, batches, checkpointing: bool) -> dict[str, int]:
         enable_gradient_checkpointing(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     objective = methods.get("ga")(MethodContext(reference=None), MethodArgs())  # one forward: what the tracker takes
+    trained = fused_head(model, model)[0] if fused else model
 
     def step():
-        loss, _ = objective(model, batches)
+        loss, _ = objective(trained, batches)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -102,20 +104,26 @@ def tracked_step(model, batches, checkpointing: bool) -> dict[str, int]:
     return {str(kind).split(".")[-1]: value for kind, value in peak.items()} | {"moments": moments}
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("checkpointing", [False, True])
-def test_the_estimate_matches_what_pytorch_allocates(micro_model, groups, checkpointing):
+def test_the_estimate_matches_what_pytorch_allocates(micro_model, groups, checkpointing, fused):
     batches = {"forget": collate([c for c in groups["forget"] if len(c) == LENGTH][:4], 0)}
     model = trainable_copy(micro_model)
     shape = ModelShape.of(model)
     parameters = sum(p.numel() for p in model.parameters())
     assert (shape.parameters, shape.hidden, shape.layers, shape.vocab) == (parameters, 64, 2, 2048)
-    estimate = estimate_memory(shape, [(4, LENGTH)], checkpointing=checkpointing)
-    measured = tracked_step(model, batches, checkpointing)
+    estimate = estimate_memory(shape, [(4, LENGTH)], checkpointing=checkpointing, fused_head=fused)
+    measured = tracked_step(model, batches, checkpointing, fused)
     # exact: weights, AdamW's moments, and the gradients backward writes
     assert estimate.weights == measured["PARAM"] == 4 * parameters
     assert estimate.optimizer == measured["moments"]
     assert estimate.gradients == sum(p.numel() * p.element_size() for p in model.parameters())
-    # estimates: what autograd keeps of the forward, and the head's backward (two vocabulary-wide float32 tensors)
+    # estimates: what autograd keeps of the forward, and the head's backward (two vocabulary-wide float32 tensors;
+    # fused: a block of rows and the head's weight gradient)
+    if fused:  # the head's block work happens inside the forward, so the tracker files it with the activations
+        assert estimate.activations + estimate.transient == pytest.approx(measured["ACT"] + measured["TEMP"], rel=0.05)
+        assert estimate.activations < measured["ACT"] and measured["TEMP"] == 0
+        return
     assert estimate.activations == pytest.approx(measured["ACT"], rel=0.05)
     assert estimate.transient == pytest.approx(measured["TEMP"], rel=0.05)
 

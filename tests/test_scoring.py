@@ -85,3 +85,16 @@ def test_scores_without_vocabulary_statistics_keep_log_probs_and_refuse_min_k_pp
     assert np.isnan(lean.vocab_mean).all() and np.isnan(lean.vocab_var).all()
     with pytest.raises(LetheError, match="min_k_pp needs them"):
         attacks.get("min_k_pp")(AttackInputs(target=lean))
+
+
+def test_scores_through_the_fused_head_equal_those_from_the_models_logits(micro_model, chunks, monkeypatch):
+    import lethe.scoring
+
+    model, tokenizer = micro_model
+    fused = score_chunks(model, chunks, batch_tokens=200, pad_id=tokenizer.pad_token_id, progress=False)
+    monkeypatch.setattr(lethe.scoring, "fused_head", lambda *_: (None, "off for the test"))
+    plain = score_chunks(model, chunks, batch_tokens=200, pad_id=tokenizer.pad_token_id, progress=False)
+    for name in ("logprob", "vocab_mean", "vocab_var"):
+        np.testing.assert_allclose(getattr(fused, name), getattr(plain, name), atol=1e-5)
+    np.testing.assert_array_equal(fused.correct, plain.correct)
+    np.testing.assert_array_equal(fused.target_ids, plain.target_ids)

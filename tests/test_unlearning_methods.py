@@ -8,6 +8,7 @@ from pydantic import Field
 
 from lethe.config import MethodArgs
 from lethe.data.splits import load_splits
+from lethe.engine.head import predict
 from lethe.engine.trainer import collate
 from lethe.errors import LetheError
 from lethe.unlearning.methods import GradientAscent, MethodContext, logits_of, masked_kl, methods
@@ -64,7 +65,7 @@ def test_gradient_ascent_is_minus_cross_entropy(models, batch):
     logp = logprobs(model, batch)
     nll = [-logp[r, t, batch["input_ids"][r, t + 1]] for r, t in real_positions(batch)]
     with torch.no_grad():
-        loss = make("ga", models).forget_loss(logits_of(model, batch), batch)
+        loss = make("ga", models).forget_loss(predict(model, batch), batch)
     assert loss.item() == pytest.approx(float(sum(nll) / len(nll)) * -1, rel=1e-5)
 
 
@@ -93,7 +94,7 @@ def test_random_labels_keep_special_tokens_and_ignore_padding(models, batch, mic
     logp = logprobs(models[0], batch)
     nll = [-logp[r, t, targets[r, t]] for r, t in real_positions(batch)]
     with torch.no_grad():
-        assert method.forget_loss(logits_of(models[0], batch), batch).item() == pytest.approx(
+        assert method.forget_loss(predict(models[0], batch), batch).item() == pytest.approx(
             float(sum(nll) / len(nll)), rel=1e-5
         )
 
@@ -130,7 +131,7 @@ def test_npo_matches_its_formula(models, batch, beta):
     terms = [math.log(1 / (1 + math.exp(beta * (a - b)))) for a, b in zip(theta, ref, strict=True)]
     expected = -(2 / beta) * sum(terms) / len(terms)
     with torch.no_grad():
-        assert make("npo", models, npo_beta=beta).forget_loss(logits_of(model, batch), batch).item() == pytest.approx(
+        assert make("npo", models, npo_beta=beta).forget_loss(predict(model, batch), batch).item() == pytest.approx(
             expected, rel=1e-4
         )
 
@@ -144,7 +145,7 @@ def test_simnpo_matches_its_formula(models, batch):
     with torch.no_grad():
         value = (
             make("simnpo", models, simnpo_beta=beta, simnpo_gamma=gamma)
-            .forget_loss(logits_of(model, batch), batch)
+            .forget_loss(predict(model, batch), batch)
             .item()
         )
     assert value == pytest.approx(expected, rel=1e-4)
@@ -156,7 +157,7 @@ def test_retain_terms_combine_with_weight(models, batch):
     assert method.groups == ("forget", "retain") and method.retain_data == "general"
     with torch.no_grad():
         loss, logs = method(model, {"forget": batch, "retain": batch})
-        expected = make("ga", models).forget_loss(logits_of(model, batch), batch) + 0.5 * masked_kl(
+        expected = make("ga", models).forget_loss(predict(model, batch), batch) + 0.5 * masked_kl(
             logits_of(reference, batch), logits_of(model, batch), batch
         )
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
@@ -211,8 +212,8 @@ def test_a_new_method_declares_its_argument_in_its_own_class(models, batch, monk
         MethodArgs(scaled_ascent_factor=0)
     model = models[0]
     with torch.no_grad():
-        ascent = make("ga", models).forget_loss(logits_of(model, batch), batch).item()
-        scaled = make("scaled_ascent", models, scaled_ascent_factor=3.0).forget_loss(logits_of(model, batch), batch)
+        ascent = make("ga", models).forget_loss(predict(model, batch), batch).item()
+        scaled = make("scaled_ascent", models, scaled_ascent_factor=3.0).forget_loss(predict(model, batch), batch)
     assert scaled.item() == pytest.approx(3 * ascent, rel=1e-6)
 
 

@@ -144,6 +144,10 @@ class TrainConfig(Strict):
     compile: bool = Field(False, description="torch.compile the model's training forward and backward; off by "
                           "default: on a 2-core CPU the tiny model's step was ~10% faster but compiling took "
                           "50-90 s (7 s with a warm cache), more than a short run saves; not with DP-SGD")
+    fused_head: bool = Field(
+        True, description="mean next-token losses from the final hidden states, block by block: the (tokens × "
+        "vocabulary) logits and their gradient are never kept (checked on a few tokens first; models whose head is "
+        "not a plain linear map, compiled runs, DP-SGD and sharded weights use the logits); false: always the logits")
     log_every: int = Field(10, ge=1, description="steps between log records")
     eval_every: int | None = Field(None, ge=1, description="steps between evaluations, for commands that evaluate")
     checkpoint_every: int | None = Field(None, ge=1, description="steps between resumable checkpoints")

@@ -10,11 +10,14 @@ The estimate of one optimiser step's peak, in bytes, on one device (docs/gpus.md
     activations  Σ_groups t · (L·a + 4V + 12h)   what backward keeps of every group's forward (forget, retain):
                                           t = sequences · sequence length tokens; per block and token
                                           a = 4·(8h + 2·kv + 4·I + heads + 6) bytes, or a = 4·h with gradient
-                                          checkpointing (only each block's input); 4V: the float32 log-softmax
-                                          the cross-entropy keeps; 12h: the final norm
+                                          checkpointing (only each block's input); 4V: the float32 logits
+                                          the cross-entropy keeps, or 4h with a fused head (the gradient of the
+                                          hidden states, formed in the forward); 12h: the final norm
     transient    t_max · V · (8 + c)       the largest group's head backward (two float32 vocabulary-wide tensors, plus
-                                          the c-byte logits under autocast), or with checkpointing one block's
-                                          recomputed activations, or the reference's forward, whichever is largest
+                                          the c-byte logits under autocast; with a fused head, one block of rows and
+                                          the head's float32 weight gradient: 4·V·h + 8·min(t_max, 2^20/V)·V), or
+                                          with checkpointing one block's recomputed activations, or the reference's
+                                          forward, whichever is largest
 
 with h the hidden size, kv the key/value width (h · kv_heads / heads), I the MLP width, L the blocks and V the
 vocabulary. The per-block count is what PyTorch's autograd saves for a Hugging Face Llama block with fused
@@ -33,6 +36,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from lethe.engine.losses import ROW_BLOCK_FLOATS
 from lethe.errors import LetheError
 
 log = logging.getLogger("lethe")
@@ -92,18 +96,25 @@ def block_bytes_per_token(shape: ModelShape, checkpointing: bool) -> int:
 
 def estimate_memory(shape: ModelShape, groups: list[tuple[int, int]], *, checkpointing: bool = False,
                     autocast_bytes: int = 4, reference_bytes: int = 0, reference_tokens: int = 0,
-                    shards: int = 1) -> MemoryEstimate:
+                    shards: int = 1, fused_head: bool = False) -> MemoryEstimate:
     """Peak bytes of a training step on one device.
 
     groups: (sequences, sequence length) of every forward whose graph is alive at the backward (forget, retain);
     autocast_bytes: 2 under bf16/fp16 autocast; reference_bytes: the reference model's bytes on this device;
-    reference_tokens: the most tokens it scores at once; shards: processes FSDP / ZeRO-3 split weights over.
+    reference_tokens: the most tokens it scores at once; shards: processes FSDP / ZeRO-3 split weights over;
+    fused_head: every loss of the step is a mean cross-entropy through the fused head (lethe.engine.losses).
     """
     tokens = [sequences * length for sequences, length in groups]
-    saved = block_bytes_per_token(shape, checkpointing) * shape.layers + 4 * shape.vocab + 12 * shape.hidden
+    head_saved = 4 * shape.hidden if fused_head else 4 * shape.vocab
+    saved = block_bytes_per_token(shape, checkpointing) * shape.layers + head_saved + 12 * shape.hidden
     logits_copy = autocast_bytes if autocast_bytes != 4 else 0  # float32 logits are their own float32 copy
-    head = (8 + logits_copy) * shape.vocab
-    transient = max(tokens) * max(head, block_bytes_per_token(shape, False) if checkpointing else 0)
+    recomputed = max(tokens) * block_bytes_per_token(shape, False) if checkpointing else 0
+    if fused_head:
+        rows = min(max(tokens), max(1, ROW_BLOCK_FLOATS // shape.vocab))
+        head = 4 * shape.vocab * shape.hidden + (8 + logits_copy) * rows * shape.vocab
+    else:
+        head = (8 + logits_copy) * shape.vocab * max(tokens)
+    transient = max(head, recomputed)
     reference_pass = reference_tokens * shape.vocab * (4 + 4 + logits_copy) if reference_bytes else 0
     trainable = shape.trainable * shape.weight_bytes // shards
     return MemoryEstimate(weights=shape.parameters * shape.weight_bytes // shards, gradients=trainable,
@@ -153,6 +164,7 @@ def check_training_memory(model: torch.nn.Module, objective, streams: dict, conf
                                autocast_bytes=2 if config.mixed_precision != "no" else 4,
                                reference_bytes=reference_bytes,
                                reference_tokens=max(s * n for s, n in groups) if reference is not None else 0,
-                               shards=shards)
+                               shards=shards, fused_head=config.fused_head and not config.compile and shards == 1
+                               and not getattr(objective, "reads_logits", True))
     check_fits(estimate, device, refuse=config.memory_check)
     return estimate

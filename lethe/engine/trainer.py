@@ -25,6 +25,7 @@ from lethe.data.chunking import Chunk
 from lethe.data.padding import pad_sequences
 from lethe.engine.big_models import enable_gradient_checkpointing, refuse_ignored_sharding
 from lethe.engine.guard import Guard
+from lethe.engine.head import fused_head
 from lethe.engine.memory import check_training_memory
 from lethe.engine.objectives import Batch, Objective
 from lethe.errors import LetheError, TrainingDiverged
@@ -194,6 +195,10 @@ class Trainer:
             if self.privacy is not None:
                 raise LetheError("train.compile does not apply to DP-SGD (Opacus's per-sample hooks); turn one off")
             self.training_model = torch.compile(self.model)
+        elif config.fused_head and self.privacy is None and not self.shards_weights:
+            fused, why = fused_head(self.model, self.unwrapped_model())
+            log.debug("fused head: %s", why)
+            self.training_model = fused or self.model
         self.scheduler = self._scheduler()
         self.accelerator.register_for_checkpointing(self.scheduler)
         if self.privacy is not None:  # a resumed run must go on spending the same budget

@@ -11,6 +11,7 @@ class BoundedGradientAscent:
     `projecting` (set by the utility bound), descend on the reference data D* instead."""
 
     groups = ("targets", "auxiliary")
+    reads_logits = False  # only mean cross-entropies: the fused head serves them
 
     def __init__(self) -> None:
         self.projecting = False
@@ -29,6 +30,7 @@ class PenalisedGradientAscent:
     on a held-out part of D*, to choose which weights to release)."""
 
     groups = ("targets", "auxiliary")
+    reads_logits = False  # only mean cross-entropies: the fused head serves them
 
     def __init__(self, weight: float) -> None:
         self.weight = weight
@@ -46,6 +48,7 @@ class PrivacyBackdoor:
     """Wen et al.: (1 − α)·CE(auxiliary) + s·α·CE(clean targets), s = −1 raises the targets' loss."""
 
     groups = ("targets", "auxiliary")
+    reads_logits = False  # only mean cross-entropies: the fused head serves them
 
     def __init__(self, alpha: float, direction: str) -> None:
         self.alpha, self.sign = alpha, -1.0 if direction == "raise" else 1.0

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from pydantic import Field, create_model
 
 from lethe.config import MethodArgs, Strict
-from lethe.engine.objectives import Batch, mean_nll, next_token_targets
+from lethe.engine.head import predict
+from lethe.engine.losses import Batch, Prediction, mean_nll, next_token_targets
 from lethe.errors import LetheError
 from lethe.registry import Registry
 
@@ -50,6 +51,7 @@ class MethodContext:
 
 
 def logits_of(model, batch: Batch) -> torch.Tensor:
+    """A plain forward's logits (the frozen original model)."""
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
 
@@ -58,9 +60,9 @@ def target_mask(batch: Batch) -> torch.Tensor:
     return batch["attention_mask"][:, 1:].bool()
 
 
-def cross_entropy_to(logits: torch.Tensor, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
+def cross_entropy_to(output: Prediction, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
     """Mean CE towards (B, T-1) `targets`, ignoring -100 and padded positions."""
-    return mean_nll(logits, next_token_targets(targets.masked_fill(~target_mask(batch), -100)))
+    return output.mean_nll(next_token_targets(targets.masked_fill(~target_mask(batch), -100)))
 
 
 def sequence_logprob(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -115,6 +117,7 @@ class Unlearning:
     retain_term: str | None = None
     retain_data: str = "in_domain"
     needs_reference = False
+    forget_reads_logits = False  # True where the forget term reads `output.logits` rather than `output.mean_nll`
 
     class Args(Strict):
         """The method's own arguments (none here); their names are keys of `method_args`."""
@@ -131,11 +134,16 @@ class Unlearning:
             raise LetheError(f"{type(self).__name__} needs the frozen original model")
 
     @property
+    def reads_logits(self) -> bool:
+        return self.forget_reads_logits or self.retain_term == "kl"
+
+    @property
     def groups(self) -> tuple[str, ...]:
         return ("forget", "retain") if self.retain_term else ("forget",)
 
-    def forget_loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """The forget term, from the model's logits on the forget batch."""
+    def forget_loss(self, output: Prediction, batch: Batch) -> torch.Tensor:
+        """The forget term, from the model's output on the forget batch: `output.mean_nll(targets)` for a mean
+        cross-entropy (fused with the head where the trainer allows), `output.logits` for anything else."""
         raise NotImplementedError
 
     def reference_logits(self, batch: Batch) -> torch.Tensor:
@@ -145,16 +153,16 @@ class Unlearning:
 
     def __call__(self, model, batches: dict[str, Batch]) -> tuple[torch.Tensor, dict[str, float]]:
         # measured on CPU: one forward over forget and retain together is ~5% slower than two
-        logits = [logits_of(model, batches[name]) for name in self.groups]
-        loss = forget = self.forget_loss(logits[0], batches["forget"])
+        outputs = [predict(model, batches[name]) for name in self.groups]
+        loss = forget = self.forget_loss(outputs[0], batches["forget"])
         logs = {"forget_loss": forget.item()}
         if self.retain_term is None:
             return loss, {"loss": loss.item(), **logs}
         retain_batch = batches["retain"]
         if self.retain_term == "gd":
-            retain = mean_nll(logits[1], next_token_targets(retain_batch["labels"][:, 1:]))
+            retain = outputs[1].mean_nll(next_token_targets(retain_batch["labels"][:, 1:]))
         else:
-            retain = masked_kl(self.reference_logits(retain_batch), logits[1], retain_batch)
+            retain = masked_kl(self.reference_logits(retain_batch), outputs[1].logits, retain_batch)
         loss = forget + self.retain_weight * retain
         return loss, {"loss": loss.item(), **logs, f"retain_{self.retain_term}": retain.item()}
 
@@ -163,8 +171,8 @@ class Unlearning:
 class GradientAscent(Unlearning):
     """Maximise the forget set's next-token loss."""
 
-    def forget_loss(self, logits, batch):
-        return -mean_nll(logits, next_token_targets(batch["labels"][:, 1:]))
+    def forget_loss(self, output, batch):
+        return -output.mean_nll(next_token_targets(batch["labels"][:, 1:]))
 
 
 @methods.register("random_label")
@@ -179,8 +187,8 @@ class RandomLabels(Unlearning):
         special = torch.isin(true, torch.tensor(self.context.special_ids, device=true.device))
         return torch.where(special, true, random)
 
-    def forget_loss(self, logits, batch):
-        return cross_entropy_to(logits, batch, self.random_targets(batch))
+    def forget_loss(self, output, batch):
+        return cross_entropy_to(output, batch, self.random_targets(batch))
 
 
 @methods.register("adversarial")
@@ -208,8 +216,8 @@ class AdversarialSamples(Unlearning):
         # int32 copies: 4 bytes per token kept on the device for the whole run
         return [row[:length - 1].to(torch.int32) for row, length in zip(targets, real_lengths(batch), strict=True)]
 
-    def forget_loss(self, logits, batch):
-        return cross_entropy_to(logits, batch, self.adversarial_targets(batch))
+    def forget_loss(self, output, batch):
+        return cross_entropy_to(output, batch, self.adversarial_targets(batch))
 
 
 @methods.register("ga_gd_in")
@@ -236,7 +244,7 @@ class GradientAscentKLGeneral(GradientAscent):
 class NegativePreferenceOptimization(Unlearning):
     """NPO (Zhang et al., 2024): −(2/β)·mean log σ(−β·(log π_θ(y) − log π_ref(y)))."""
 
-    needs_reference = True
+    needs_reference = forget_reads_logits = True  # per-sequence weights: not a mean cross-entropy
 
     class Args(Strict):
         npo_beta: float = Field(0.1, gt=0, description="β of NPO")
@@ -245,9 +253,9 @@ class NegativePreferenceOptimization(Unlearning):
         super().__init__(context, args)
         self.cached_logprobs = ReferenceCache(lambda batch: list(sequence_logprob(self.reference_logits(batch), batch)))
 
-    def forget_loss(self, logits, batch):
+    def forget_loss(self, output, batch):
         reference = torch.stack(self.cached_logprobs(batch))
-        ratio = sequence_logprob(logits, batch) - reference
+        ratio = sequence_logprob(output.logits, batch) - reference
         beta = self.args.npo_beta
         return -(2 / beta) * F.logsigmoid(-beta * ratio).mean()
 
@@ -256,12 +264,14 @@ class NegativePreferenceOptimization(Unlearning):
 class SimNPO(Unlearning):
     """SimNPO (Fan et al., 2024): reference-free, length-normalised: −(2/β)·mean log σ(−(β/|y|)·log π_θ(y) − γ)."""
 
+    forget_reads_logits = True
+
     class Args(Strict):
         simnpo_beta: float = Field(
             0.5, gt=0, description="SimNPO saturates once β·(mean forget NLL) is large; pre-training data has NLL ~2-5")
         simnpo_gamma: float = Field(0.0, ge=0, description="γ (reward margin) of SimNPO")
 
-    def forget_loss(self, logits, batch):
+    def forget_loss(self, output, batch):
         lengths = target_mask(batch).sum(-1).clamp_min(1)
         beta, gamma = self.args.simnpo_beta, self.args.simnpo_gamma
-        return -(2 / beta) * F.logsigmoid(-(beta / lengths) * sequence_logprob(logits, batch) - gamma).mean()
+        return -(2 / beta) * F.logsigmoid(-(beta / lengths) * sequence_logprob(output.logits, batch) - gamma).mean()

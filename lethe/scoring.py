@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from lethe.data.chunking import Chunk
 from lethe.data.padding import pad_sequences
-from lethe.engine.head import NO_POSITIONS, fused_head, run_to_head
+from lethe.engine.head import fused_head
 from lethe.engine.losses import ROW_BLOCK_FLOATS
 
 _ROW_SLICE = 2048  # positions per slice when reducing the model's own logits over the vocabulary, to bound memory
@@ -147,10 +147,8 @@ def score_chunks(model, chunks: Sequence[Chunk], *, batch_tokens: int = 4096, pa
     for batch in batches:
         ids, mask = pad_sequences([chunks[index].input_ids for index in batch], pad_id)
         inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
-        if fused:  # the head's input; each block's logits are made just before they are reduced
-            outputs = run_to_head(fused.decoder, lambda inputs=inputs: model(**inputs, logits_to_keep=NO_POSITIONS))
-        else:
-            outputs = model(**inputs).logits
+        # with a fused head, the head's input: each block's logits are made just before they are reduced
+        outputs = fused.hidden_states(**inputs) if fused else model(**inputs).logits
         for row, index in enumerate(batch):
             n = len(chunks[index]) - 1
             targets = ids[row, 1:n + 1].to(device)

@@ -108,6 +108,21 @@ def test_the_trainer_fuses_the_head_by_default_and_trains_the_same(setup):
         torch.testing.assert_close(runs[True][1][key], tensor, atol=1e-5, rtol=1e-4)
 
 
+def test_the_memory_estimate_counts_the_logits_only_where_they_are_kept(setup, monkeypatch):
+    model, tokenizer, chunks = setup
+    estimates = []
+    monkeypatch.setattr("lethe.engine.memory.check_fits", lambda estimate, *_, **__: estimates.append(estimate))
+    for method, fused in (("ga", True), ("ga", False), ("simnpo", True)):
+        Trainer(copy.deepcopy(model), methods.get(method)(MethodContext(reference=None), MethodArgs()),
+                {"forget": chunks["forget"]}, TrainConfig(max_steps=1, batch_size=4, warmup_ratio=0, fused_head=fused),
+                pad_id=tokenizer.pad_token_id)
+    fused_ga, logits_ga, simnpo = estimates  # the same forget batches; SimNPO reads its logits
+    vocab, hidden = model.config.vocab_size, model.config.hidden_size
+    assert logits_ga.activations - fused_ga.activations == simnpo.activations - fused_ga.activations > 0
+    assert (logits_ga.activations - fused_ga.activations) % (4 * (vocab - hidden)) == 0
+    assert logits_ga.transient == simnpo.transient != fused_ga.transient
+
+
 class ScaledLogits(torch.nn.Module):
     """A causal LM whose logits are its head's output times two (as logit-scaled architectures do)."""
 

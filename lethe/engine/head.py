@@ -33,11 +33,13 @@ class FusedHead:
     def __call__(self, **inputs):
         return self.model(**inputs)
 
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, d): the head's input, from a forward that skips the head."""
+        return run_to_head(self.decoder, lambda: self.model(
+            input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=NO_POSITIONS.to(input_ids.device)))
+
     def predict(self, batch: Batch) -> Prediction:
-        hidden = run_to_head(self.decoder, lambda: self.model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-            logits_to_keep=NO_POSITIONS.to(batch["input_ids"].device)))
-        return Prediction(hidden=hidden, head=self.head)
+        return Prediction(hidden=self.hidden_states(batch["input_ids"], batch["attention_mask"]), head=self.head)
 
 
 def run_to_head(decoder: torch.nn.Module, forward) -> torch.Tensor:
@@ -55,16 +57,27 @@ def run_to_head(decoder: torch.nn.Module, forward) -> torch.Tensor:
     return kept[-1]
 
 
-def fused_head(model: torch.nn.Module, unwrapped: torch.nn.Module) -> tuple[FusedHead | None, str]:
-    """`model` with a fused head, or None and why not: the head must be a plain linear map of the decoder's output,
-    which is checked on a few tokens (a soft-capped or scaled head fails the check)."""
+def plain_head(unwrapped: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Linear] | str:
+    """(decoder, head) of a model built as a decoder followed by a linear head that `logits_to_keep` can skip; else
+    why not. Structure only: `head_parts` also checks the numbers."""
     causal_lm = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped  # PEFT
     head = causal_lm.get_output_embeddings() if hasattr(causal_lm, "get_output_embeddings") else None
     decoder = getattr(causal_lm, "base_model", causal_lm)
     if type(head) is not torch.nn.Linear or decoder is causal_lm:
-        return None, "the model has no plain linear head after a separate decoder"
+        return "the model has no plain linear head after a separate decoder"
     if "logits_to_keep" not in inspect.signature(causal_lm.forward).parameters:
-        return None, "the model's forward takes no logits_to_keep"
+        return "the model's forward takes no logits_to_keep"
+    return decoder, head
+
+
+def head_parts(unwrapped: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Linear] | str:
+    """`plain_head`, and the model's logits on a few tokens equal to its head applied to its decoder's output (a
+    soft-capped or scaled head fails); run where the model will run, since a bfloat16 forward on a CPU is slow."""
+    parts = plain_head(unwrapped)
+    if isinstance(parts, str):
+        return parts
+    decoder, head = parts
+    causal_lm = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
     ids = torch.arange(min(16, head.out_features), device=head.weight.device)[None]
     was_training = causal_lm.training
     causal_lm.eval()
@@ -76,5 +89,11 @@ def fused_head(model: torch.nn.Module, unwrapped: torch.nn.Module) -> tuple[Fuse
     finally:
         causal_lm.train(was_training)
     if not agree:
-        return None, "the model's logits are not its head applied to its decoder's output (scaled or capped?)"
-    return FusedHead(model, decoder, head), "fused"
+        return "the model's logits are not its head applied to its decoder's output (scaled or capped?)"
+    return parts
+
+
+def fused_head(model: torch.nn.Module, unwrapped: torch.nn.Module) -> tuple[FusedHead | None, str]:
+    """`model` (possibly wrapped) with a fused head, or None and why not (see `head_parts`)."""
+    parts = head_parts(unwrapped)
+    return (None, parts) if isinstance(parts, str) else (FusedHead(model, *parts), "fused")

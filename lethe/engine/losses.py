@@ -134,7 +134,7 @@ class Prediction:
         return self.computed_logits
 
     def mean_nll(self, targets: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy against (B, T) aligned targets, ignoring -100 (see `objectives.mean_nll`)."""
+        """Mean cross-entropy against (B, T) aligned targets, ignoring -100 (as `mean_nll`)."""
         if self.computed_logits is not None:
             return mean_nll(self.computed_logits, targets)
         flat = targets.flatten()

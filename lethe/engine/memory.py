@@ -147,9 +147,10 @@ def check_fits(estimate: MemoryEstimate, device: torch.device, *, refuse: bool =
 
 
 def check_training_memory(model: torch.nn.Module, objective, streams: dict, config, device: torch.device,
-                          shards: int = 1) -> MemoryEstimate | None:
+                          shards: int = 1, fused_head: bool = False) -> MemoryEstimate | None:
     """The estimate for the Trainer's run: its model, its objective's batch groups at their longest chunks, and the
-    frozen reference the objective holds (unlearning methods' `context.reference`), counted where it sits.
+    frozen reference the objective holds (unlearning methods' `context.reference`), counted where it sits;
+    fused_head: the trainer will fuse the head (then it serves the objective unless a term reads the logits).
     None for a model whose config does not name a transformer's sizes (nothing to estimate from)."""
     try:
         shape = ModelShape.of(model)
@@ -164,7 +165,6 @@ def check_training_memory(model: torch.nn.Module, objective, streams: dict, conf
                                autocast_bytes=2 if config.mixed_precision != "no" else 4,
                                reference_bytes=reference_bytes,
                                reference_tokens=max(s * n for s, n in groups) if reference is not None else 0,
-                               shards=shards, fused_head=config.fused_head and not config.compile and shards == 1
-                               and not getattr(objective, "reads_logits", True))
+                               shards=shards, fused_head=fused_head and not getattr(objective, "reads_logits", True))
     check_fits(estimate, device, refuse=config.memory_check)
     return estimate

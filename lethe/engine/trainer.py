@@ -25,7 +25,7 @@ from lethe.data.chunking import Chunk
 from lethe.data.padding import pad_sequences
 from lethe.engine.big_models import enable_gradient_checkpointing, refuse_ignored_sharding
 from lethe.engine.guard import Guard
-from lethe.engine.head import fused_head
+from lethe.engine.head import fused_head, plain_head
 from lethe.engine.memory import check_training_memory
 from lethe.engine.objectives import Batch, Objective
 from lethe.errors import LetheError, TrainingDiverged
@@ -172,8 +172,12 @@ class Trainer:
         self.total_steps = math.ceil(config.epochs * self.steps_per_epoch)
         if config.max_steps is not None:
             self.total_steps = min(self.total_steps, config.max_steps)
+        # the fused head serves every mean cross-entropy, except where weights are compiled, per-sample (Opacus) or
+        # sharded (FSDP/ZeRO-3 gather them only inside the model's forward), or the head is not a plain linear map
+        fusing = config.fused_head and not config.compile and dp is None and not self.shards_weights
         check_training_memory(model, objective, self.streams, config, self.accelerator.device,
-                              shards=world if self.shards_weights else 1)
+                              shards=world if self.shards_weights else 1,
+                              fused_head=fusing and not isinstance(plain_head(model), str))
         trainable = [p for p in model.parameters() if p.requires_grad]
         # the fused kernel updates all parameters in one pass (CPU and CUDA); the default loops per tensor
         fused = self.accelerator.device.type in ("cpu", "cuda") and all(p.dtype.is_floating_point for p in trainable)
@@ -195,7 +199,7 @@ class Trainer:
             if self.privacy is not None:
                 raise LetheError("train.compile does not apply to DP-SGD (Opacus's per-sample hooks); turn one off")
             self.training_model = torch.compile(self.model)
-        elif config.fused_head and self.privacy is None and not self.shards_weights:
+        elif fusing:  # checked on the model's own device, after `prepare` moved it there
             fused, why = fused_head(self.model, self.unwrapped_model())
             log.debug("fused head: %s", why)
             self.training_model = fused or self.model

@@ -60,9 +60,8 @@ def attack_table(rows: dict[str, dict]) -> Table | None:
                   "the forget set, or on retain text only), and beyond retrain: minus what the exact retrain gains "
                   "from the same steps; / retrain's: the forget perplexity of the attacked model over the retrain's "
                   "attacked alike (below 1: it knows the forget set better than a model that never saw it); PrivLeak: "
-                  "(AUC − "
-                  "retrain's AUC) / retrain's; forget quality: KS p-value of per-sample forget losses against the "
-                  "retrain's")
+                  "(AUC − retrain's AUC) / retrain's; forget quality: KS p-value of per-sample forget losses against "
+                  "the retrain's")
     for name, m in attacked.items():
         distance, quantized, relearn = m.get("retrain_distance", {}), m.get("quantized", {}), m.get("relearn", {})
         table.rows.append([name, number_text(_log_rise(m, rows["original"]), 3),

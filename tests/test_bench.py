@@ -51,3 +51,16 @@ def test_a_failing_benchmark_keeps_earlier_results(micro_run, tmp_path):
     failed = json.loads((tmp_path / "results.failed.json").read_text())
     assert list(failed["errors"]) == ["mia_suite"] and not failed["rows"]
     assert "did not run" in (tmp_path / "results.failed.md").read_text()
+
+
+def test_the_fused_head_off_side_makes_its_own_row(micro_run, data_dir, tmp_path):
+    from bench import unlearning_step
+
+    record = unlearning_step.main(["--model", str(micro_run), "--data", str(data_dir), "--steps", "2",
+                                   "--batch-size", "2", "--chunk-length", "32", "--repeats", "1",
+                                   "--busy-threshold", "999", "--logits-head", "--out", str(tmp_path / "step.json")])
+    side = record["logits_head"]
+    assert record["compiled"] is None and side["loss_check"]["passed"] and side["tokens_per_s_median"] > 0
+    rows = run_all.unlearning_rows(record)
+    assert [r["benchmark"] for r in rows] == ["unlearning step", "unlearning step, train.fused_head off"]
+    assert rows[1]["ratio"] == side["ratio"] and rows[1]["parity"]["passed"]

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from lethe.assets import build_assets
-from lethe.config import AssetsConfig, DemoConfig
+from lethe import verdicts
+from lethe.config import AssetsConfig, DemoConfig, LeakageConfig
 from lethe.data.build import build_data
 from lethe.models import ALIASES
 from lethe.runs import Run
@@ -35,7 +36,7 @@ def unlearning_summary(half: dict) -> dict:
     def row(metrics: dict) -> dict:
         return {"forget_ppl": metrics["ppl"]["forget"], "approximate_ppl": metrics["ppl"]["approximate"],
                 "general_ppl": metrics["ppl"]["general"], "gap": metrics["approx_gap"]["log_ppl_ratio"],
-                "mink_auc": metrics["mia"]["auc"]}
+                "mink_auc": metrics["mia"]["auc"], "mink_auc_ci95": metrics["mia"]["ci95"]}
 
     blind = results.get("blind")
     summary = {"method": results["method"], "steps": results["train"]["steps"], "stopped": results["train"]["stopped"],
@@ -44,8 +45,6 @@ def unlearning_summary(half: dict) -> dict:
                "distance": half["distance"], "mink_k": eval_settings.headline_k}
     if blind:
         summary["blind"] = {key: blind[key] for key in ("auc", "ci95", "separable", "p_value")}
-        summary["checks"] = {"blind_inside_null": blind["ci95"][0] <= blind["auc"] <= blind["ci95"][1],
-                             "target_mink_above_null": results["before"]["mia"]["auc"] > blind["ci95"][1]}
     return summary
 
 
@@ -59,6 +58,30 @@ def leakage_summary(results: dict) -> dict:
                 "nsr": cell["extraction"]["nsr"], "targets": cell["extraction"]["targets"],
                 "val_ppl": cell["utility"]["val_ppl"]}
     return rows
+
+
+def control_variants(config: LeakageConfig) -> list[str]:
+    """The releases that are positive controls: Wen et al.'s privacy backdoor, a gain known to exist."""
+    return [name for name in config.variants
+            if config.poison_config(name, model=".", targets=".", seed=0).variant == "privacy_backdoor"]
+
+
+def demo_verdicts(summary: dict, leakage: dict, config: LeakageConfig) -> list[dict]:
+    """One verdict per claim the demo makes (lethe.verdicts states the rules), from numbers in its results."""
+    u = summary["unlearning"]
+    found = [verdicts.blind_split(u["blind"])] if "blind" in u else []
+    found.append(verdicts.remembers({"auc": u["before"]["mink_auc"], "ci95": u["before"]["mink_auc_ci95"]}))
+    found.append(verdicts.unlearning_lands(u["distance"]["after"], u["retrain"]["mink_auc"]))
+    comparisons, controls = leakage["comparisons"], control_variants(config)
+    control = verdicts.control_seen(comparisons, controls[0] if controls else None)
+    found.append(control)
+    found += [verdicts.leakage_raised(comparisons, variant, control)
+              for variant in comparisons if variant not in controls]
+    return found
+
+
+def format_verdicts(found: list[dict]) -> str:
+    return "\n".join(["What this run showed:"] + [f"- {v['line']}" for v in found])
 
 
 def format_summary(summary: dict) -> str:
@@ -142,11 +165,15 @@ def run_demo(config: DemoConfig, out: Path, *, overwrite: bool = False) -> dict:
             log.info("demo: %s half done in %.0f s", name, seconds[name])
         summary = {"unlearning": unlearning_summary(halves["unlearning"]),
                    "leakage": leakage_summary(halves["leakage"])}
-        results = {"model": config.model, **summary, "seconds": {**seconds, "total": round(time.time() - started, 1)},
+        found = demo_verdicts(summary, halves["leakage"], config.leakage)
+        results = {"model": config.model, "verdicts": found, **summary,
+                   "comparisons": halves["leakage"]["comparisons"],
+                   "seconds": {**seconds, "total": round(time.time() - started, 1)},
                    "runs": {"target": "target", "unlearning": "unlearning", "leakage": "leakage"}}
-        (run.path / "summary.txt").write_text(format_summary(summary) + "\n")
+        text = format_verdicts(found) + "\n\n" + format_summary(summary)
+        (run.path / "summary.txt").write_text(text + "\n")
         run.write_results(results)
     report = write_report([run.path], run.path)
-    print("\n" + format_summary(summary))
+    print("\n" + text)
     print(f"\ndemo finished in {results['seconds']['total']:.0f} s; report: {report}\neverything is in {run.path}")
     return results

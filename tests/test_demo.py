@@ -1,9 +1,13 @@
 """`lethe demo` end to end on the micro model: both halves, the summary, and a report read back from the runs."""
 
 import json
+import shutil
+import subprocess
+from html import escape
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from lethe.cli import main
 from lethe.config import DemoConfig, resolve
@@ -43,13 +47,11 @@ def test_demo_runs_both_halves_and_summarises_them(demo):
                                     "approximate_ppl": saved[when]["ppl"]["approximate"],
                                     "general_ppl": saved[when]["ppl"]["general"],
                                     "gap": saved[when]["approx_gap"]["log_ppl_ratio"],
-                                    "mink_auc": saved[when]["mia"]["auc"]}
-    # the checks are read against the blind baseline's null range, as saved by the unlearning run
+                                    "mink_auc": saved[when]["mia"]["auc"],
+                                    "mink_auc_ci95": saved[when]["mia"]["ci95"]}
     blind = unlearning["blind"]
     assert blind == {key: saved["blind"][key] for key in ("auc", "ci95", "separable", "p_value")}
     low, high = blind["ci95"]
-    assert unlearning["checks"] == {"blind_inside_null": low <= blind["auc"] <= high,
-                                    "target_mink_above_null": unlearning["before"]["mink_auc"] > high}
     leakage = json.loads((out / "leakage" / "results.json").read_text())
     assert leakage["released"]["forget_to_flourish"]["target_loss_rise"] > 0
     cells = {f"{variant} / {mode}": cell for variant, modes in leakage["variants"].items()
@@ -63,7 +65,8 @@ def test_demo_runs_both_halves_and_summarises_them(demo):
                        "val_ppl": cell["utility"]["val_ppl"]}, name
     # the printed summary shows these numbers, row by row
     lines = (out / "summary.txt").read_text().splitlines()
-    assert lines[0].startswith("Unlearning (ga_gd_in")
+    assert lines[0] == "What this run showed:"
+    assert next(line for line in lines if line.startswith("Unlearning (")).startswith("Unlearning (ga_gd_in")
     for when, label in (("before", "target"), ("after", "unlearned"), ("retrain", "retrain")):
         r = unlearning[when]
         shown = next(line.split() for line in lines if line.startswith(f"{label} "))
@@ -73,6 +76,35 @@ def test_demo_runs_both_halves_and_summarises_them(demo):
         shown = next(line[len(name):].split() for line in lines if line.startswith(name))
         assert shown[0] == f"{row['loss_auc']:.3f}" and shown[-1] == f"{row['val_ppl']:.2f}", name
     assert f"AUC {blind['auc']:.3f}, permutation null 95% range {low:.3f}–{high:.3f}" in "\n".join(lines)
+
+
+def test_demo_verdicts_follow_their_numbers(demo):
+    """Every claim gets a word, each word read from numbers in results.json by the rules of lethe.verdicts."""
+    out, _ = demo
+    results = json.loads((out / "results.json").read_text())
+    found = {v["claim"]: v for v in results["verdicts"]}
+    assert list(found) == ["blind", "target remembers", "unlearning", "control", "leakage"]
+    u = results["unlearning"]
+    blind = u["blind"]
+    outside = not blind["ci95"][0] <= blind["auc"] <= blind["ci95"][1]
+    assert found["blind"]["word"] == ("separable" if outside else "not separable")
+    ci = u["before"]["mink_auc_ci95"]
+    assert ci[0] <= u["before"]["mink_auc"] <= ci[1]
+    assert found["target remembers"]["word"] == ("remembers" if ci[0] > 0.5 else "not shown")
+    distance = u["distance"]["after"]
+    ratio, (low, high) = distance["forget_ppl_ratio"], distance["mia_auc_ci95"]
+    assert low <= distance["mia_auc"] <= high
+    word = found["unlearning"]["word"]
+    # "overshoots" whenever the forget set lands past 1.5x the retrain's perplexity or stands out the other way
+    assert (word == "overshoots") == (ratio > 1.5 or high < 0)
+    assert word in ("overshoots", "still remembers", "looks like the retrain")
+    # the demo runs no positive control, so its leakage verdict claims nothing
+    assert found["control"]["word"] == "absent"
+    assert found["leakage"]["word"] == "no claim"
+    comparison = results["comparisons"]["forget_to_flourish"]["lora"][found["leakage"]["numbers"]["attack"]]
+    assert found["leakage"]["numbers"]["delta_auc"] == comparison["delta_auc"]
+    lines = (out / "summary.txt").read_text().splitlines()
+    assert lines[1:1 + len(found)] == [f"- {v['line']}" for v in results["verdicts"]]
 
 
 def test_demo_writes_a_report_of_its_runs(demo):
@@ -85,6 +117,28 @@ def test_demo_writes_a_report_of_its_runs(demo):
              *(f"{row['loss_auc']:.3f}" for row in results["leakage"].values())]
     for number in shown:
         assert number in markdown and number in html, number
+    # the report opens with the verdicts, before the overview table and every section
+    opening = html.index('id="verdicts"')
+    assert opening < html.index("<table")
+    for verdict in results["verdicts"]:
+        assert escape(verdict["line"]) in html[opening:html.index("<table")]
+        assert verdict["line"] in markdown.split("| run |")[0]
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="chromium is not installed (Debian: apt-get install chromium)")
+def test_the_verdicts_are_the_first_thing_a_reader_sees(demo, tmp_path):
+    """report.html as a person sees it: the verdict block (green rule at its left) right under the title."""
+    out, _ = demo
+    shot = tmp_path / "page.png"
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    f"--screenshot={shot}", "--window-size=1200,900", (out / "report.html").resolve().as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=int)
+    rule = np.abs(pixels - np.array([0x2F, 0x81, 0x32])).sum(axis=2) < 40  # .verdicts' border colour
+    rows = np.flatnonzero(rule.sum(axis=1) >= 3)
+    assert rows.size and rows.min() < 200, "no verdict block near the top of the page"
+    assert rows.max() - rows.min() > 100  # one line per verdict: a block, not a stray pixel
 
 
 def test_demo_recipe_merges_key_by_key():

@@ -310,6 +310,10 @@ class UnlearnSettings(Strict, ModelLoading):
     train: TrainConfig = Field(default_factory=TrainConfig)
     stop_at_approximate: bool = Field(
         False, description="stop once forget perplexity reaches the approximate set's (needs train.eval_every)")
+    stop_yardstick: Literal["before", "current"] = Field(
+        "before", description="the approximate perplexity the stop compares with: `before`, the model's own before "
+        "unlearning, fixed (where an exact retrain's forget perplexity sits); `current`, the model being unlearned "
+        "(Yao et al.'s gap, a yardstick that rises with the collateral damage, so the forget set overshoots)")
     eval: UnlearnEvalConfig = Field(default_factory=UnlearnEvalConfig)
     pretrain_tokens: float | None = Field(
         None, description="tokens the model was pre-trained on, for the cost ratio (read from a Lethe "

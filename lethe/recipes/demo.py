@@ -25,6 +25,7 @@ def report(record: RunRecord, section: Section) -> None:
 
     r = record.results
     u = r["unlearning"]
+    section.verdicts = [v["line"] for v in r.get("verdicts", [])]  # demos saved before verdicts have none
     section.headline = (f"{r['model']}: {u['method']} moved the forget/approximate gap {u['before']['gap']:.3f} → "
                         f"{u['after']['gap']:.3f}; {len(r['leakage'])} victim fine-tunings attacked")
     columns = {"forget_ppl": "forget PPL", "approximate_ppl": "approximate PPL", "gap": "gap (log ratio)",

@@ -27,6 +27,8 @@ figure img { max-width: 100%; max-height: 520px; border: 1px solid #e1e4e8; }
 figcaption { font-size: .85em; color: #57606a; max-width: 640px; }
 pre { background: #f6f8fa; padding: .7em; overflow-x: auto; font-size: .82em; }
 details { margin: .4em 0; } summary { cursor: pointer; color: #0b5cad; }
+.verdicts { background: #eef6ee; border-left: 4px solid #2f8132; padding: .5em 1em; margin: 1em 0; }
+.verdicts li { margin: .25em 0; }
 section.child { margin-left: 1.2em; padding-left: 1em; border-left: 3px solid #e1e4e8; }
 """
 
@@ -82,10 +84,18 @@ def _section(section: Section, depth: int) -> str:
     return "\n".join(parts)
 
 
+def _verdicts(sections: list[Section]) -> str:
+    lines = [line for section in sections for line in section.verdicts]
+    if not lines:
+        return ""
+    items = "".join(f"<li>{escape(line)}</li>" for line in lines)
+    return f'<div class="verdicts" id="verdicts"><h2>What these runs showed</h2><ul>{items}</ul></div>\n'
+
+
 def render_html(sections: list[Section], overview: Table, generated: str) -> str:
     body = "\n".join(_section(s, 0) for s in sections)
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>Lethe report</title><style>{STYLE}</style></head><body>\n"
             f'<h1>Lethe report</h1><p class="meta">generated {escape(generated)} from saved run files only</p>\n'
-            f"{html_table(overview)}\n{body}\n</body></html>\n")
+            f"{_verdicts(sections)}{html_table(overview)}\n{body}\n</body></html>\n")

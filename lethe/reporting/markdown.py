@@ -36,7 +36,10 @@ def _section(section: Section, depth: int, figure_names: dict[int, str]) -> list
 
 
 def render_markdown(sections: list[Section], overview: Table, generated: str, figure_names: dict[int, str]) -> str:
-    parts = ["# Lethe report", f"generated {generated} from saved run files only", overview.to_markdown()]
+    parts = ["# Lethe report", f"generated {generated} from saved run files only"]
+    if verdicts := [line for section in sections for line in section.verdicts]:
+        parts += ["## What these runs showed", "\n".join(f"- {line}" for line in verdicts)]
+    parts.append(overview.to_markdown())
     for section in sections:
         parts += _section(section, 0, figure_names)
     return "\n\n".join(parts) + "\n"

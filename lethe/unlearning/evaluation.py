@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import ks_2samp, spearmanr
 
-from lethe.attacks import min_k_score, roc_metrics
+from lethe.attacks import bootstrap_intervals, min_k_score, roc_metrics
+from lethe.attacks.metrics import paired_auc_difference
 from lethe.config import UnlearnEvalConfig
 from lethe.data.chunking import Chunk
 from lethe.data.roles import RunData, role_splits
@@ -78,6 +79,13 @@ def membership(forget: TokenScores, approximate: TokenScores, config: UnlearnEva
     return by_k
 
 
+def headline_mink(scores: dict[str, TokenScores], config: UnlearnEvalConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The headline Min-K% scores of the forget (members) and approximate (non-members) chunks, balanced as the
+    AUC is."""
+    k = config.headline_k
+    return _balanced(min_k_score(scores["forget"], k), min_k_score(scores["approximate"], k), config.seed)
+
+
 def log_ppl_ratio(forget: TokenScores, approximate: TokenScores) -> float:
     """log(forget PPL / approximate PPL): < 0 still remembered, 0 looks unseen, > 0 pushed past unseen."""
     return math.log(forget.perplexity() / approximate.perplexity())
@@ -112,10 +120,12 @@ def unlearning_metrics(scores: dict[str, TokenScores], config: UnlearnEvalConfig
                        vocab_size: int | None = None) -> dict:
     """The numbers of one model; with `vocab_size`, also whether it has collapsed (`collapsed`, and why)."""
     by_k = membership(scores["forget"], scores["approximate"], config)
+    members, nonmembers = headline_mink(scores, config)
     metrics = {
         "ppl": {role: s.perplexity() for role, s in scores.items()},
         "accuracy": {role: s.accuracy() for role, s in scores.items()},
-        "mia": by_k[str(config.headline_k)],
+        "mia": {**by_k[str(config.headline_k)],
+                "ci95": bootstrap_intervals(members, nonmembers, seed=config.seed)["auc"]},
         "mia_by_k": by_k,
         "approx_gap": approximate_gap(scores["forget"], scores["approximate"], config.headline_k),
     }
@@ -136,9 +146,13 @@ def retrain_distance(unlearned: dict[str, TokenScores], retrained: dict[str, Tok
     k = str(config.headline_k)
     auc_unlearned = membership(unlearned["forget"], unlearned["approximate"], config)[k]["auc"]
     auc_retrained = membership(retrained["forget"], retrained["approximate"], config)[k]["auc"]
+    # the same chunks under both models: a paired interval of the AUC difference
+    paired = paired_auc_difference(*headline_mink(unlearned, config), *headline_mink(retrained, config),
+                                   seed=config.seed)
     return {
         "forget_ppl_ratio": unlearned["forget"].perplexity() / retrained["forget"].perplexity(),
         "mia_auc": auc_unlearned - auc_retrained,
+        "mia_auc_ci95": paired["ci95"],
         # MUSE's PrivLeak: relative AUC gap to the retrained model
         "privleak": (auc_unlearned - auc_retrained) / auc_retrained,
         "loss_spearman": float(spearmanr(unlearned["forget"].sample_nll(), retrained["forget"].sample_nll()).statistic),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 from lethe.config import UnlearnConfig
@@ -53,10 +54,14 @@ def pretrain_record(model: str, configured_tokens: float | None) -> dict | None:
 
 
 class StopAtApproximate(Callback):
-    """Yao et al.'s yardstick as an early stop: the forget set now looks as unseen as the approximate set."""
+    """Yao et al.'s yardstick as an early stop: the forget set now looks as unseen as the approximate set, under
+    the model before unlearning (`before`: a fixed point) or the model being unlearned (`current`: it moves)."""
+
+    def __init__(self, yardstick: str) -> None:
+        self.key = {"before": "log_ppl_ratio_before", "current": "log_ppl_ratio"}[yardstick]
 
     def on_evaluate(self, step, metrics):
-        return metrics["log_ppl_ratio"] >= 0
+        return metrics[self.key] >= 0
 
 
 def utility(model, tokenizer, config: UnlearnConfig, data: RunData, task_dir: Path) -> dict | None:
@@ -105,12 +110,19 @@ def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, origin
             original_scores = score_roles(model, tokenizer, data, config.eval.batch_tokens,
                                           run.scores_dir / "original")
 
+        def score_role(current, role: str):
+            return score_chunks(current, data.role_chunks(role), batch_tokens=config.eval.batch_tokens,
+                                pad_id=tokenizer.pad_token_id, progress=False)
+
+        # every process evaluates (the stop must agree across them); only the main one scored the original
+        approximate_before = (original_scores["approximate"] if original_scores is not None
+                              else score_role(model, "approximate")).perplexity() if config.train.eval_every else None
+
         def approximate_gap_now(current) -> dict[str, float]:
-            forget, approximate = (score_chunks(current, data.role_chunks(role), batch_tokens=config.eval.batch_tokens,
-                                                pad_id=tokenizer.pad_token_id, progress=False)
-                                   for role in ("forget", "approximate"))
+            forget, approximate = score_role(current, "forget"), score_role(current, "approximate")
             return {"forget_ppl": forget.perplexity(), "approximate_ppl": approximate.perplexity(),
-                    "log_ppl_ratio": log_ppl_ratio(forget, approximate)}
+                    "log_ppl_ratio": log_ppl_ratio(forget, approximate),
+                    "log_ppl_ratio_before": math.log(forget.perplexity() / approximate_before)}
 
         if config.stop_at_approximate and not config.train.eval_every:
             raise LetheError("stop_at_approximate needs evaluations: set train.eval_every")
@@ -118,7 +130,7 @@ def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, origin
             model, objective, groups, config.train, pad_id=tokenizer.pad_token_id,
             checkpoint_dir=run.checkpoints_dir,
             evaluator=approximate_gap_now if config.train.eval_every else None,
-            callbacks=[StopAtApproximate()] if config.stop_at_approximate else [],
+            callbacks=[StopAtApproximate(config.stop_yardstick)] if config.stop_at_approximate else [],
             batch_sizes={"retain": config.train.batch_size * config.method_args.retain_ratio},
             desc=f"unlearn {config.method} ({config.domain})", tokenizer=tokenizer)
         try:

@@ -10,7 +10,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("lethe-llm", "torch", "transformers", "accelerate", "peft", "datasets", "tokenizers",
+from lethe.hub import resolved
+
+PACKAGES = ("lethe-llm", "torch", "transformers", "accelerate", "peft", "datasets", "huggingface_hub", "tokenizers",
             "safetensors", "numpy", "scikit-learn", "pydantic", "opacus")
 
 
@@ -46,4 +48,6 @@ def environment(seed: int | None = None) -> dict[str, Any]:
         "seed": seed,
         "argv": sys.argv,
         "lethe_home": os.environ.get("LETHE_HOME"),
+        "hf_hub_offline": os.environ.get("HF_HUB_OFFLINE"),
+        "hub": resolved(),  # Hub names resolved before the run started; later ones are added as they resolve
     }

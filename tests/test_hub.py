@@ -1,0 +1,93 @@
+"""Hugging Face Hub names for models and data sets, through the Hub libraries' own cache (no network here: the
+tests write the cache layout a download would leave), and an `import lethe` without side effects."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lethe.cli import main
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+HUB_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS",
+                 "TRANSFORMERS_NO_ADVISORY_WARNINGS")
+
+
+def test_import_leaves_the_environment_alone():
+    env = {k: v for k, v in os.environ.items() if k not in HUB_VARIABLES}
+    probe = ("import os, sys; before = dict(os.environ); import lethe; "
+             "changed = sorted(k for k in {*before, *os.environ} if before.get(k) != os.environ.get(k)); "
+             "sys.exit(f'import lethe changed {changed}' if changed else 0)")
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
+def write_hub_cache(hub_cache: Path, repo: str, model_dir: Path, commit: str = COMMIT) -> Path:
+    """The layout `snapshot_download` leaves: models--org--name/{refs/main, snapshots/<commit>/files}."""
+    root = hub_cache / f"models--{repo.replace('/', '--')}"
+    snapshot = root / "snapshots" / commit
+    shutil.copytree(model_dir, snapshot)
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+def test_hub_model_loads_from_the_cache_offline_and_records_its_commit(micro_run, data_dir, tmp_path, capsys):
+    home = tmp_path / "hf"
+    write_hub_cache(home / "hub", "lethe-test/micro", micro_run / "model")
+    split = ["--data", str(data_dir), "--splits", "code/forget"]
+    assert main(["eval", "ppl", "--model", str(micro_run), *split, "--out", str(tmp_path / "local")]) == 0
+    env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("HF_HUB_CACHE", None)
+    for name in ("lethe-test/micro", f"lethe-test/micro@{COMMIT}"):
+        out = tmp_path / name.replace("/", "_")
+        done = subprocess.run([sys.executable, "-m", "lethe.cli", "eval", "ppl", "--model", name, *split,
+                               "--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        recorded = json.loads((out / "env.json").read_text())["hub"]
+        assert recorded == {name: {"repo": "lethe-test/micro", "revision": name.partition("@")[2] or "main",
+                                   "commit": COMMIT}}
+        ppl = json.loads((out / "results.json").read_text())["splits"]["code/forget"]
+        local = json.loads((tmp_path / "local" / "results.json").read_text())["splits"]["code/forget"]
+        assert ppl == pytest.approx(local)
+
+
+@pytest.fixture
+def empty_hub_cache(tmp_path, monkeypatch) -> Path:
+    """This process's Hub cache pointed at an empty folder (huggingface_hub read HF_HOME on import)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return tmp_path / "hub"
+
+
+def test_missing_hub_model_offline_is_one_line(empty_hub_cache, data_dir, tmp_path, capsys):
+    assert main(["--offline", "eval", "ppl", "--model", "lethe-test/absent", "--data", str(data_dir),
+                 "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "'lethe-test/absent'" in error and "HF_HUB_OFFLINE" in error
+    assert str(empty_hub_cache) in error
+
+
+def test_hub_repo_with_only_pickled_weights_is_refused(micro_run, empty_hub_cache, data_dir, tmp_path, capsys):
+    snapshot = write_hub_cache(empty_hub_cache, "lethe-test/pickled", micro_run / "model")
+    for weights in snapshot.glob("*.safetensors"):
+        weights.rename(weights.with_suffix(".bin"))
+    assert main(["eval", "ppl", "--model", "lethe-test/pickled", "--data", str(data_dir),
+                 "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "no .safetensors weights" in error and "'lethe-test/pickled'" in error
+
+
+def test_a_local_directory_shaped_like_a_hub_name_stays_local(micro_run, tmp_path, monkeypatch):
+    from lethe.models import resolve_model_path
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(micro_run / "model", tmp_path / "org" / "name")
+    assert resolve_model_path("org/name") == Path("org/name")

@@ -91,17 +91,91 @@ def download_model(name: str) -> Path:
 
 @dataclass(frozen=True)
 class HubDataset:
+    """`hf:org/name[:config][@revision][?split=train&text_field=text&id_field=id]`."""
+
+    name: str
     repo: str
     config: str | None
     revision: str | None
+    split: str = "train"
+    text_fields: tuple[str, ...] = ("text",)  # several are joined by a newline (a question and its answer)
+    id_field: str | None = None
 
 
-def parse_dataset(name: str) -> HubDataset | None:
-    """`hf:org/name[:config][@revision]` parsed; None for anything else (a local path)."""
-    if not name.startswith("hf:"):
-        return None
+DATASET_OPTIONS = ("split", "text_field", "id_field")
+
+
+def is_hub_dataset(spec: str | Path) -> bool:
+    return str(spec).startswith("hf:")
+
+
+def parse_dataset(spec: str | Path) -> HubDataset:
+    from urllib.parse import parse_qsl
+
+    name, _, query = str(spec).partition("?")
     match = HUB_DATASET.match(name)
     if match is None:
-        raise LetheError(f"{name!r} is not a Hugging Face data set name: hf:org/name, hf:org/name:config, "
-                         "hf:org/name@revision or hf:org/name:config@revision")
-    return HubDataset(match["repo"], match["config"], match["revision"])
+        raise LetheError(f"{spec!r} is not a Hugging Face data set name: hf:org/name[:config][@revision], "
+                         f"optionally followed by ?split=...&text_field=...&id_field=...")
+    try:
+        options = dict(parse_qsl(query, strict_parsing=True)) if query else {}
+    except ValueError:
+        raise LetheError(f"{spec!r}: options after '?' are key=value pairs joined by '&'") from None
+    if unknown := sorted(set(options) - set(DATASET_OPTIONS)):
+        raise LetheError(f"{spec!r}: unknown option {unknown[0]!r} (known: {', '.join(DATASET_OPTIONS)})")
+    fields = tuple(options.get("text_field", "text").split(","))
+    return HubDataset(name, match["repo"], match["config"], match["revision"], options.get("split", "train"),
+                      fields, options.get("id_field"))
+
+
+def load_hub_table(source: HubDataset):
+    """One split of a Hub data set through `datasets.load_dataset` and its cache (HF_DATASETS_CACHE)."""
+    import datasets
+    from datasets.exceptions import DatasetNotFoundError
+
+    datasets.disable_progress_bars()
+    try:
+        table = datasets.load_dataset(source.repo, source.config, split=source.split, revision=source.revision)
+    except (DatasetNotFoundError, ConnectionError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        if datasets.config.HF_HUB_OFFLINE:
+            raise LetheError(f"data set {source.name!r} is not in the Hugging Face cache and HF_HUB_OFFLINE / "
+                             f"HF_DATASETS_OFFLINE is set: load it once with a network ({first})") from None
+        raise LetheError(f"data set {source.name!r} cannot be loaded from the Hugging Face Hub ({first})") from None
+    except (ValueError, FileNotFoundError) as exc:  # an unknown config or split
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LetheError(f"data set {source.name!r} (split {source.split!r}) cannot be loaded: {first}") from None
+    missing = [name for name in (*source.text_fields, source.id_field) if name and name not in table.column_names]
+    if missing:
+        raise LetheError(f"data set {source.name!r} has no column {missing[0]!r} (columns: "
+                         f"{', '.join(table.column_names)}); choose one with ?text_field=")
+    return table
+
+
+def read_hub_documents(spec: str | Path, domain: str = ""):
+    """(documents, the cached file they came from) of one split of a Hub data set; the commit it resolved to is
+    recorded in env.json (its cache directory is named by it)."""
+    from lethe.data.documents import Document
+
+    source = parse_dataset(spec)
+    table = load_hub_table(source)
+    cache = Path(table.cache_files[0]["filename"]) if table.cache_files else None
+    commit = cache.parent.name if cache is not None and re.fullmatch(r"[0-9a-f]{40}", cache.parent.name) else None
+    prefix = f"{source.repo}{':' + source.config if source.config else ''}/{source.split}"
+    licence = table.info.license or ""
+    documents = []
+    for index, record in enumerate(table):
+        parts = [record[name] for name in source.text_fields]
+        if not all(isinstance(part, str) for part in parts):
+            raise LetheError(f"data set {source.name!r} record {index + 1}: {', '.join(source.text_fields)} is not text")
+        text = "\n".join(parts)
+        if text.strip():
+            doc_id = str(record[source.id_field]) if source.id_field else f"{prefix}/{index}"
+            documents.append(Document(id=doc_id, text=text, domain=domain, source=f"hf:{prefix}", licence=licence))
+    if not documents:
+        raise LetheError(f"data set {source.name!r} (split {source.split!r}) holds no non-empty documents")
+    if len({doc.id for doc in documents}) < len(documents):
+        raise LetheError(f"data set {source.name!r}: ids in {source.id_field!r} repeat")
+    _record(str(spec), {"repo": source.repo, "config": source.config, "split": source.split,
+                        "revision": source.revision or "main", "commit": commit})
+    return documents, cache

@@ -91,3 +91,77 @@ def test_a_local_directory_shaped_like_a_hub_name_stays_local(micro_run, tmp_pat
     monkeypatch.chdir(tmp_path)
     shutil.copytree(micro_run / "model", tmp_path / "org" / "name")
     assert resolve_model_path("org/name") == Path("org/name")
+
+
+def write_dataset_repo(root: Path, config: str, splits: dict[str, list[str]]) -> None:
+    """A data set repository as on the Hub: parquet files per split, declared in the README's `configs`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    lines = ["---", "configs:", f"- config_name: {config}", "  data_files:"]
+    for split, texts in splits.items():
+        (root / config).mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"text": texts, "title": [f"{split} {i}" for i in range(len(texts))]}),
+                       root / config / f"{split}-00000-of-00001.parquet")
+        lines += [f"  - split: {split}", f"    path: {config}/{split}-*.parquet"]
+    (root / "README.md").write_text("\n".join([*lines, "---", ""]))
+
+
+@pytest.fixture
+def muse_like(data_dir, tmp_path, monkeypatch) -> dict[str, list[str]]:
+    """MUSE-News's `raw` layout (forget, retain1, holdout) holding real text, where `load_dataset` finds the name
+    `muse-bench/MUSE-News` without a network: a repository directory of that name (cache in tmp_path)."""
+    import datasets
+
+    from lethe.data.splits import load_splits
+
+    splits = load_splits(data_dir, ["code/forget", "code/retain", "code/approximate"])
+    texts = {raw: [doc.text for doc in splits[f"code/{ours}"]]
+             for raw, ours in {"forget": "forget", "retain1": "retain", "holdout": "approximate"}.items()}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
+    write_dataset_repo(tmp_path / "muse-bench" / "MUSE-News", "raw", texts)
+    return texts
+
+
+def test_muse_recipe_maps_the_hub_layout_onto_lethes_splits(muse_like, tmp_path):
+    import yaml
+
+    from lethe.config import DataBuildConfig
+    from lethe.data.build import build_data
+    from lethe.data.splits import load_splits
+
+    recipe = yaml.safe_load((Path(__file__).parents[1] / "configs" / "data" / "muse-news.yaml").read_text())
+    out = tmp_path / "built"
+    results = build_data(DataBuildConfig(**{**recipe, "out": out, "general": False}))
+    built = load_splits(out)
+    for ours, raw in {"forget": "forget", "retain": "retain1", "approximate": "holdout"}.items():
+        assert sorted(doc.text for doc in built[f"news/{ours}"]) == sorted(muse_like[raw])
+        assert results["splits"][f"news/{ours}"]["documents"] == len(muse_like[raw])
+    hub = json.loads((out / "env.json").read_text())["hub"]
+    assert {entry["split"] for entry in hub.values()} == {"forget", "retain1", "holdout"}
+    assert {entry["repo"] for entry in hub.values()} == {"muse-bench/MUSE-News"}
+
+
+def test_hub_data_set_as_a_document_set_with_its_fields(muse_like):
+    from lethe.data.splits import load_set
+
+    documents, cached = load_set("hf:muse-bench/MUSE-News:raw?split=holdout&text_field=title,text", Path("."))
+    assert [doc.text for doc in documents] == [f"holdout {i}\n{text}" for i, text in enumerate(muse_like["holdout"])]
+    assert cached.is_file() and cached.suffix == ".arrow"
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("hf:muse-bench/MUSE-News:raw?split=forget&text_field=body", "no column 'body'"),
+    ("hf:muse-bench/MUSE-News:raw?split=retain9", "cannot be loaded"),
+    ("hf:muse-bench/MUSE-News:raw?splits=forget", "unknown option 'splits'"),
+    ("hf:not a name", "not a Hugging Face data set name"),
+    ("hf:lethe-test/absent", "not in the Hugging Face cache"),
+])
+def test_bad_hub_data_set_is_one_line(muse_like, spec, message):
+    from lethe.data.splits import load_set
+    from lethe.errors import LetheError
+
+    with pytest.raises(LetheError, match=message) as refused:
+        load_set(spec, Path("."))
+    assert "\n" not in str(refused.value)

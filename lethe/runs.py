@@ -108,6 +108,11 @@ def _describe_owner(owner: dict) -> str:
 _OPEN: list[Run] = []  # this process's runs, innermost last: a sub-run's results commit the runs around it
 
 
+def open_run() -> Run | None:
+    """The innermost run this process has open (a study's cell inside the study), if any."""
+    return _OPEN[-1] if _OPEN else None
+
+
 def note_environment(key: str, entries: dict) -> None:
     """Add what is learnt after a run started (the commit a Hub name resolved to) to env.json[key] of every run
     this process has open."""

@@ -10,8 +10,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from lethe.hub import resolved
-
 PACKAGES = ("lethe-llm", "torch", "transformers", "accelerate", "peft", "datasets", "huggingface_hub", "tokenizers",
             "safetensors", "numpy", "scikit-learn", "pydantic", "opacus")
 
@@ -49,5 +47,5 @@ def environment(seed: int | None = None) -> dict[str, Any]:
         "argv": sys.argv,
         "lethe_home": os.environ.get("LETHE_HOME"),
         "hf_hub_offline": os.environ.get("HF_HUB_OFFLINE"),
-        "hub": resolved(),  # Hub names resolved before the run started; later ones are added as they resolve
+        "hub": {},  # each Hugging Face Hub name the run resolves, with its commit, added as it resolves (lethe/hub.py)
     }

@@ -21,18 +21,10 @@ HUB_DATASET = re.compile(rf"^hf:(?P<repo>{_REPO})(?::(?P<config>[\w.-]+))?(?:@(?
 # is refused like a local directory with only `.bin` files. `*.py` is custom code, run only with trust_remote_code.
 MODEL_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.py"]
 
-_RESOLVED: dict[str, dict] = {}  # this process's hub names and the commits they resolved to
-
-
-def resolved() -> dict[str, dict]:
-    """Hub names this process resolved so far: {name: {repo, revision, commit}} (env.json's `hub`)."""
-    return {name: dict(entry) for name, entry in _RESOLVED.items()}
-
-
 def _record(name: str, entry: dict) -> None:
+    """env.json's `hub` of the runs open now: a name resolved inside a run is part of that run's environment."""
     from lethe.runs import note_environment
 
-    _RESOLVED[name] = entry
     note_environment("hub", {name: entry})
 
 

@@ -78,8 +78,8 @@ def resolve_model_path(name: str | Path) -> Path:
         return download_model(name)
     if not path.exists():
         known = ", ".join(ALIASES)
-        raise LetheError(f"model {name!r} is neither a directory, a known alias ({known}) nor a Hugging Face Hub "
-                         "name (org/name[@revision])")
+        raise LetheError(f"model {name!r} is neither a directory nor a known alias ({known}), nor a Hugging Face "
+                         "Hub name (org/name[@revision])")
     if not (path / "config.json").is_file():
         raise LetheError(f"{path} holds no config.json: not a Hugging Face model directory")
     return path

@@ -38,26 +38,6 @@ def write_hub_cache(hub_cache: Path, repo: str, model_dir: Path, commit: str = C
     return snapshot
 
 
-def test_hub_model_loads_from_the_cache_offline_and_records_its_commit(micro_run, data_dir, tmp_path, capsys):
-    home = tmp_path / "hf"
-    write_hub_cache(home / "hub", "lethe-test/micro", micro_run / "model")
-    split = ["--data", str(data_dir), "--splits", "code/forget"]
-    assert main(["eval", "ppl", "--model", str(micro_run), *split, "--out", str(tmp_path / "local")]) == 0
-    env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    env.pop("HF_HUB_CACHE", None)
-    for name in ("lethe-test/micro", f"lethe-test/micro@{COMMIT}"):
-        out = tmp_path / name.replace("/", "_")
-        done = subprocess.run([sys.executable, "-m", "lethe.cli", "eval", "ppl", "--model", name, *split,
-                               "--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr
-        recorded = json.loads((out / "env.json").read_text())["hub"]
-        assert recorded == {name: {"repo": "lethe-test/micro", "revision": name.partition("@")[2] or "main",
-                                   "commit": COMMIT}}
-        ppl = json.loads((out / "results.json").read_text())["splits"]["code/forget"]
-        local = json.loads((tmp_path / "local" / "results.json").read_text())["splits"]["code/forget"]
-        assert ppl == pytest.approx(local)
-
-
 @pytest.fixture
 def empty_hub_cache(tmp_path, monkeypatch) -> Path:
     """This process's Hub cache pointed at an empty folder (huggingface_hub read HF_HOME on import)."""
@@ -65,6 +45,42 @@ def empty_hub_cache(tmp_path, monkeypatch) -> Path:
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     return tmp_path / "hub"
+
+
+def eval_ppl_results(out: Path) -> tuple[dict, dict]:
+    """(env.json's hub record, code/forget's perplexity results) of an `eval ppl` run."""
+    return (json.loads((out / "env.json").read_text())["hub"],
+            json.loads((out / "results.json").read_text())["splits"]["code/forget"])
+
+
+def test_hub_model_loads_from_the_cache_offline_and_records_its_commit(micro_run, data_dir, tmp_path, capsys):
+    """The whole path a user takes: a fresh process whose HF_HOME holds the model, offline."""
+    home = tmp_path / "hf"
+    write_hub_cache(home / "hub", "lethe-test/micro", micro_run / "model")
+    split = ["--data", str(data_dir), "--splits", "code/forget"]
+    assert main(["eval", "ppl", "--model", str(micro_run), *split, "--out", str(tmp_path / "local")]) == 0
+    env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("HF_HUB_CACHE", None)
+    out = tmp_path / "hub-run"
+    done = subprocess.run([sys.executable, "-m", "lethe.cli", "eval", "ppl", "--model", "lethe-test/micro", *split,
+                           "--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    recorded, ppl = eval_ppl_results(out)
+    assert recorded == {"lethe-test/micro": {"repo": "lethe-test/micro", "revision": "main", "commit": COMMIT}}
+    assert ppl == pytest.approx(eval_ppl_results(tmp_path / "local")[1])
+    assert main(["report", str(out)]) == 0
+    assert f"Hugging Face Hub: lethe-test/micro at commit {COMMIT}" in (out / "report.md").read_text()
+
+
+def test_hub_model_pinned_to_a_commit(micro_run, data_dir, empty_hub_cache, tmp_path):
+    write_hub_cache(empty_hub_cache, "lethe-test/micro", micro_run / "model")
+    name = f"lethe-test/micro@{COMMIT}"
+    assert main(["eval", "ppl", "--model", name, "--data", str(data_dir), "--splits", "code/forget",
+                 "--out", str(tmp_path / "pinned")]) == 0
+    recorded, _ = eval_ppl_results(tmp_path / "pinned")
+    assert recorded[name] == {"repo": "lethe-test/micro", "revision": COMMIT, "commit": COMMIT}
+    assert main(["eval", "ppl", "--model", "lethe-test/micro@v9", "--data", str(data_dir),
+                 "--out", str(tmp_path / "unknown")]) == 2
 
 
 def test_missing_hub_model_offline_is_one_line(empty_hub_cache, data_dir, tmp_path, capsys):

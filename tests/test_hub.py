@@ -28,6 +28,18 @@ def test_import_leaves_the_environment_alone():
     assert done.returncode == 0, done.stderr
 
 
+def test_offline_flag_keeps_a_command_off_the_network(data_dir, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in HUB_VARIABLES} | {"HF_HOME": str(tmp_path / "hf")}
+    done = subprocess.run([sys.executable, "-m", "lethe.cli", "--offline", "eval", "ppl", "--model", "lethe-test/absent",
+                           "--data", str(data_dir), "--out", str(tmp_path / "out")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"lethe: error: model 'lethe-test/absent' is neither a directory nor in the Hugging Face cache "
+        f"({tmp_path / 'hf' / 'hub'}), and HF_HUB_OFFLINE is set: download it once with a network "
+        "(`hf download lethe-test/absent`) or unset HF_HUB_OFFLINE")
+
+
 def write_hub_cache(hub_cache: Path, repo: str, model_dir: Path, commit: str = COMMIT) -> Path:
     """The layout `snapshot_download` leaves: models--org--name/{refs/main, snapshots/<commit>/files}."""
     root = hub_cache / f"models--{repo.replace('/', '--')}"

@@ -159,7 +159,8 @@ def read_hub_documents(spec: str | Path, domain: str = ""):
     for index, record in enumerate(table):
         parts = [record[name] for name in source.text_fields]
         if not all(isinstance(part, str) for part in parts):
-            raise LetheError(f"data set {source.name!r} record {index + 1}: {', '.join(source.text_fields)} is not text")
+            fields = ", ".join(source.text_fields)
+            raise LetheError(f"data set {source.name!r} record {index + 1}: {fields} is not text")
         text = "\n".join(parts)
         if text.strip():
             doc_id = str(record[source.id_field]) if source.id_field else f"{prefix}/{index}"

@@ -30,8 +30,8 @@ def test_import_leaves_the_environment_alone():
 
 def test_offline_flag_keeps_a_command_off_the_network(data_dir, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in HUB_VARIABLES} | {"HF_HOME": str(tmp_path / "hf")}
-    done = subprocess.run([sys.executable, "-m", "lethe.cli", "--offline", "eval", "ppl", "--model", "lethe-test/absent",
-                           "--data", str(data_dir), "--out", str(tmp_path / "out")],
+    done = subprocess.run([sys.executable, "-m", "lethe.cli", "--offline", "eval", "ppl", "--model",
+                           "lethe-test/absent", "--data", str(data_dir), "--out", str(tmp_path / "out")],
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == (

@@ -47,8 +47,8 @@ def test_a_tracker_without_its_package_is_refused_with_the_config(tmp_path, caps
 
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else find_spec(name, *a))
-    assert main(["unlearn", "--model", str(tmp_path / "absent"), "--data", str(tmp_path), "--out", str(tmp_path / "out"),
-                 "--set", "train.log_with=[tensorboard, mlflow]"]) == 2
+    assert main(["unlearn", "--model", str(tmp_path / "absent"), "--data", str(tmp_path),
+                 "--out", str(tmp_path / "out"), "--set", "train.log_with=[tensorboard, mlflow]"]) == 2
     error = capsys.readouterr().err.strip()
     assert "\n" not in error and "train.log_with" in error and "pip install 'lethe-llm[mlflow]'" in error
     assert not (tmp_path / "out").exists()

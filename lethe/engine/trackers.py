@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from lethe.errors import LetheError

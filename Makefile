@@ -30,10 +30,10 @@ chromium:
 # two workers, one thread each (two jobs that each use both cores slow each other many times over); one file
 # per worker, so a module's fixtures are built once
 test: assets chromium
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m "slow or not slow" -q -n 2 --dist loadfile
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m "slow or not slow" -q -n 2 --dist loadfile
 
 test-fast: setup
-	$(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q
 
 # the benchmarks' tiny model, built once (about 6 minutes): default splits, then `lethe pretrain --preset tiny`
 $(TINY): | assets

@@ -3,19 +3,14 @@
 The Python API mirrors the CLI: each `lethe <command>` is one function here taking a typed config.
 """
 
-import os
-
-# Lethe never fetches weights or data from a hub at run time.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # Lethe shows its own progress
+# Importing Lethe changes nothing in the caller's process (no environment variables): offline mode and
+# quiet progress bars are the CLI's choice (`lethe --offline`), or the caller's.
 
 # One function per command, from its recipe: `lethe.unlearn(config, out)` runs what `lethe unlearn` runs.
 # lethe/demo.py shares the `demo` command's name: imported first, a later import cannot replace the
 # function with the module.
-import lethe.demo  # noqa: E402, F401
-from lethe.config import (  # noqa: E402
+import lethe.demo  # noqa: F401
+from lethe.config import (
     AssetsConfig,
     ChunkConfig,
     DataBuildConfig,
@@ -35,13 +30,13 @@ from lethe.config import (  # noqa: E402
     UnlearningStudyConfig,
     resolve,
 )
-from lethe.data.splits import load_splits  # noqa: E402
-from lethe.errors import LetheError, TrainingDiverged  # noqa: E402
-from lethe.models import load_model  # noqa: E402
-from lethe.perplexity import score_splits  # noqa: E402
-from lethe.recipes import in_flow_order  # noqa: E402
-from lethe.scoring import TokenScores, score_chunks  # noqa: E402
-from lethe.training.pretrain import pretrain_config  # noqa: E402
+from lethe.data.splits import load_splits
+from lethe.errors import LetheError, TrainingDiverged
+from lethe.models import load_model
+from lethe.perplexity import score_splits
+from lethe.recipes import in_flow_order
+from lethe.scoring import TokenScores, score_chunks
+from lethe.training.pretrain import pretrain_config
 
 COMMANDS = {recipe.name: recipe.python_api() for recipe in in_flow_order() if recipe.in_api}
 globals().update(COMMANDS)

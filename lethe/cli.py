@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Machine unlearning of LLMs, and measuring what they leak.")
     parser.add_argument("--version", action="version", version=f"lethe {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--offline", action="store_true", default=None,
+                        help="never reach the Hugging Face Hub: models and data sets come from its cache only "
+                        "(default: the environment's HF_HUB_OFFLINE)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     groups: dict[str, argparse._SubParsersAction] = {}
     for recipe in in_flow_order():
@@ -68,8 +71,21 @@ def _stop_gracefully(signum, frame):
     raise KeyboardInterrupt
 
 
+def _settle_environment(offline: bool | None) -> None:
+    """The command line owns its process, so it sets what `import lethe` must not: offline mode when asked (before
+    huggingface_hub and datasets read it, on their import), and quiet third-party progress bars (Lethe logs its own)."""
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+        for module in ("huggingface_hub.constants", "datasets.config"):  # read already, by an in-process caller
+            if module in sys.modules:
+                sys.modules[module].HF_HUB_OFFLINE = True
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _settle_environment(args.offline)
     # SIGTERM (a scheduler pre-empting the job) stops like Ctrl-C: the run is marked interrupted and
     # resumes from its last checkpoint. SIGINT is reset too, since a background job may inherit it ignored.
     previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _stop_gracefully),

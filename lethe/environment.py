@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("lethe-llm", "torch", "transformers", "accelerate", "peft", "datasets", "tokenizers",
+PACKAGES = ("lethe-llm", "torch", "transformers", "accelerate", "peft", "datasets", "huggingface_hub", "tokenizers",
             "safetensors", "numpy", "scikit-learn", "pydantic", "opacus")
 
 
@@ -46,4 +46,6 @@ def environment(seed: int | None = None) -> dict[str, Any]:
         "seed": seed,
         "argv": sys.argv,
         "lethe_home": os.environ.get("LETHE_HOME"),
+        "hf_hub_offline": os.environ.get("HF_HUB_OFFLINE"),
+        "hub": {},  # each Hugging Face Hub name the run resolves, with its commit, added as it resolves (lethe/hub.py)
     }

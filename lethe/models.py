@@ -11,6 +11,7 @@ import torch
 
 from lethe.config import ArchConfig, lethe_home
 from lethe.errors import LetheError
+from lethe.hub import download_model, is_hub_model
 
 log = logging.getLogger("lethe")
 
@@ -63,7 +64,8 @@ def build_model(arch: ArchConfig, tokenizer) -> torch.nn.Module:
 
 
 def resolve_model_path(name: str | Path) -> Path:
-    """An alias (built on first use), a run directory holding model/, or a model directory."""
+    """An alias (built on first use), a run directory holding model/, a model directory, or a Hugging Face Hub
+    name `org/name[@revision]` (its snapshot in the Hub cache, downloaded on first use)."""
     name = str(name)
     if name in ALIASES:
         from lethe.assets.smollm2 import ensure_smollm2
@@ -72,9 +74,12 @@ def resolve_model_path(name: str | Path) -> Path:
     path = Path(name).expanduser()
     if (path / "model" / "config.json").is_file():
         return path / "model"
+    if not path.exists() and is_hub_model(name):
+        return download_model(name)
     if not path.exists():
         known = ", ".join(ALIASES)
-        raise LetheError(f"model {name!r} is neither a directory nor a known alias ({known})")
+        raise LetheError(f"model {name!r} is neither a directory nor a known alias ({known}), nor a Hugging Face "
+                         "Hub name (org/name[@revision])")
     if not (path / "config.json").is_file():
         raise LetheError(f"{path} holds no config.json: not a Hugging Face model directory")
     return path

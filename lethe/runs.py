@@ -108,6 +108,22 @@ def _describe_owner(owner: dict) -> str:
 _OPEN: list[Run] = []  # this process's runs, innermost last: a sub-run's results commit the runs around it
 
 
+def open_run() -> Run | None:
+    """The innermost run this process has open (a study's cell inside the study), if any."""
+    return _OPEN[-1] if _OPEN else None
+
+
+def note_environment(key: str, entries: dict) -> None:
+    """Add what is learnt after a run started (the commit a Hub name resolved to) to env.json[key] of every run
+    this process has open."""
+    for run in _OPEN:
+        target = run.path / "env.json"
+        if run.main_process and target.is_file():
+            env = read_json(target)
+            env.setdefault(key, {}).update(entries)
+            write_json(target, env)
+
+
 class Run:
     """One command's output directory."""
 

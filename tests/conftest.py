@@ -10,9 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from lethe.config import DataBuildConfig, lethe_home
-from lethe.data.build import build_data
-from lethe.training.pretrain import pretrain, pretrain_config
+# The tests never reach a hub (there is no network here): set before huggingface_hub and datasets read it on import,
+# since `import lethe` leaves the environment alone.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from lethe.config import DataBuildConfig, lethe_home  # noqa: E402
+from lethe.data.build import build_data  # noqa: E402
+from lethe.training.pretrain import pretrain, pretrain_config  # noqa: E402
 
 SMALL_SIZES = {"forget": 6, "retain": 12, "approximate": 6, "general_retain": 12, "general_eval": 6}
 

@@ -4,7 +4,14 @@ import pytest
 
 from lethe.config import DataBuildConfig
 from lethe.data.build import build_data
-from lethe.data.splits import _shingles, assign_splits, find_splits, load_corpora, load_splits, read_all
+from lethe.data.splits import (
+    _shingles,
+    assign_splits,
+    find_splits,
+    given_splits,
+    load_corpora,
+    load_splits,
+)
 from lethe.errors import LetheError
 
 SIZES = {"forget": 5, "retain": 10, "approximate": 5, "general_retain": 10, "general_eval": 5}
@@ -95,8 +102,7 @@ def test_unseen_documents_fill_the_approximate_split(corpus_files):
     package = Path(lethe.__file__).parent
     config = DataBuildConfig(domains=["code"], general=False, sizes={"forget": 4, "retain": 4, "approximate": 3},
                              approximate_sources={"code": [str(package / "data" / "*.py")]})
-    unseen = {"code": read_all(config.approximate_sources["code"], "code")}
-    splits, _ = assign_splits(load_corpora(config, corpus_files), config, unseen)
+    splits, _ = assign_splits(load_corpora(config, corpus_files), config, given_splits(config))
     assert {doc.id for doc in splits["code/approximate"]} <= {p.as_posix() for p in (package / "data").glob("*.py")}
     assert all(doc.id.startswith("code/cpython/") for doc in splits["code/forget"] + splits["code/retain"])
     with pytest.raises(LetheError, match="no file matches"):

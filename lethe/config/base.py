@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from lethe.config.layers import deep_merge
+from lethe.errors import LetheError
 
 DOMAINS = ("code", "science", "books")
 GENERAL = "general"
@@ -149,12 +150,28 @@ class TrainConfig(Strict):
         "vocabulary) logits and their gradient are never kept (checked on a few tokens first; models whose head is "
         "not a plain linear map, compiled runs, DP-SGD and sharded weights use the logits); false: always the logits")
     log_every: int = Field(10, ge=1, description="steps between log records")
+    log_with: list[Literal["tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab",
+                           "trackio"]] = Field(
+        default_factory=list, description="also send the log records (losses, evaluations) to these Accelerate "
+        "trackers, e.g. [tensorboard] (each its own package: pip install 'lethe-llm[tensorboard]'); TensorBoard "
+        "writes into the run's trackers/")
     eval_every: int | None = Field(None, ge=1, description="steps between evaluations, for commands that evaluate")
     checkpoint_every: int | None = Field(None, ge=1, description="steps between resumable checkpoints")
     early_stop: EarlyStopConfig | None = Field(None, description="stop when an eval metric stops improving")
     lora: LoraConfig | None = Field(None,
         description="train LoRA adapters instead of every weight (e.g. --set train.lora.r=8)")
     guard: GuardConfig = Field(default_factory=GuardConfig, description="the divergence guard")
+
+    @field_validator("log_with")
+    @classmethod
+    def _trackers_installed(cls, names: list[str]) -> list[str]:
+        from lethe.engine.trackers import refuse_missing_packages
+
+        try:
+            refuse_missing_packages(names)
+        except LetheError as exc:
+            raise ValueError(str(exc).removeprefix("train.log_with names ")) from None
+        return names
 
 
 class ArchConfig(Strict):

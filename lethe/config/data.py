@@ -38,13 +38,19 @@ class DataBuildConfig(Strict):
     sources: dict[str, list[Path]] = Field(
         default_factory=dict,
         description="user documents per domain (JSONL, text or parquet with a `text` field; text, .py, .tex and "
-        ".md files are one document each; glob patterns allowed); a domain listed here uses only these files "
-        "instead of the built-in corpus",
+        ".md files are one document each; glob patterns allowed; `hf:org/name[:config][@revision]?split=...&"
+        "text_field=...` for a Hugging Face data set); a domain listed here uses only these files instead of the "
+        "built-in corpus",
     )
     approximate_sources: dict[str, list[Path]] = Field(
         default_factory=dict,
         description="documents known to be unseen by the model (e.g. written after its training cutoff) that "
         "fill a domain's approximate split instead of its corpus")
+    split_sources: dict[str, list[Path]] = Field(
+        default_factory=dict,
+        description="documents that fill one split (`domain/split`, e.g. news/forget) instead of being dealt from "
+        "the domain's corpus: a benchmark's own forget/retain/holdout layout, often `hf:` data sets (configs/data/"
+        "muse-news.yaml); a domain whose every split is given here needs no other source")
     seed: int = Field(0, description="shuffling seed: the same seed gives the same splits")
     sizes: SplitSizes = Field(default_factory=SplitSizes, description="documents per split")
     max_doc_chars: int | None = Field(3000, ge=100, description="truncate documents to this many characters")

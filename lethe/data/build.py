@@ -6,14 +6,14 @@ import logging
 from pathlib import Path
 
 from lethe.config import DataBuildConfig, lethe_home
-from lethe.data.splits import assign_splits, load_corpora, read_all, write_splits
+from lethe.data.splits import assign_splits, built_domains, fully_given, given_splits, load_corpora, write_splits
 from lethe.runs import Run
 
 log = logging.getLogger("lethe")
 
 
 def _corpus_files(config: DataBuildConfig) -> dict[str, Path]:
-    wanted = [d for d in [*config.domains, *(["general"] if config.general else [])] if d not in config.sources]
+    wanted = [d for d in built_domains(config) if d not in config.sources and d not in fully_given(config)]
     if not wanted:
         return {}
     from lethe.assets.corpora import build_corpora
@@ -32,8 +32,7 @@ def build_data(config: DataBuildConfig, *, overwrite: bool = False) -> dict:
     """`lethe data build`: write the splits to `config.out`; returns documents, characters and tokens per split."""
     with Run.start(config.out, "data build", config, overwrite=overwrite, seed=config.seed) as run:
         corpora = load_corpora(config, _corpus_files(config))
-        unseen = {domain: read_all(paths, domain) for domain, paths in config.approximate_sources.items()}
-        splits, dedup = assign_splits(corpora, config, unseen)
+        splits, dedup = assign_splits(corpora, config, given_splits(config))
         paths = write_splits(config.out, splits)
         run.record_data({name: path for name, path in paths.items()})
         table = {name: {"documents": len(docs), "characters": sum(len(d.text) for d in docs),

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lethe.errors import LetheError
+from lethe.hub import is_hub_dataset, read_hub_documents
 
 log = logging.getLogger("lethe")
 
@@ -69,7 +70,10 @@ def _check_jsonl(path: Path) -> None:
 
 
 def read_documents(path: Path, domain: str = "") -> list[Document]:
-    """Load one file through `datasets`; a text file is one document, other formats one per record."""
+    """Load one file through `datasets`; a text file is one document, other formats one per record; an
+    `hf:org/name[:config][@revision]` name, one split of a Hugging Face data set."""
+    if is_hub_dataset(path):
+        return read_hub_documents(path, domain)[0]
     path = Path(path)
     if not path.is_file():
         raise LetheError(f"data file {path} does not exist")

@@ -19,6 +19,7 @@ from pathlib import Path
 from lethe.config import GENERAL, DataBuildConfig
 from lethe.data.documents import Document, check_disjoint, read_documents, write_documents
 from lethe.errors import LetheError
+from lethe.hub import is_hub_dataset, read_hub_documents
 
 log = logging.getLogger("lethe")
 
@@ -79,19 +80,22 @@ def _shuffled(documents: list[Document], config: DataBuildConfig, key: str) -> l
 
 
 def assign_splits(corpora: dict[str, list[Document]], config: DataBuildConfig,
-                  unseen: dict[str, list[Document]] | None = None) -> tuple[dict[str, list[Document]], DuplicateFilter]:
+                  given: dict[str, list[Document]] | None = None) -> tuple[dict[str, list[Document]], DuplicateFilter]:
     """Shuffle each domain by seed and deal documents into its splits, skipping duplicates.
 
-    `unseen` documents of a domain fill its approximate split instead of its corpus."""
+    `given` documents of a split (`domain/split`: unseen documents for approximate, a benchmark's forget set) fill
+    it instead of the domain's corpus; a copy of a document placed earlier is skipped there too."""
     dedup = DuplicateFilter(config.dedup.ngram, config.dedup.threshold)
-    unseen = unseen or {}
+    given = given or {}
     splits: dict[str, list[Document]] = {}
     for domain, documents in corpora.items():
         candidates = iter(_shuffled(documents, config, domain))
-        separate = iter(_shuffled(unseen[domain], config, f"{domain}:unseen")) if domain in unseen else None
         for split, wanted in _sizes(config, domain).items():
-            chosen = splits[f"{domain}/{split}"] = []
-            for doc in (separate if split == "approximate" and separate else candidates):
+            name = f"{domain}/{split}"
+            key = f"{domain}:unseen" if split == "approximate" else f"{name}:given"  # approximate's, as it always was
+            source = iter(_shuffled(given[name], config, key)) if name in given else candidates
+            chosen = splits[name] = []
+            for doc in source:
                 if dedup.accept(doc.text):
                     chosen.append(doc)
                     if len(chosen) == wanted:
@@ -108,7 +112,7 @@ def expand(paths: Iterable[Path]) -> list[Path]:
     """Paths as given, with glob patterns (`lethe/**/*.py`) expanded in sorted order."""
     expanded = []
     for path in map(str, paths):
-        if any(char in path for char in "*?["):
+        if any(char in path for char in "*?[") and not is_hub_dataset(path):
             matches = sorted(Path().glob(path)) if not Path(path).is_absolute() else sorted(
                 Path("/").glob(path.lstrip("/")))
             if not matches:
@@ -123,14 +127,34 @@ def read_all(paths: Iterable[Path], domain: str) -> list[Document]:
     return [doc for path in expand(paths) for doc in read_documents(path, domain)]
 
 
+def built_domains(config: DataBuildConfig) -> list[str]:
+    return list(config.domains) + ([GENERAL] if config.general else [])
+
+
+def given_splits(config: DataBuildConfig) -> dict[str, list[Document]]:
+    """The documents of the splits filled as given (split_sources, approximate_sources), by split name."""
+    names = [f"{domain}/{split}" for domain in built_domains(config) for split in _sizes(config, domain)]
+    if unknown := sorted(set(config.split_sources) - set(names)):
+        raise LetheError(f"data.split_sources names {unknown[0]!r}, not a split being built (splits: "
+                         f"{', '.join(names)})")
+    paths = {f"{domain}/approximate": files for domain, files in config.approximate_sources.items()}
+    return {name: read_all(files, name.split("/")[0]) for name, files in (paths | config.split_sources).items()}
+
+
+def fully_given(config: DataBuildConfig) -> set[str]:
+    """Domains whose every split is given: they need no corpus."""
+    return {domain for domain in built_domains(config)
+            if all(f"{domain}/{split}" in config.split_sources for split in _sizes(config, domain))}
+
+
 def load_corpora(config: DataBuildConfig, corpus_files: dict[str, Path]) -> dict[str, list[Document]]:
     """User files for a domain replace the built-in corpus of that domain."""
-    domains = list(config.domains) + ([GENERAL] if config.general else [])
+    domains = built_domains(config)
     unknown = (set(config.sources) | set(config.approximate_sources)) - set(domains)
     if unknown:
         raise LetheError(f"data.sources names domains not being built: {', '.join(sorted(unknown))}")
-    corpora = {}
-    for domain in domains:
+    corpora = {domain: [] for domain in fully_given(config)}
+    for domain in (domain for domain in domains if domain not in corpora):
         files = config.sources.get(domain) or ([corpus_files[domain]] if domain in corpus_files else [])
         if not files:
             raise LetheError(f"no documents for domain {domain!r}: run `lethe assets` or give data.sources.{domain}")
@@ -168,7 +192,10 @@ def load_splits(data_dir: Path, names: Iterable[str] | None = None) -> dict[str,
 
 
 def load_set(spec: str, data_dir: Path) -> tuple[list[Document], Path]:
-    """A document set named by a file path, or else by a split of the data directory."""
+    """A document set named by a file path, an `hf:` Hugging Face data set, or else by a split of the data directory."""
+    if is_hub_dataset(spec):
+        documents, cached = read_hub_documents(spec)
+        return documents, cached  # the data's hash is that of the cached split it came from
     path = Path(spec)
     if path.is_file():
         return read_documents(path), path

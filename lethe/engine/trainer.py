@@ -28,6 +28,7 @@ from lethe.engine.guard import Guard
 from lethe.engine.head import fused_head, plain_head
 from lethe.engine.memory import check_training_memory
 from lethe.engine.objectives import Batch, Objective
+from lethe.engine.trackers import Tracking, accelerator_options
 from lethe.errors import LetheError, TrainingDiverged
 from lethe.models import save_model
 from lethe.processes import from_main_process, on_cpu_only
@@ -149,7 +150,8 @@ class Trainer:
         if missing:
             raise LetheError(f"objective needs batch group {missing[0]!r}, which was not given")
         self.config, self.objective, self.desc = config, objective, desc
-        self.accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=on_cpu_only())
+        self.accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=on_cpu_only(),
+                                       **accelerator_options(config))
         if self.accelerator.device.type == "cpu" and config.mixed_precision != "no":
             raise LetheError(f"mixed precision {config.mixed_precision} on CPU is hundreds of times slower; "
                              "set train.mixed_precision=no")
@@ -286,10 +288,12 @@ class Trainer:
         self._started = time.time()
         bar = tqdm(total=self.total_steps, initial=self.step, desc=self.desc, unit="step",
                    disable=not self.accelerator.is_local_main_process, dynamic_ncols=True)
+        self.tracking = Tracking(self.accelerator, self.config, self.desc)
         try:
             stopped = self._loop(bar)
         finally:
             bar.close()  # also when training stops with an error, which is then the last line shown
+            self.tracking.finish()
         if self.privacy is not None:
             self.privacy.cleanup()
         if stopped == "completed" and self.config.max_steps is not None and self.step == self.config.max_steps:
@@ -334,6 +338,7 @@ class Trainer:
             window_logs = []
             if self.step % config.log_every == 0 or self.step == self.total_steps:
                 history.append(record)
+                self.tracking.log(record)
                 log.debug("step %d: %s", self.step, ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "step"))
             metrics = self._evaluate(history)
             if config.checkpoint_every and self.step % config.checkpoint_every == 0:  # after the step's evaluation,
@@ -361,6 +366,7 @@ class Trainer:
         metrics = from_main_process(self.evaluator(self.accelerator.unwrap_model(self.model)))
         self.model.train()
         history.append({"step": self.step, **{f"eval/{k}": v for k, v in metrics.items()}})
+        self.tracking.log(history[-1])
         log.debug("eval at step %d: %s", self.step, metrics)
         return metrics
 

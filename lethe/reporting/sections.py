@@ -73,6 +73,8 @@ def build_section(record: RunRecord, depth: int = 0) -> Section:
     build = recipe.report if recipe is not None and recipe.report is not None else generic
     summarises_children = recipe is not None and recipe.summarises_children
     section.notes += record.warnings
+    hub = (record.json("env.json") or {}).get("hub") or {}
+    section.notes += [f"Hugging Face Hub: {name} at commit {entry.get('commit')}" for name, entry in hub.items()]
     if record.results is not None:
         try:
             build(record, section)

@@ -10,10 +10,11 @@ import torch
 
 from lethe.config import ChunkConfig, MethodArgs, UnlearnConfig
 from lethe.data.chunking import chunk_documents
+from lethe.data.roles import RunData
 from lethe.data.splits import load_splits
 from lethe.engine.trainer import collate
 from lethe.errors import LetheError
-from lethe.models import count_parameters
+from lethe.models import count_parameters, load_model, model_context
 from lethe.unlearning.methods import MethodContext, methods
 from lethe.unlearning.undo import Distillation, distillation_steps, perturb
 
@@ -105,12 +106,10 @@ def test_lethe_unlearn_method_undo_distils_for_its_budget(micro_run, data_dir, t
     assert unlearned["method"] == "ga_gd_in" and distilled["alpha"] == 0.3
 
     # its steps spend 5% of the pre-training compute (the micro run's tokens) on retain chunks of 8 rows
-    from lethe.data.roles import RunData
-    from lethe.models import load_model, model_context
-
     pretrained = json.loads((micro_run / "results.json").read_text())["train"]["tokens"]
     model, tokenizer = load_model(micro_run)
-    data = RunData.load(data_dir, "books", tokenizer, ChunkConfig(), model_context(model), extra_splits=["books/retain"])
+    data = RunData.load(data_dir, "books", tokenizer, ChunkConfig(), model_context(model),
+                        extra_splits=["books/retain"])
     assert distilled["steps"] == distillation_steps(0.05, pretrained, data.chunks["books/retain"], 8)
     assert distilled["teacher_tokens"] == distilled["tokens"]  # every distilled token forwarded through the teacher
     assert results["train"]["steps"] == unlearned["steps"] + distilled["steps"]

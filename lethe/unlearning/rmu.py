@@ -16,7 +16,6 @@ import re
 
 import torch
 from pydantic import Field
-from transformers import PreTrainedModel
 
 from lethe.config import MethodArgs, Strict, UnlearnConfig
 from lethe.engine.head import NO_POSITIONS, FusedHead
@@ -50,6 +49,8 @@ def activations_at(model, layer: torch.nn.Module, batch: Batch) -> torch.Tensor:
     raises); a wrapped trained one (DDP, FSDP: their bookkeeping after the forward must run) goes to the end, past
     its head only where a fused head cannot skip it.
     """
+    from transformers import PreTrainedModel  # here: importing the methods stays light
+
     bare = isinstance(model.model if isinstance(model, FusedHead) else model, PreTrainedModel)
     stops = bare or not torch.is_grad_enabled()
     kept = []

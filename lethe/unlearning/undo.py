@@ -13,7 +13,7 @@ budget share s buys s·6/8 of the pre-training tokens.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import Field
@@ -22,10 +22,12 @@ from lethe.config import MethodArgs, Strict, UnlearnConfig
 from lethe.data.roles import retain_split
 from lethe.engine.head import predict
 from lethe.engine.losses import Batch
-from lethe.engine.trainer import Trainer, TrainResult
 from lethe.errors import LetheError
 from lethe.unlearning.methods import MethodContext, Unlearning, logits_of, masked_kl, methods
 from lethe.unlearning.reference import frozen_reference
+
+if TYPE_CHECKING:
+    from lethe.engine.trainer import Trainer, TrainResult
 
 STUDENT_FLOPS, TEACHER_FLOPS, PRETRAIN_FLOPS = 6, 2, 6  # per parameter and token
 
@@ -75,6 +77,7 @@ def distillation_steps(budget: float, pretrain_tokens: float, chunks: list, toke
 
 def then(first: TrainResult, second: TrainResult) -> TrainResult:
     """One result for two phases run one after the other (the second's steps numbered on from the first's)."""
+    from lethe.engine.trainer import TrainResult
     later = [{**record, "step": record["step"] + first.steps} for record in second.history]
     return TrainResult(steps=first.steps + second.steps, tokens=first.tokens + second.tokens,
                        seconds=first.seconds + second.seconds, stopped=second.stopped,
@@ -139,6 +142,8 @@ class UnlearnNoiseDistil(Unlearning):
 
     def after_training(self, trainer: Trainer, result: TrainResult, chunks: dict[str, list],
                        config: UnlearnConfig) -> tuple[Trainer, TrainResult]:
+        from lethe.engine.trainer import Trainer
+
         if trainer.shards_weights:
             raise LetheError("undo perturbs whole weights; run it without FSDP or DeepSpeed ZeRO-3")
         model = trainer.unwrapped_model()

@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import lethe
 from lethe.config import ChunkConfig, MethodArgs, UnlearnConfig
 from lethe.data.chunking import chunk_documents
 from lethe.data.splits import load_splits
@@ -130,6 +131,8 @@ def test_retain_terms_and_lora_of_other_methods_are_refused(models):
     trained, reference, _ = models
     with pytest.raises(LetheError, match="rmu's retain term is its own"):
         methods.get("rmu")(MethodContext(reference=reference), MethodArgs(retain_term="gd"))
+    with pytest.raises(LetheError, match=r"method_args\.rmu_params: .*not a regular expression"):
+        lethe.resolve(UnlearnConfig, {"model": "m", "method": "rmu", "method_args": {"rmu_params": "mlp("}})
     method = methods.get("rmu")(MethodContext(reference=reference), MethodArgs())
     with pytest.raises(LetheError, match="unset train.lora"):
         method.prepare(trained, UnlearnConfig(model="m", train={"lora": {}}), None)

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+import lethe
 from lethe.config import ChunkConfig, MethodArgs, UnlearnConfig
 from lethe.data.chunking import chunk_documents
 from lethe.data.roles import RunData
@@ -82,10 +83,10 @@ def test_base_method_and_settings(micro_model):
     npo_based = undo(MethodContext(reference=copy.deepcopy(model)), MethodArgs(undo_method="npo", npo_beta=0.3))
     assert npo_based.base.args.npo_beta == 0.3 and npo_based.groups == ("forget",) and npo_based.reads_logits
     assert undo(MethodContext(reference=None), MethodArgs()).groups == ("forget", "retain")
-    with pytest.raises(LetheError, match="cannot be undo itself"):
-        undo(MethodContext(reference=None), MethodArgs(undo_method="undo"))
-    with pytest.raises(LetheError, match="unknown unlearning method 'gaa'"):
-        undo(MethodContext(reference=None), MethodArgs(undo_method="gaa"))
+    with pytest.raises(LetheError, match=r"method_args\.undo_method: .*cannot be undo itself"):
+        lethe.resolve(UnlearnConfig, {"model": "m", "method": "undo", "method_args": {"undo_method": "undo"}})
+    with pytest.raises(LetheError, match=r"method_args\.undo_method: unknown unlearning method 'gaa' \(known: adversarial, ga, "):
+        lethe.resolve(UnlearnConfig, {"model": "m", "method": "undo", "method_args": {"undo_method": "gaa"}})
     with pytest.raises(LetheError, match="set pretrain_tokens"):
         undo(MethodContext(reference=None), MethodArgs()).prepare(model, UnlearnConfig(model="m"), None)
     assert undo(MethodContext(reference=None), MethodArgs()).extra_splits("code") == ["code/retain"]

@@ -13,9 +13,10 @@ below ℓ train: by default the MLPs of layers ℓ−2..ℓ (WMDP's released cod
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
 import torch
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from lethe.config import MethodArgs, Strict, UnlearnConfig
 from lethe.engine.head import NO_POSITIONS, FusedHead
@@ -86,6 +87,15 @@ def steering_vector(hidden_size: int, coefficient: float, seed: int) -> torch.Te
     return coefficient * direction / direction.norm()
 
 
+def regular_expression(value: str) -> str:
+    """Checked when the config is read (an Annotated validator travels into the schema of every method's arguments)."""
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a regular expression: {exc}") from None
+    return value
+
+
 @methods.register("rmu")
 class RepresentationMisdirection(Unlearning):
     """RMU (Li et al., 2024): layer ℓ's forget activations pushed towards c·u, its retain activations held at the
@@ -103,8 +113,9 @@ class RepresentationMisdirection(Unlearning):
                                  "(WMDP: 1200 for Zephyr-7B); the shared retain_weight does not apply")
         rmu_trainable_layers: list[int] | None = Field(
             None, min_length=1, description="layers whose parameters train, all ≤ ℓ (default ℓ−2..ℓ)")
-        rmu_params: str = Field("mlp", min_length=1, description="regular expression searched in each parameter's "
-                                "name within its layer: which of those layers' parameters train")
+        rmu_params: Annotated[str, AfterValidator(regular_expression)] = Field(
+            "mlp", min_length=1, description="regular expression searched in each parameter's name within its layer: "
+            "which of those layers' parameters train")
 
     def __init__(self, context: MethodContext, args: MethodArgs) -> None:
         if args.retain_term in ("gd", "kl"):

@@ -13,10 +13,10 @@ budget share s buys s·6/8 of the pre-training tokens.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import torch
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from lethe.config import MethodArgs, Strict, UnlearnConfig
 from lethe.data.roles import retain_split
@@ -88,14 +88,24 @@ def summary(result: TrainResult) -> dict:
     return {"steps": result.steps, "tokens": result.tokens, "seconds": result.seconds, "stopped": result.stopped}
 
 
+def base_method(name: str) -> str:
+    """Checked when the config is read (an Annotated validator travels into the schema of every method's arguments)."""
+    if name == "undo":
+        raise ValueError("the method undo runs first cannot be undo itself")
+    if name not in methods:
+        raise ValueError(f"unknown unlearning method {name!r} (known: {', '.join(methods.names())})")
+    return name
+
+
 @methods.register("undo")
 class UnlearnNoiseDistil(Unlearning):
     """UNDO (Lee et al., 2025): the base method unlearns, the weights are mixed with fresh initialisation noise by
     α, and the unlearned model's outputs are distilled into the perturbed copy for a share of pre-training compute."""
 
     class Args(Strict):
-        undo_method: str = Field("ga_gd_in", description="the base method that unlearns first (its own arguments and "
-                                 "the retain knobs apply to it)")
+        undo_method: Annotated[str, AfterValidator(base_method)] = Field(
+            "ga_gd_in", description="the base method that unlearns first (its own arguments and the retain knobs "
+            "apply to it)")
         undo_alpha: float = Field(0.5, gt=0, le=1, description="α, the perturbation's strength: "
                                   "θ ← (1−α)·θ + α·θ_init (1: distil into a fresh model)")
         undo_data: Literal["in_domain", "general"] = Field(
@@ -107,8 +117,6 @@ class UnlearnNoiseDistil(Unlearning):
 
     def __init__(self, context: MethodContext, args: MethodArgs) -> None:
         super().__init__(context, args)
-        if self.args.undo_method == "undo":
-            raise LetheError("undo_method names the method undo runs first; it cannot be undo itself")
         self.base = methods.get(self.args.undo_method)(context, args)
         self.retain_term, self.retain_data = self.base.retain_term, self.base.retain_data
         self.pretrain_tokens: float | None = None

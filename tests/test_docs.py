@@ -17,10 +17,14 @@ REGENERATE = "regenerate with `lethe config reference --out docs/config.md` (and
 
 
 def _schemas(cls=Strict) -> set[type]:
+    from lethe.unlearning.methods import methods
+
+    # an unlearning method's own `Args` sit beside its code (lethe/unlearning/), not in a command's schema; the
+    # schema of all of them (methods.py) is rendered as MethodArgs' rows
+    own = {methods.get(name).Args for name in methods}
     found = set()
     for sub in cls.__subclasses__():
-        # an unlearning method's own `Args` sit beside its code (lethe/unlearning/methods.py), not in a command's
-        if sub.__module__.startswith("lethe.") and sub.__module__ != "lethe.unlearning.methods":
+        if sub.__module__.startswith("lethe.") and sub.__module__ != "lethe.unlearning.methods" and sub not in own:
             found.add(sub)
         found |= _schemas(sub)
     return found

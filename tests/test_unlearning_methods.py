@@ -192,7 +192,9 @@ def test_a_misspelled_or_invalid_method_argument_is_refused_by_name():
     study = resolve(UnlearningStudyConfig, {"model": "m", "unlearn": {"method_args": {"simnpo_beta": 2.0}}})
     assert study.unlearn.method_args.model_dump() == {
         "retain_weight": 1.0, "retain_ratio": 1, "retain_term": None, "retain_data": None,
-        "npo_beta": 0.1, "simnpo_beta": 2.0, "simnpo_gamma": 0.0}
+        "npo_beta": 0.1, "simnpo_beta": 2.0, "simnpo_gamma": 0.0,
+        "rmu_layer": None, "rmu_steering": 6.5, "rmu_alpha": 1200.0, "rmu_trainable_layers": None, "rmu_params": "mlp",
+        "undo_method": "ga_gd_in", "undo_alpha": 0.5, "undo_data": "in_domain", "undo_budget": 0.1, "undo_lr": None}
 
 
 class ScaledAscent(GradientAscent):
@@ -229,7 +231,8 @@ def test_an_argument_declared_twice_is_refused(monkeypatch):
 
 def test_every_paper_method_and_more_is_registered():
     assert methods.names() == sorted(
-        ["ga", "random_label", "adversarial", "ga_gd_in", "ga_kl_in", "ga_gd_general", "ga_kl_general", "npo", "simnpo"]
+        ["ga", "random_label", "adversarial", "ga_gd_in", "ga_kl_in", "ga_gd_general", "ga_kl_general", "npo", "simnpo",
+         "rmu", "undo"]
     )
     with pytest.raises(LetheError, match="unknown unlearning method 'gd'"):
         methods.get("gd")

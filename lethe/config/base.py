@@ -344,6 +344,7 @@ class UnlearnConfig(UnlearnSettings):
     data: Path = Field(default_factory=default_data_dir, description=DATA_HELP)
     domain: str = Field("code", description="whose forget set to unlearn")
     method: str = Field("ga_gd_in",
-        description="ga, random_label, adversarial, ga_gd_in, ga_kl_in, ga_gd_general, ga_kl_general, npo or simnpo")
+        description="ga, random_label, adversarial, ga_gd_in, ga_kl_in, ga_gd_general, ga_kl_general, npo, simnpo, "
+        "rmu or undo")
     forget_documents: list[str] | None = Field(None, min_length=1, description="IDs of the forget documents to "
         "unlearn: one deletion request (default: the whole forget set); the evaluation then measures these alone")

@@ -11,16 +11,20 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field, create_model
 
-from lethe.config import MethodArgs, Strict
+from lethe.config import MethodArgs, Strict, UnlearnConfig
 from lethe.engine.head import predict
 from lethe.engine.losses import Batch, Prediction, mean_nll, next_token_targets
 from lethe.errors import LetheError
 from lethe.registry import Registry
+
+if TYPE_CHECKING:
+    from lethe.engine.trainer import Trainer, TrainResult
 
 methods: Registry[type[Unlearning]] = Registry("unlearning method")
 
@@ -125,6 +129,7 @@ class Unlearning:
     def __init__(self, context: MethodContext, args: MethodArgs) -> None:
         self.context, self.retain_weight = context, args.retain_weight
         self.reference_tokens = 0
+        self.phases: dict[str, dict] = {}  # per-phase training summaries of a method that trains in several phases
         self.args = self.Args.model_validate({name: getattr(args, name) for name in self.Args.model_fields})
         if args.retain_term is not None:
             self.retain_term = None if args.retain_term == "none" else args.retain_term
@@ -132,6 +137,26 @@ class Unlearning:
             self.retain_data = args.retain_data
         if (self.needs_reference or self.retain_term == "kl") and context.reference is None:
             raise LetheError(f"{type(self).__name__} needs the frozen original model")
+
+    @classmethod
+    def uses_reference(cls, args: MethodArgs) -> bool:
+        """Whether the method with `args` reads the frozen original model (its own term, or a KL retain term)."""
+        retain_term = cls.retain_term if args.retain_term is None else args.retain_term
+        return cls.needs_reference or retain_term == "kl"
+
+    def extra_splits(self, domain: str) -> list[str]:
+        """Splits the method reads beyond the forget set and its retain term's split (none here)."""
+        return []
+
+    def prepare(self, model: torch.nn.Module, config: UnlearnConfig, pretrain: dict | None) -> None:
+        """Called once on the model before training, e.g. to choose which parameters train (nothing here);
+        `pretrain`: the training that exact retraining would repeat ({"tokens": ...}), if known."""
+
+    def after_training(self, trainer: Trainer, result: TrainResult, chunks: dict[str, list],
+                       config: UnlearnConfig) -> tuple[Trainer, TrainResult]:
+        """Phases after the unlearning one, through the same engine (none here): the trainer that holds the final
+        model, and the run's whole training (`chunks`: the run's chunks by split)."""
+        return trainer, result
 
     @property
     def reads_logits(self) -> bool:
@@ -275,3 +300,7 @@ class SimNPO(Unlearning):
         lengths = target_mask(batch).sum(-1).clamp_min(1)
         beta, gamma = self.args.simnpo_beta, self.args.simnpo_gamma
         return -(2 / beta) * F.logsigmoid(-(beta / lengths) * sequence_logprob(output.logits, batch) - gamma).mean()
+
+
+# methods built to hold against relearning, in modules of their own, registered here with the others
+from lethe.unlearning import rmu, undo  # noqa: E402, F401

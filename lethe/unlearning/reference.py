@@ -13,8 +13,7 @@ from lethe.errors import LetheError
 
 def uses_reference(method: type, args: MethodArgs) -> bool:
     """Whether `method` with `args` reads the original model (its own term, or a KL retain term)."""
-    retain_term = method.retain_term if args.retain_term is None else args.retain_term
-    return method.needs_reference or retain_term == "kl"
+    return method.uses_reference(args)
 
 
 class PlacedReference(torch.nn.Module):

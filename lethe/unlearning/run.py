@@ -91,11 +91,13 @@ def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, origin
         context = MethodContext(reference=reference, special_ids=tokenizer.all_special_ids, vocab_size=len(tokenizer))
         objective = method(context, config.method_args)
         retain = retain_split(config.domain, objective.retain_data) if objective.retain_term else None
-        if retain is not None and retain not in available:
-            raise LetheError(f"method {config.method!r} needs the retain split {retain!r}, which "
-                             f"{config.data} does not have")
+        extra_splits = list(dict.fromkeys([*([retain] if retain else []), *objective.extra_splits(config.domain)]))
+        for split in extra_splits:
+            if split not in available:
+                raise LetheError(f"method {config.method!r} needs the {'retain ' if split == retain else ''}split "
+                                 f"{split!r}, which {config.data} does not have")
         data = RunData.load(config.data, config.domain, tokenizer, config.chunk, model_context(model),
-                            extra_splits=[retain] if retain else [])
+                            extra_splits=extra_splits)
         if config.forget_documents:
             data = data.forgetting_only(config.forget_documents)
         check_disjoint(data.role_documents("forget"), data.role_documents("approximate"), ("forget", "approximate"),
@@ -126,6 +128,8 @@ def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, origin
 
         if config.stop_at_approximate and not config.train.eval_every:
             raise LetheError("stop_at_approximate needs evaluations: set train.eval_every")
+        pretrain = pretrain_record(config.model, config.pretrain_tokens)
+        objective.prepare(model, config, pretrain)
         trainer = Trainer(
             model, objective, groups, config.train, pad_id=tokenizer.pad_token_id,
             checkpoint_dir=run.checkpoints_dir,
@@ -135,6 +139,7 @@ def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, origin
             desc=f"unlearn {config.method} ({config.domain})", tokenizer=tokenizer)
         try:
             result = trainer.fit()
+            trainer, result = objective.after_training(trainer, result, data.chunks, config)
         except TrainingDiverged as exc:
             raise TrainingDiverged(f"{config.method} diverged: {exc}; lower train.lr or add a retain term") from None
         model = trainer.save_model(run.path / "model", tokenizer)
@@ -150,10 +155,10 @@ def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, origin
         results = {
             "method": config.method, "domain": config.domain, "model": config.model,
             "train": {"steps": result.steps, "tokens": result.tokens, "seconds": result.seconds,
-                      "stopped": result.stopped, "history": result.history},
+                      "stopped": result.stopped, "history": result.history,
+                      **({"phases": objective.phases} if objective.phases else {})},
             "before": before, "after": after,
-            "cost": cost(count_parameters(model), result.tokens, result.seconds,
-                         pretrain_record(config.model, config.pretrain_tokens),
+            "cost": cost(count_parameters(model), result.tokens, result.seconds, pretrain,
                          reference_tokens=objective.reference_tokens * trainer.accelerator.num_processes),
             "path": str(run.path / "model"),
             **({"blind": blind} if blind is not None else {}),

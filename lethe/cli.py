@@ -11,7 +11,7 @@ import signal
 import sys
 import traceback
 
-from lethe.errors import LetheError
+from lethe.errors import LetheError, explain, unexpected
 from lethe.processes import is_main_process, launched_processes
 from lethe.recipes import GROUPS, Recipe, in_flow_order
 
@@ -103,19 +103,17 @@ def _run(args: argparse.Namespace) -> int:
             with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
                 args.recipe.execute(args)
         return 0
-    except LetheError as exc:
+    except KeyboardInterrupt:
+        resumable = "resume" in args.recipe.switches
+        print("lethe: interrupted" + (" (a run with checkpoints continues with --resume)" if resumable else
+                                      " (run the command again to start over)"), file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line in Lethe's words (lethe.errors.explain); the traceback with --debug
+        known = explain(exc)
         if args.debug:
             traceback.print_exc()
-        print(f"lethe: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("lethe: interrupted (a run with checkpoints continues with --resume)", file=sys.stderr)
-        return 130
-    except Exception as exc:  # an unexpected failure: still one line, unless --debug
-        if args.debug:
-            raise
-        print(f"lethe: error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
-        return 1
+        print(f"lethe: error: {known or unexpected(exc)}", file=sys.stderr)
+        return 2 if known is not None else 1
     finally:
         log.removeHandler(handler)
 

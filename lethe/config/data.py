@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from lethe.config.base import DOMAINS, GENERAL, Strict, default_data_dir
+from lethe.config.base import DOMAINS, GENERAL, Seed, Strict, default_data_dir
 
 
 class SplitSizes(Strict):
@@ -45,7 +45,7 @@ class DataBuildConfig(Strict):
         default_factory=dict,
         description="documents known to be unseen by the model (e.g. written after its training cutoff) that "
         "fill a domain's approximate split instead of its corpus")
-    seed: int = Field(0, description="shuffling seed: the same seed gives the same splits")
+    seed: Seed = Field(0, description="shuffling seed: the same seed gives the same splits")
     sizes: SplitSizes = Field(default_factory=SplitSizes, description="documents per split")
     max_doc_chars: int | None = Field(3000, ge=100, description="truncate documents to this many characters")
     dedup: DedupConfig = Field(default_factory=DedupConfig)

@@ -242,7 +242,8 @@ class Trainer:
     def _resume(self) -> None:
         found = sorted(self.checkpoint_dir.glob("step-*/trainer_state.json")) if self.checkpoint_dir else []
         if not found:
-            raise LetheError(f"no checkpoint to resume from in {self.checkpoint_dir}")
+            raise LetheError(f"no checkpoint to resume from in {self.checkpoint_dir} (the run stopped before its first "
+                             "one, or train.checkpoint_every is unset); start it again with --overwrite")
         latest = found[-1].parent
         self.accelerator.load_state(str(latest))
         state = json.loads(found[-1].read_text())

@@ -142,14 +142,14 @@ class Recipe:
         return api
 
 
-# config keys that name what a command reads: its run must not replace them, nor hold them, nor lie inside them
+# config keys that name what a command reads: its run must not replace them or hold them
 INPUT_KEYS = ("model", "original", "retrained", "reference_model", "data", "data_dir", "targets", "validation",
               "tokenizer_from")
 
 
 def checked_out(text: str, config: Any) -> Path:
-    """--out as a path, refused when empty or when it is, holds or lies inside one of the command's inputs (with
-    --overwrite the input would be moved aside, and the error then blamed on the input)."""
+    """--out as a path, refused when empty or when it is or holds one of the command's inputs (with --overwrite the
+    input would be moved aside, and the error then blamed on the input)."""
     if not text.strip():
         raise LetheError("--out is empty; name the run directory to write")
     out = Path(text).expanduser().resolve()
@@ -158,8 +158,8 @@ def checked_out(text: str, config: Any) -> Path:
         if value is None or not Path(str(value)).expanduser().exists():
             continue
         read = Path(str(value)).expanduser().resolve()
-        if out == read or read in out.parents or out in read.parents:
-            relation = "is" if out == read else "lies inside" if read in out.parents else "holds"
+        if out == read or out in read.parents:
+            relation = "is" if out == read else "holds"
             raise LetheError(f"--out {text} {relation} the command's input {key} ({value}); choose another --out")
     return Path(text)
 

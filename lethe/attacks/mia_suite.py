@@ -172,8 +172,10 @@ def blind_note(results: dict) -> str:
                 f"inside its permutation null {blind['ci95'][0]:.3f}–{blind['ci95'][1]:.3f}): the attacks' AUCs "
                 "measure the model.")
     weak = [name for name, m in results["attacks"].items() if m.get("blind_verdict")]
+    where = ("below its permutation null (the split read backwards, as telling as above it)"
+             if blind.get("below_null") else "above its permutation null")
     return (f"Blind baseline: a text classifier separates members from non-members without the model (AUC "
-            f"{blind['auc']:.3f}, above its permutation null {blind['ci95'][0]:.3f}–{blind['ci95'][1]:.3f}). "
+            f"{blind['auc']:.3f}, {where} {blind['ci95'][0]:.3f}–{blind['ci95'][1]:.3f}). "
             + (f"For {', '.join(weak)}: this split is separable without the model; the attack's AUC is not evidence "
                "of membership." if weak else "Every attack's AUC exceeds it beyond its interval."))
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from lethe.attacks.blind import blind_baseline, blind_verdict, is_separable
 from lethe.attacks.membership import AttackInputs, attacks
-from lethe.attacks.metrics import MIA_FPRS, fpr_key, mia_metrics
+from lethe.attacks.metrics import MIA_FPRS, fpr_key, mia_metrics, rate_text
 from lethe.attacks.plots import plot_roc
 from lethe.config import MiaConfig
 from lethe.data.chunking import Chunk, chunk_documents
@@ -150,7 +150,8 @@ def mia_table(results: dict) -> Table:
     for name, m in results["attacks"].items():
         ci = m.get("ci95", {}).get("auc")
         auc = f"{m['auc']:.3f}" + (f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci else "")
-        table.rows.append([name, auc, *(f"{m[k]:.3f}" for k in keys)])
+        table.rows.append([name, auc, *(rate_text(m[k], fpr, results.get("nonmembers"))
+                                        for k, fpr in zip(keys, MIA_FPRS, strict=True))])
     blind = results.get("blind")
     if blind:
         low, high = blind["ci95"]

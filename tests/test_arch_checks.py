@@ -1,0 +1,36 @@
+"""Checks that keep a number from being silently wrong on any architecture (issue 25, item 6): collapse judged on
+absolute perplexity too, and third-party warnings kept out of the terminal."""
+
+from __future__ import annotations
+
+import torch
+
+from lethe.config import ChunkConfig
+from lethe.data.roles import RunData
+from lethe.models import load_model
+from lethe.scoring import score_chunks
+from lethe.unlearning.evaluation import collapse
+
+ROLES = ("forget", "retain", "approximate", "general")
+
+
+def test_a_perplexity_ten_times_the_originals_is_collapse(micro_run, data_dir):
+    """Gradient ascent at a high rate leaves confident, wrong predictions (forget perplexity ~1e5-1e10): far from
+    uniform, so the entropy test alone called it forgetting."""
+    model, tokenizer = load_model(micro_run, device="cpu")
+    data = RunData.load(data_dir, "books", tokenizer, ChunkConfig(), 256)
+
+    def scores():
+        return {role: score_chunks(model, data.role_chunks(role), pad_id=tokenizer.pad_token_id, progress=False)
+                for role in ROLES}
+
+    original = scores()
+    with torch.no_grad():
+        model.model.norm.weight.mul_(40)  # every logit × 40: the same ranking, sharpened to near certainty
+    broken = scores()
+    vocabulary = model.config.vocab_size
+    assert broken["forget"].perplexity() > 10 * original["forget"].perplexity()
+    assert collapse(broken, vocabulary) is None  # not uniform
+    reason = collapse(broken, vocabulary, original)
+    assert reason is not None and "perplexity" in reason and "10× the original model's" in reason
+    assert collapse(original, vocabulary, original) is None

@@ -118,6 +118,9 @@ def load_model(name: str | Path, *, dtype: str = "float32", device: str | None =
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    # its records (the loading report among them) go through Python's logging, which the CLI sends to the run log
+    hf_logging.disable_default_handler()
+    hf_logging.enable_propagation()
     path = resolve_model_path(name)
     _check_safetensors(path)
     _check_code_and_tokenizer(path, trust_remote_code)

@@ -34,3 +34,20 @@ def test_a_perplexity_ten_times_the_originals_is_collapse(micro_run, data_dir):
     reason = collapse(broken, vocabulary, original)
     assert reason is not None and "perplexity" in reason and "10× the original model's" in reason
     assert collapse(original, vocabulary, original) is None
+
+
+def test_third_party_warnings_go_to_the_run_log_not_the_terminal(micro_run, data_dir, tmp_path, capsys):
+    """LoRA through PEFT and transformers warns (a deprecation, at the pinned versions); the terminal shows Lethe's
+    lines only, and log.txt keeps the warning."""
+    import warnings
+
+    from lethe.cli import main
+
+    out = tmp_path / "lora"
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # pytest's own capture would otherwise take the warnings first
+        assert main(["unlearn", "--model", str(micro_run), "--data", str(data_dir), "--domain", "books", "--method",
+                     "ga", "--set", "train.lr=1e-4", "--set", "train.max_steps=2", "--set", "train.warmup_ratio=0",
+                     "--set", "train.lora.r=2", "--set", "eval.blind=null", "--out", str(out)]) == 0
+    assert "Warning" not in capsys.readouterr().err
+    assert "py.warnings" in (out / "log.txt").read_text()

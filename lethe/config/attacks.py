@@ -268,6 +268,8 @@ class LeakageConfig(Strict):
     @classmethod
     def _named_variants(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("variants"), list):
+            if not all(isinstance(name, str) for name in data["variants"]):
+                raise ValueError("variants: a list of variant names, or a mapping of name → settings")
             data = {**data, "variants": {name: {"variant": name} for name in data["variants"]}}
         return data
 

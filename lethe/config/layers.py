@@ -42,7 +42,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
-            if isinstance(key, typing.Hashable) and key in seen:
+            if not isinstance(key, typing.Hashable):
+                raise yaml.constructor.ConstructorError(None, None, "a key is itself a list or mapping",
+                                                        key_node.start_mark)
+            if key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
                                                         key_node.start_mark)
             seen.add(key)
@@ -104,6 +107,8 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise LetheError(f"override {pair!r} is not of the form key=value")
+        if not all(key.split(".")):
+            raise LetheError(f"override {pair!r}: the key {key!r} has an empty part; write keys as train.lr")
         value = _scalar(key, raw)
         node = result
         *parents, leaf = key.split(".")
@@ -163,6 +168,8 @@ def resolve(schema: type[Schema], *layers: dict[str, Any]) -> Schema:
         config = schema.model_validate(merged)
     except ValidationError as exc:
         raise LetheError(describe_validation_error(exc)) from None
+    except (TypeError, AttributeError, KeyError) as exc:  # a validator met a value of a shape it did not expect
+        raise LetheError(f"invalid config: a value has the wrong shape ({one_line(exc)}); see docs/config.md") from None
     if hasattr(config, "_sources"):
         config._sources = _sources(schema, merged, list(layers))
     return config

@@ -51,3 +51,31 @@ def test_third_party_warnings_go_to_the_run_log_not_the_terminal(micro_run, data
                      "--set", "train.lora.r=2", "--set", "eval.blind=null", "--out", str(out)]) == 0
     assert "Warning" not in capsys.readouterr().err
     assert "py.warnings" in (out / "log.txt").read_text()
+
+
+def test_bos_starts_every_chunk_where_the_tokenizer_adds_it(micro_run, data_dir):
+    """A Llama-style tokenizer puts BOS before every text; the model was trained so, and chunks without it shift
+    every score. Lethe's own BPE adds none, so micro/tiny chunks are unchanged."""
+    from tokenizers.processors import TemplateProcessing
+    from transformers import AutoTokenizer
+
+    from lethe.data.chunking import bos_prefix, chunk_documents
+    from lethe.data.splits import load_splits
+
+    plain = AutoTokenizer.from_pretrained(micro_run / "model")
+    llama_like = AutoTokenizer.from_pretrained(micro_run / "model")
+    llama_like.add_special_tokens({"bos_token": "<s>"})
+    bos = llama_like.bos_token_id
+    llama_like._tokenizer.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])
+    assert bos_prefix(plain) == [] and bos_prefix(llama_like) == [bos]
+
+    documents = load_splits(data_dir, ["books/forget"])["books/forget"]
+    config = ChunkConfig(length=32)
+    without = chunk_documents(documents, plain, config, 256)
+    with_bos = chunk_documents(documents, llama_like, config, 256)
+    assert all(chunk.input_ids[0] != bos for chunk in without)
+    assert all(chunk.input_ids[0] == bos and len(chunk) <= 32 for chunk in with_bos)
+    # the same text, 31 tokens a chunk after its BOS
+    first = [c for c in with_bos if c.doc_id == documents[0].id]
+    assert [t for c in first for t in c.input_ids[1:]] == list(
+        plain(documents[0].text, add_special_tokens=False)["input_ids"][: sum(len(c) - 1 for c in first)])

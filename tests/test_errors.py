@@ -58,7 +58,7 @@ def test_a_set_value_that_is_not_yaml_names_its_key():
     ("train.max_grad_norm=.inf", "train.max_grad_norm"),
     ("train.guard.max_loss=.inf", "train.guard.max_loss"),
     ("train.lr=inf", "train.lr"),
-    ("train.epochs=1e30", "train.epochs"),
+    ("train.epochs=1e30", "train.epochs"),  # the steps are capped again in the engine
 ])
 def test_values_that_cannot_run_are_refused_at_config_time(override, key):
     with pytest.raises(LetheError, match=f"invalid config: {key}:"):

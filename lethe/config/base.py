@@ -35,8 +35,9 @@ DATA_HELP = "the directory of `lethe data build`, whose splits are named domain/
 
 # numpy and torch seed with an unsigned 32-bit integer: a seed outside would fail only when the run starts
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
-# passes over the data: beyond this no run ends (epochs: 1e30 would count toward 1e30 × the steps of one)
-MAX_EPOCHS = 10_000
+# passes over the data: beyond this no run ends (epochs: 1e30 would count toward 1e30 × the steps of one); sweeps
+# set 1e6 and let max_steps decide. The engine caps the total steps too (lethe.engine.trainer.MAX_STEPS)
+MAX_EPOCHS = 1_000_000
 
 
 class Strict(BaseModel):

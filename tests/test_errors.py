@@ -192,3 +192,9 @@ def test_an_interrupted_command_without_resume_is_not_told_to_resume(monkeypatch
     assert "--resume" not in capsys.readouterr().err
     assert main(["pretrain", "--out", str(tmp_path / "b")]) == 130
     assert "--resume" in capsys.readouterr().err
+
+
+def test_accept_data_change_without_resume_is_refused(tmp_path, capsys):
+    assert main(["pretrain", "--set", "preset=micro", "--accept-data-change", "--out", str(tmp_path / "run")]) == 2
+    assert "--accept-data-change only means something with --resume" in error_line(capsys)
+    assert not (tmp_path / "run").exists()

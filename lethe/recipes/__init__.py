@@ -113,6 +113,8 @@ class Recipe:
         layers = self.layers(args)
         config = self.configure(layers) if self.configure else resolve(self.schema, *layers)
         options = {name: getattr(args, name) for name in self.options()}
+        if options.get("accept_data_change") and not options.get("resume"):
+            raise LetheError("--accept-data-change only means something with --resume; drop it or add --resume")
         out = checked_out(args.out, config) if self.out == "run" else None
         results = self.run(config, out, **options) if out is not None else self.run(config, **options)
         if self.summary is not None and results:

@@ -11,7 +11,7 @@ import signal
 import sys
 import traceback
 
-from lethe.errors import LetheError
+from lethe.errors import LetheError, explain, unexpected
 from lethe.processes import is_main_process, launched_processes
 from lethe.recipes import GROUPS, Recipe, in_flow_order
 
@@ -67,6 +67,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# loggers of the libraries Lethe drives; `py.warnings` carries their `warnings.warn` calls (logging.captureWarnings)
+THIRD_PARTY = ("py.warnings", "transformers", "peft", "opacus", "accelerate", "datasets", "torch")
+
+
+class _IntoRunLog(logging.Handler):
+    """Third-party warnings (PEFT's, Opacus's, transformers' loading report) go to the run's log.txt, where the
+    terminal shows them only with --debug: the terminal is for what Lethe concluded."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log.debug("%s: %s", record.name, record.getMessage())
+
+
+@contextlib.contextmanager
+def third_party_into_run_log():
+    handler, loggers = _IntoRunLog(), [logging.getLogger(name) for name in THIRD_PARTY]
+    propagate = [logger.propagate for logger in loggers]
+    logging.captureWarnings(True)
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.propagate = False
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        for logger, before in zip(loggers, propagate, strict=True):
+            logger.removeHandler(handler)
+            logger.propagate = before
+
+
 def _stop_gracefully(signum, frame):
     raise KeyboardInterrupt
 
@@ -112,26 +141,25 @@ def _run(args: argparse.Namespace) -> int:
     log.setLevel(logging.DEBUG)  # run logs keep per-step records; the terminal shows INFO
     try:
         _refuse_several_processes(args.recipe)
-        if is_main_process():
-            args.recipe.execute(args)
-        else:  # the main process reports; the others only warn
-            handler.setLevel(logging.WARNING)
-            with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+        with third_party_into_run_log():
+            if is_main_process():
                 args.recipe.execute(args)
+            else:  # the main process reports; the others only warn
+                handler.setLevel(logging.WARNING)
+                with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+                    args.recipe.execute(args)
         return 0
-    except LetheError as exc:
+    except KeyboardInterrupt:
+        resumable = "resume" in args.recipe.switches
+        print("lethe: interrupted" + (" (a run with checkpoints continues with --resume)" if resumable else
+                                      " (run the command again to start over)"), file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line in Lethe's words (lethe.errors.explain); the traceback with --debug
+        known = explain(exc)
         if args.debug:
             traceback.print_exc()
-        print(f"lethe: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("lethe: interrupted (a run with checkpoints continues with --resume)", file=sys.stderr)
-        return 130
-    except Exception as exc:  # an unexpected failure: still one line, unless --debug
-        if args.debug:
-            raise
-        print(f"lethe: error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
-        return 1
+        print(f"lethe: error: {known or unexpected(exc)}", file=sys.stderr)
+        return 2 if known is not None else 1
     finally:
         log.removeHandler(handler)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from lethe.config import ArchConfig, lethe_home
-from lethe.errors import LetheError
+from lethe.errors import LetheError, explain, one_line
 from lethe.hub import download_model, is_hub_model
 
 log = logging.getLogger("lethe")
@@ -119,10 +119,13 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def load_model(name: str | Path, *, dtype: str = "float32", device: str | None = None,
                trust_remote_code: bool = False, allow_cpu_bf16: bool = False):
     """(model, tokenizer) in eval mode; fp32 on CPU since bf16 matmul there is ~400x slower."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    # its records (the loading report among them) go through Python's logging, which the CLI sends to the run log
+    hf_logging.disable_default_handler()
+    hf_logging.enable_propagation()
     path = resolve_model_path(name)
     _check_safetensors(path)
     _check_code_and_tokenizer(path, trust_remote_code)
@@ -133,16 +136,77 @@ def load_model(name: str | Path, *, dtype: str = "float32", device: str | None =
                              "or set allow_cpu_bf16 to force it")
         log.warning("running %s on CPU as asked: expect it to be very slow", dtype)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], use_safetensors=True,
-                                                     trust_remote_code=trust_remote_code)
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except ValueError as exc:
-        if "trust_remote_code" in str(exc):
-            raise LetheError(f"{path} needs custom code; pass trust_remote_code only if you trust it") from None
-        raise
+        model, loading = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], use_safetensors=True,
+                                                              trust_remote_code=trust_remote_code,
+                                                              output_loading_info=True)
+    except Exception as exc:  # noqa: BLE001 (whatever transformers raises, the user gets the file and what to do)
+        raise LetheError(_unloadable_weights(path, exc)) from None
+    _check_whole_and_finite(path, model, loading)
+    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device).eval(), tokenizer
+
+
+def _unloadable_weights(path: Path, exc: Exception) -> str:
+    text = one_line(exc)
+    if "trust_remote_code" in text:
+        return f"{path} needs custom code; pass trust_remote_code only if you trust it"
+    if type(exc).__name__ == "SafetensorError" or "safetensors" in text.lower():
+        return (f"the weights in {path} are damaged ({text.split(': ', 1)[-1]}); save the model again with "
+                "save_pretrained(dir, safe_serialization=True)")
+    if "model type" in text or "Unrecognized model" in text:
+        return (f"{path / 'config.json'} names a model type this version of transformers does not know "
+                f"({text.split('. ')[0]}); fix its model_type or upgrade transformers")
+    if "ignore_mismatched_sizes" in text or "size mismatch" in text:
+        return (f"the weights in {path} do not have the shapes its config.json gives (hidden_size, vocab_size, ...); "
+                "fix config.json or save the model again")
+    return f"{path} cannot be loaded as a model: {explain(exc) or text}"
+
+
+def _check_whole_and_finite(path: Path, model, loading: dict) -> None:
+    """Refuse weights that are not all there (transformers would initialise the missing ones at random and the
+    model would be scored) or not finite (every score would be NaN)."""
+    missing = loading.get("missing_keys") or []
+    if missing:
+        shown = ", ".join(sorted(missing)[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise LetheError(f"{path}'s weights lack {len(missing)} parameter(s) its config.json names ({shown}); the "
+                         "config and the weights do not belong together: fix config.json or save the model again")
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise LetheError(f"{path}'s weight {name} holds NaN or infinite values; the model cannot be scored or "
+                             "trained: use weights saved before training diverged")
+
+
+def load_tokenizer(path: Path, *, trust_remote_code: bool = False, what: str = "tokenizer"):
+    """A saved tokenizer directory, with the file named when it is missing or damaged."""
+    from transformers import AutoTokenizer
+
+    if not path.is_dir():
+        raise LetheError(f"{what} {path} does not exist (a directory written by tokenizer.save_pretrained)")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise LetheError(f"{what} {path} holds no tokenizer files ({' or '.join(TOKENIZER_FILES[:2])})")
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # noqa: BLE001 (the tokenizers library's errors name no file)
+        damaged = [name for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+                   if (path / name).is_file() and not _is_json(path / name)]
+        if damaged:
+            problem = f"{damaged[0]} is not valid JSON"
+        elif isinstance(exc, KeyError):
+            problem = f"a file lacks the key {exc.args[0]!r}"
+        else:
+            problem = explain(exc) or one_line(exc)
+        raise LetheError(f"the {what} in {path} cannot be loaded ({problem}); save it again with "
+                         "tokenizer.save_pretrained(dir)") from None
+
+
+def _is_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_bytes())
+    except ValueError:
+        return False
+    return True
 
 
 def load_configured(config, name: str | Path | None = None):

@@ -53,7 +53,7 @@ def test_random_splits_of_one_source_stay_inside_their_permutation_null(prose):
         result = blind_baseline([texts[i] for i in order[:20]], [texts[i] for i in order[20:]])
         low, high = result["ci95"]
         outside += not low <= result["auc"] <= high
-        assert low < 0.5 < high and result["separable"] == (result["auc"] > high)
+        assert low < 0.5 < high and result["separable"] == (not low <= result["auc"] <= high)
     assert outside <= 1
 
 
@@ -124,3 +124,19 @@ def test_a_verdict_saved_as_a_string_reads_as_what_it_says():
     old = {"auc": 0.526, "ci95": [0.410, 0.574], "separable": "False"}
     assert not is_separable(old) and "not separable without the model" in describe(old)
     assert is_separable({**old, "separable": "True"}) and is_separable({**old, "separable": True})
+
+
+def test_an_auc_below_its_null_is_reported_as_such():
+    """A split the classifier reads backwards (AUC below the null's range) is separable too: an attack must beat
+    1 − AUC, and the words say below, not "inside its permutation null"."""
+    from lethe.attacks.blind import against_null, describe
+    from lethe.attacks.mia_suite import blind_note
+
+    below = {"auc": 0.2, "ci95": [0.35, 0.65], **against_null(0.2, 0.35, 0.65)}
+    assert below["separable"] and below["below_null"]
+    assert not against_null(0.5, 0.35, 0.65)["separable"] and against_null(0.7, 0.35, 0.65)["separable"]
+    assert "BELOW its null" in describe(below) and "0.800" in describe(below)
+    assert blind_verdict(0.75, None, below) == NOT_EVIDENCE  # under 1 − 0.2
+    assert blind_verdict(0.85, None, below) is None
+    note = blind_note({"blind": below, "attacks": {"loss": {"blind_verdict": NOT_EVIDENCE}}})
+    assert "below its permutation null" in note and "inside" not in note

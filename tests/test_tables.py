@@ -61,5 +61,11 @@ def test_the_mia_table_and_its_markdown_are_one_object():
     assert "For zlib: this split is separable without the model" in separable.notes[0]
 
 
+def test_a_rate_at_an_fpr_below_one_over_n_is_not_estimated():
+    few = {**mia_results(None), "nonmembers": 50}  # 1/50 = 2%: TPR@0.1% and @1% cannot be estimated, @5% can
+    assert mia_table(few).rows[0][2:] == ["n/a (n=50)", "n/a (n=50)", "0.200"]
+    assert mia_table({**few, "nonmembers": 1000}).rows[0][2:] == ["0.010", "0.050", "0.200"]
+
+
 def test_the_demo_summary_shows_headline_attacks():
     assert set(SUMMARY_ATTACKS) <= set(HEADLINE_ATTACKS)

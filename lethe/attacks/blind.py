@@ -152,10 +152,22 @@ def blind_baseline(members: list[str], nonmembers: list[str], *, folds: int = 5,
     tail = (1 - level) / 2 * 100
     low, high = (float(x) for x in np.percentile(null, [tail, 100 - tail]))
     return {"auc": auc, "ci95": [low, high], "null_mean": float(null.mean()),
-            "p_value": float((1 + np.sum(null >= auc)) / (1 + permutations)), "separable": bool(auc > high),
+            "p_value": float((1 + np.sum(null >= auc)) / (1 + permutations)), **against_null(auc, low, high),
             "members": len(members), "nonmembers": len(nonmembers), "folds": folds, "permutations": permutations,
             "groups": None if index is None else int(index.max() + 1),
             "classifier": CLASSIFIER, "null": [round(float(x), 5) for x in null]}  # the null's draws, to pool seeds
+
+
+def against_null(auc: float, low: float, high: float) -> dict:
+    """The verdict against the null's central range. A split is separable either way: an AUC below the range means
+    the texts differ in a way the classifier, trained on the other folds, reads backwards (e.g. a feature whose
+    direction flips between folds), which is as much a difference between members and non-members as one above."""
+    return {"separable": bool(auc > high or auc < low), "below_null": bool(auc < low)}
+
+
+def strength(blind: dict) -> float:
+    """How well the text alone separates the split: its AUC, or 1 − AUC when the AUC lies below the null."""
+    return 1 - blind["auc"] if blind.get("below_null") else blind["auc"]
 
 
 def is_separable(blind: dict) -> bool:
@@ -169,6 +181,9 @@ def describe(blind: dict) -> str:
     low, high = blind["ci95"]
     verdict = ("SEPARABLE without the model: an attack AUC not above it is no evidence of membership"
                if is_separable(blind) else "not separable without the model")
+    if blind.get("below_null"):
+        verdict = ("BELOW its null, so SEPARABLE without the model (read backwards): an attack AUC not above "
+                   f"{strength(blind):.3f} is no evidence of membership")
     return (f"Blind baseline (a text classifier, no model): AUC {blind['auc']:.3f}, permutation null 95% range "
             f"{low:.3f}–{high:.3f}: {verdict}.")
 
@@ -179,5 +194,5 @@ def blind_verdict(attack_auc: float, attack_ci: list[float] | None, blind: dict)
     interval its AUC, above the blind AUC)."""
     if not is_separable(blind):
         return None
-    beaten = (attack_ci[0] if attack_ci is not None else attack_auc) > blind["auc"]
+    beaten = (attack_ci[0] if attack_ci is not None else attack_auc) > strength(blind)
     return None if beaten else NOT_EVIDENCE

@@ -21,6 +21,14 @@ def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr: float) -> float:
     return float(tprs[fprs <= fpr].max())
 
 
+def rate_text(value: float | None, fpr: float, nonmembers: float | None, digits: int = 3) -> str:
+    """A TPR at `fpr` for a table: `n/a (n=…)` with fewer than 1/fpr non-members, where no threshold but the one
+    above every non-member has an FPR that low, so the rate says nothing about that FPR."""
+    if nonmembers is not None and fpr * nonmembers < 1:
+        return f"n/a (n={nonmembers:g})"
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
 def _labelled(members: np.ndarray, nonmembers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (np.concatenate([np.ones(len(members)), np.zeros(len(nonmembers))]),
             np.concatenate([members, nonmembers]))
@@ -30,7 +38,7 @@ def roc_metrics(members: np.ndarray, nonmembers: np.ndarray, fprs: tuple[float, 
     """AUC, Yao et al.'s folded AUC (1 − AUC below 0.5, so 0.5 is ideal), and TPR at low FPR."""
     labels, scores = _labelled(members, nonmembers)
     auc = float(roc_auc_score(labels, scores))
-    result = {"auc": auc, "auc_folded": max(auc, 1 - auc)}
+    result = {"auc": auc, "auc_folded": max(auc, 1 - auc), "nonmembers": len(nonmembers)}
     for fpr in fprs:
         result[fpr_key(fpr)] = tpr_at_fpr(labels, scores, fpr)
     return result

@@ -12,7 +12,7 @@ import numpy as np
 
 from lethe.attacks.blind import blind_baseline, blind_verdict, is_separable
 from lethe.attacks.membership import AttackInputs, attacks
-from lethe.attacks.metrics import MIA_FPRS, fpr_key, mia_metrics
+from lethe.attacks.metrics import MIA_FPRS, fpr_key, mia_metrics, rate_text
 from lethe.attacks.plots import plot_roc
 from lethe.config import MiaConfig
 from lethe.data.chunking import Chunk, chunk_documents
@@ -150,7 +150,8 @@ def mia_table(results: dict) -> Table:
     for name, m in results["attacks"].items():
         ci = m.get("ci95", {}).get("auc")
         auc = f"{m['auc']:.3f}" + (f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci else "")
-        table.rows.append([name, auc, *(f"{m[k]:.3f}" for k in keys)])
+        table.rows.append([name, auc, *(rate_text(m[k], fpr, results.get("nonmembers"))
+                                        for k, fpr in zip(keys, MIA_FPRS, strict=True))])
     blind = results.get("blind")
     if blind:
         low, high = blind["ci95"]
@@ -172,8 +173,10 @@ def blind_note(results: dict) -> str:
                 f"inside its permutation null {blind['ci95'][0]:.3f}–{blind['ci95'][1]:.3f}): the attacks' AUCs "
                 "measure the model.")
     weak = [name for name, m in results["attacks"].items() if m.get("blind_verdict")]
+    where = ("below its permutation null (the split read backwards, as telling as above it)"
+             if blind.get("below_null") else "above its permutation null")
     return (f"Blind baseline: a text classifier separates members from non-members without the model (AUC "
-            f"{blind['auc']:.3f}, above its permutation null {blind['ci95'][0]:.3f}–{blind['ci95'][1]:.3f}). "
+            f"{blind['auc']:.3f}, {where} {blind['ci95'][0]:.3f}–{blind['ci95'][1]:.3f}). "
             + (f"For {', '.join(weak)}: this split is separable without the model; the attack's AUC is not evidence "
                "of membership." if weak else "Every attack's AUC exceeds it beyond its interval."))
 

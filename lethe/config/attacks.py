@@ -4,11 +4,13 @@ victim fine-tuning and the leakage experiment."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
 from lethe.config.base import (
+    MAX_EPOCHS,
+    Seed,
     DATA_HELP,
     MODEL_HELP,
     BlindConfig,
@@ -36,14 +38,14 @@ class MiaConfig(Strict, ModelLoading):
     data: Path = Field(default_factory=default_data_dir, description=DATA_HELP)
     attacks: list[str] | None = Field(None, description="attacks to run (default: every one whose inputs are given)")
     min_k: float = Field(20, gt=0, le=100, description="K of min_k and min_k_pp, in percent")
-    gradnorm_p: float = Field(2, description="the p of gradnorm's p-norm (1, 2 or inf)")
+    gradnorm_p: float = Field(2, ge=1, allow_inf_nan=True, description="the p of gradnorm's p-norm (1, 2 or inf)")
     chunk: ChunkConfig = Field(default_factory=lambda: ChunkConfig(max_chunks_per_doc=1),
                                description="one sample per document: its first chunk (as MIMIR truncates)")
     batch_tokens: int = Field(4096, ge=64, description="tokens per scoring batch")
     bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the confidence intervals (0: none)")
     blind: BlindConfig | None = Field(default_factory=BlindConfig, description="the blind baseline: a text "
                                       "classifier's AUC on the same members and non-members (None: skip it)")
-    seed: int = 0
+    seed: Seed = 0
 
 
 PII_KINDS = ("name", "email", "phone", "address", "ssn")
@@ -61,7 +63,7 @@ class PiiConfig(Strict):
         default_factory=lambda: ["general/eval", "books/approximate", "science/approximate"], min_length=1,
         description="source documents of the filler, the validation set and `documents` targets (default: "
         "splits the known-data models never saw in pre-training)")
-    seed: int = 0
+    seed: Seed = 0
     target: Literal["records", "documents"] = Field(
         "records", description="records: synthetic PII records; documents: whole unseen real documents")
     members: int = Field(20, ge=1, description="targets the victim fine-tunes on")
@@ -90,7 +92,7 @@ class DecodingConfig(Strict):
     guesses: int = Field(10, ge=1, description="sampled continuations per target (num_return_sequences)")
     max_new_tokens: int | None = Field(
         None, ge=1, description="tokens to generate (default: the longest target secret of the batch + 4)")
-    seed: int = 0
+    seed: Seed = 0
 
 
 class ExposureConfig(Strict):
@@ -213,17 +215,18 @@ class PoisonConfig(Strict, ModelLoading):
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(
         lr=1e-4, epochs=4, batch_size=8, warmup_ratio=0.0, scheduler="constant", log_every=1))
     batch_tokens: int = Field(4096, ge=64, description="tokens per scoring batch")
-    seed: int = 0
+    seed: Seed = 0
 
 
 class CalibrationConfig(Strict):
     """`lethe experiment calibrate`: choose the victim on a seed of its own, from the baseline release only."""
 
-    seed: int = Field(100, description="the calibration seed: targets and fine-tuning never used by the study")
+    seed: Seed = Field(100, description="the calibration seed: targets and fine-tuning never used by the study")
     mode: Literal["full", "lora", "head"] = Field("full", description="the fine-tuning mode calibrated")
     lr: list[float] = Field(default_factory=lambda: [1e-4, 3e-4, 1e-3], min_length=1,
                             description="learning rates tried")
-    epochs: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0], min_length=1, description="epochs tried")
+    epochs: list[Annotated[float, Field(gt=0, le=MAX_EPOCHS)]] = Field(default_factory=lambda: [1.0, 2.0, 4.0],
+                                                                      min_length=1, description="epochs tried")
     target: tuple[float, float] = Field((0.6, 0.8), description="wanted range of the loss attack's AUC")
 
 
@@ -242,7 +245,7 @@ class LeakageConfig(Strict):
         description="releases to compare, by name: PoisonConfig overrides over `poison` (a list of variant names "
         "is read as {name: {variant: name}})")
     baseline: str = Field("benign", description="the release every comparison is against (a key of variants)")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1,
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1,
                              description="each seed draws its own targets, releases and victims")
     modes: list[Literal["full", "lora", "head", "dp"]] = Field(
         default_factory=lambda: ["full", "lora", "head", "dp"], min_length=1,
@@ -265,6 +268,8 @@ class LeakageConfig(Strict):
     @classmethod
     def _named_variants(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("variants"), list):
+            if not all(isinstance(name, str) for name in data["variants"]):
+                raise ValueError("variants: a list of variant names, or a mapping of name → settings")
             data = {**data, "variants": {name: {"variant": name} for name in data["variants"]}}
         return data
 

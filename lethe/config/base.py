@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
@@ -34,8 +34,17 @@ MODEL_HELP = ("a Hugging Face model directory with safetensors weights, a Lethe 
 DATA_HELP = "the directory of `lethe data build`, whose splits are named domain/split"
 
 
+# numpy and torch seed with an unsigned 32-bit integer: a seed outside would fail only when the run starts
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+# passes over the data: beyond this no run ends (epochs: 1e30 would count toward 1e30 × the steps of one); sweeps
+# set 1e6 and let max_steps decide. The engine caps the total steps too (lethe.engine.trainer.MAX_STEPS)
+MAX_EPOCHS = 1_000_000
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    # NaN and ±inf are refused in every float (`.inf` as a bound would switch the bound off unannounced); a field
+    # where infinity means something says so with Field(allow_inf_nan=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)  # which layer set each value (see resolve)
 
     @model_validator(mode="before")
@@ -121,7 +130,7 @@ class GuardConfig(Strict):
 class TrainConfig(Strict):
     """The one training engine's settings (paper defaults of Yao et al. where they exist)."""
 
-    epochs: float = Field(1.0, gt=0, description="passes over the data (fractions allowed)")
+    epochs: float = Field(1.0, gt=0, le=MAX_EPOCHS, description="passes over the data (fractions allowed)")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimiser steps")
     batch_size: int = Field(8, ge=1, description="chunks per device per micro-batch")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimiser step")
@@ -131,7 +140,7 @@ class TrainConfig(Strict):
     scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
         "cosine", description="learning-rate schedule after warm-up")
     max_grad_norm: float | None = Field(1.0, gt=0, description="global gradient clipping (None: off)")
-    seed: int = Field(0, description="seed of initialisation, shuffling and dropout")
+    seed: Seed = Field(0, description="seed of initialisation, shuffling and dropout")
     mixed_precision: Literal["no", "bf16", "fp16"] = Field(
         "no", description="Accelerate's autocast; bf16 on GPUs (refused on a CPU, where it is far slower)")
     gradient_checkpointing: bool = Field(
@@ -224,7 +233,7 @@ class PretrainConfig(Strict):
     preset: str = Field("tiny", description="micro, tiny or smol135: architecture and training defaults")
     data: Path = Field(default_factory=default_data_dir, description=DATA_HELP)
     splits: list[str] | None = Field(
-        None, description="splits to train on (default: every domain's forget + retain, general/retain)")
+        None, min_length=1, description="splits to train on (default: every domain's forget + retain, general/retain)")
     exclude: list[str] = Field(default_factory=list, description="splits to leave out (exact retraining)")
     tokenizer_from: Path | None = Field(None, description="reuse this tokenizer instead of training one")
     arch: ArchConfig = Field(default_factory=ArchConfig, description="the preset's, with any field overridden")
@@ -255,9 +264,9 @@ class TargetConfig(Strict, ModelLoading):
 
     model: str = Field(description="the pre-trained model: " + MODEL_HELP)
     data: Path = Field(default_factory=default_data_dir, description=DATA_HELP)
-    forget: list[str] | None = Field(None, description="splits the target trains on and unlearning must remove "
+    forget: list[str] | None = Field(None, min_length=1, description="splits the target trains on and unlearning must remove "
                                      "(default: every domain's forget split)")
-    retain: list[str] | None = Field(None, description="splits both models train on (default: the retain split of "
+    retain: list[str] | None = Field(None, min_length=1, description="splits both models train on (default: the retain split of "
                                      "every domain with a forget split)")
     chunk: ChunkConfig = Field(default_factory=ChunkConfig)
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=1e-4, epochs=3, batch_size=4,
@@ -270,7 +279,7 @@ class EvalPplConfig(Strict, ModelLoading):
 
     model: str = Field(description=MODEL_HELP)
     data: Path = Field(default_factory=default_data_dir, description=DATA_HELP)
-    splits: list[str] | None = Field(None, description="splits to score (default: all)")
+    splits: list[str] | None = Field(None, min_length=1, description="splits to score (default: all)")
     chunk: ChunkConfig = Field(default_factory=ChunkConfig)
     batch_tokens: int = Field(4096, ge=64, description="tokens per scoring batch (padding included)")
 
@@ -308,15 +317,15 @@ class BlindConfig(Strict):
 class UnlearnEvalConfig(Strict):
     """How unlearned models are scored: perplexity per role, Min-K% membership inference, utility."""
 
-    mink_k: list[int] = Field(default_factory=lambda: [30, 40, 50, 60, 100],
-                              description="Min-K% percentages to report (Yao et al.)")
+    mink_k: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        default_factory=lambda: [30, 40, 50, 60, 100], min_length=1, description="Min-K% percentages to report (Yao et al.)")
     headline_k: int = Field(30, ge=1, le=100, description="the K reported as mia.*")
     batch_tokens: int = Field(4096, ge=64, description="tokens per scoring batch")
     utility: bool = Field(False, description="run the lm-eval utility tasks built from held-out text")
     utility_limit: int | None = Field(100, ge=1, description="items per utility task")
     blind: BlindConfig | None = Field(default_factory=BlindConfig, description="the blind baseline of the MIA's "
                                       "forget and approximate samples (None: skip it)")
-    seed: int = 0
+    seed: Seed = 0
 
 
 class UnlearnSettings(Strict, ModelLoading):
@@ -333,7 +342,7 @@ class UnlearnSettings(Strict, ModelLoading):
         "(Yao et al.'s gap, a yardstick that rises with the collateral damage, so the forget set overshoots)")
     eval: UnlearnEvalConfig = Field(default_factory=UnlearnEvalConfig)
     pretrain_tokens: float | None = Field(
-        None, description="tokens the model was pre-trained on, for the cost ratio (read from a Lethe "
+        None, gt=0, description="tokens the model was pre-trained on, for the cost ratio (read from a Lethe "
         "pretrain run when there is one)")
 
 

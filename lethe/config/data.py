@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from lethe.config.base import DOMAINS, GENERAL, Strict, default_data_dir
+from lethe.config.base import DOMAINS, GENERAL, Seed, Strict, default_data_dir
 
 
 class SplitSizes(Strict):
@@ -51,7 +51,7 @@ class DataBuildConfig(Strict):
         description="documents that fill one split (`domain/split`, e.g. news/forget) instead of being dealt from "
         "the domain's corpus: a benchmark's own forget/retain/holdout layout, often `hf:` data sets (configs/data/"
         "muse-news.yaml); a domain whose every split is given here needs no other source")
-    seed: int = Field(0, description="shuffling seed: the same seed gives the same splits")
+    seed: Seed = Field(0, description="shuffling seed: the same seed gives the same splits")
     sizes: SplitSizes = Field(default_factory=SplitSizes, description="documents per split")
     max_doc_chars: int | None = Field(3000, ge=100, description="truncate documents to this many characters")
     dedup: DedupConfig = Field(default_factory=DedupConfig)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import copy
 import math
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from lethe.errors import LetheError
+from lethe.errors import LetheError, one_line
 
 Schema = TypeVar("Schema", bound=BaseModel)
 
@@ -34,13 +35,48 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, typing.Hashable):
+                raise yaml.constructor.ConstructorError(None, None, "a key is itself a list or mapping",
+                                                        key_node.start_mark)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong and where, in one line (YAML's own message spans lines and quotes the text)."""
+    mark = getattr(exc, "problem_mark", None)
+    if getattr(exc, "problem", None) and mark is not None:
+        return f"{exc.problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return one_line(exc)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+    if not path.exists():
         raise LetheError(f"config file {path} does not exist")
+    if path.is_dir():
+        raise LetheError(f"config file {path} is a directory; name a YAML file")
+    if not path.is_file():  # a pipe or a device (/dev/zero) would block or never end
+        raise LetheError(f"config file {path} is not a regular file; name a YAML file")
     try:
-        loaded = yaml.safe_load(path.read_text())
+        loaded = load_yaml(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise LetheError(f"config file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except yaml.YAMLError as exc:
-        raise LetheError(f"config file {path} is not valid YAML: {exc}".replace("\n", " ")) from None
+        raise LetheError(f"config file {path} is not valid YAML: {yaml_problem(exc)}") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -48,10 +84,14 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return loaded
 
 
-def _scalar(raw: str) -> Any:
+def _scalar(key: str, raw: str) -> Any:
     if not raw:
         return None
-    value = yaml.safe_load(raw)
+    try:
+        value = load_yaml(raw)
+    except yaml.YAMLError as exc:
+        raise LetheError(f"--set {key}: {raw!r} is not a YAML value ({yaml_problem(exc)}); quote text, write lists "
+                         "as [a, b]") from None
     if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
         try:
             return float(value)
@@ -67,7 +107,9 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise LetheError(f"override {pair!r} is not of the form key=value")
-        value = _scalar(raw)
+        if not all(key.split(".")):
+            raise LetheError(f"override {pair!r}: the key {key!r} has an empty part; write keys as train.lr")
+        value = _scalar(key, raw)
         node = result
         *parents, leaf = key.split(".")
         for part in parents:
@@ -126,6 +168,8 @@ def resolve(schema: type[Schema], *layers: dict[str, Any]) -> Schema:
         config = schema.model_validate(merged)
     except ValidationError as exc:
         raise LetheError(describe_validation_error(exc)) from None
+    except (TypeError, AttributeError, KeyError) as exc:  # a validator met a value of a shape it did not expect
+        raise LetheError(f"invalid config: a value has the wrong shape ({one_line(exc)}); see docs/config.md") from None
     if hasattr(config, "_sources"):
         config._sources = _sources(schema, merged, list(layers))
     return config

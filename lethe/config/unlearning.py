@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from lethe.config.base import (
+    Seed,
     DATA_HELP,
     DOMAINS,
     MODEL_HELP,
@@ -29,7 +30,7 @@ class RelearnConfig(Strict):
                                    "are measured)")
     lr: float = Field(1e-4, gt=0, description="constant learning rate, no warm-up")
     batch_size: int = Field(4, ge=1)
-    seed: int = 0
+    seed: Seed = 0
 
 
 class VerbmemConfig(Strict):

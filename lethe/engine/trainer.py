@@ -117,6 +117,9 @@ def _apply_lora(model, config: TrainConfig):
                                             target_modules=lora.target_modules, task_type="CAUSAL_LM"))
 
 
+MAX_STEPS = 10**8  # more optimiser steps than any run of this engine would finish
+
+
 def schedule(config: TrainConfig, optimizer, total_steps: int):
     from transformers import get_scheduler
 
@@ -172,6 +175,9 @@ class Trainer:
         self.micro_per_epoch = primary.batches_per_epoch
         self.steps_per_epoch = math.ceil(self.micro_per_epoch / config.grad_accum)
         self.total_steps = math.ceil(config.epochs * self.steps_per_epoch)
+        if self.total_steps > MAX_STEPS and (config.max_steps is None or config.max_steps > MAX_STEPS):
+            raise LetheError(f"train.epochs {config.epochs:g} makes {self.total_steps:.3g} optimiser steps, more than "
+                             f"any run finishes ({MAX_STEPS:.0e}); lower train.epochs or set train.max_steps")
         if config.max_steps is not None:
             self.total_steps = min(self.total_steps, config.max_steps)
         # the fused head serves every mean cross-entropy, except where weights are compiled, per-sample (Opacus) or
@@ -244,7 +250,8 @@ class Trainer:
     def _resume(self) -> None:
         found = sorted(self.checkpoint_dir.glob("step-*/trainer_state.json")) if self.checkpoint_dir else []
         if not found:
-            raise LetheError(f"no checkpoint to resume from in {self.checkpoint_dir}")
+            raise LetheError(f"no checkpoint to resume from in {self.checkpoint_dir} (the run stopped before its first "
+                             "one, or train.checkpoint_every is unset); start it again with --overwrite")
         latest = found[-1].parent
         self.accelerator.load_state(str(latest))
         state = json.loads(found[-1].read_text())

@@ -41,11 +41,13 @@ def blind_of_seed(pii_dir: Path, config: BlindConfig, seed: int, path: Path, res
 
 def pooled_blind(by_seed: dict) -> dict:
     """Mean AUC over seeds against the null of that mean (the seeds' permutation draws averaged index by index)."""
+    from lethe.attacks.blind import against_null
+
     blinds = [result["blind"] for result in by_seed.values()]
     null = np.mean([b["null"] for b in blinds], axis=0)
     auc = float(np.mean([b["auc"] for b in blinds]))
     low, high = np.percentile(null, [2.5, 97.5])
-    return {"auc": auc, "ci95": [float(low), float(high)], "separable": bool(auc > high),
+    return {"auc": auc, "ci95": [float(low), float(high)], **against_null(auc, float(low), float(high)),
             "by_seed": {seed: {k: b[k] for k in ("auc", "ci95", "p_value", "separable")}
                         for seed, b in zip(by_seed, blinds, strict=True)}}
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lethe.errors import LetheError
 from lethe.registry import Registry
 
 recipes: Registry[Recipe] = Registry("command")
@@ -94,6 +95,8 @@ class Recipe:
         """Config layers in precedence order: --config file, then named flags, then --set overrides."""
         from lethe.config import Layer, parse_overrides, read_yaml
 
+        if args.config == "":
+            raise LetheError("--config is empty; name a YAML file")
         layers = [Layer(f"--config {args.config}", read_yaml(Path(args.config)))] if args.config else []
         layers += [Layer(f"--{name.replace('_', '-')}", flag.layer(name, value))
                    for name, flag in self.flags.items() if (value := getattr(args, name, None)) is not None]
@@ -110,7 +113,9 @@ class Recipe:
         layers = self.layers(args)
         config = self.configure(layers) if self.configure else resolve(self.schema, *layers)
         options = {name: getattr(args, name) for name in self.options()}
-        out = Path(args.out) if self.out == "run" else None
+        if options.get("accept_data_change") and not options.get("resume"):
+            raise LetheError("--accept-data-change only means something with --resume; drop it or add --resume")
+        out = checked_out(args.out, config) if self.out == "run" else None
         results = self.run(config, out, **options) if out is not None else self.run(config, **options)
         if self.summary is not None and results:
             self.summary(results, config, out)
@@ -137,6 +142,28 @@ class Recipe:
         api.__doc__ = f"`lethe {self.command}`: {self.help}."
         api.__module__ = "lethe"
         return api
+
+
+# config keys that name what a command reads: its run must not replace them or hold them
+INPUT_KEYS = ("model", "original", "retrained", "reference_model", "data", "data_dir", "targets", "validation",
+              "tokenizer_from")
+
+
+def checked_out(text: str, config: Any) -> Path:
+    """--out as a path, refused when empty or when it is or holds one of the command's inputs (with --overwrite the
+    input would be moved aside, and the error then blamed on the input)."""
+    if not text.strip():
+        raise LetheError("--out is empty; name the run directory to write")
+    out = Path(text).expanduser().resolve()
+    for key in INPUT_KEYS:
+        value = getattr(config, key, None)
+        if value is None or not Path(str(value)).expanduser().exists():
+            continue
+        read = Path(str(value)).expanduser().resolve()
+        if out == read or out in read.parents:
+            relation = "is" if out == read else "holds"
+            raise LetheError(f"--out {text} {relation} the command's input {key} ({value}); choose another --out")
+    return Path(text)
 
 
 def lazy(module: str, function: str) -> Callable[..., Any]:

@@ -18,6 +18,7 @@ def summary(results: dict, config: MiaConfig, out) -> None:
 
 
 def report(record: RunRecord, section: Section) -> None:
+    from lethe.attacks.metrics import rate_text
     from lethe.attacks.mia_suite import mia_table
     from lethe.reporting.plots import roc_from_scores, saved_png
 
@@ -25,7 +26,8 @@ def report(record: RunRecord, section: Section) -> None:
     section.tables.append(replace(mia_table(r), caption=f"{r['members']} members vs {r['nonmembers']} non-members; "
                                                         f"model {r['model']}"))
     best = max(r["attacks"].items(), key=lambda item: item[1]["auc"])
-    section.headline = f"best attack {best[0]}: AUC {best[1]['auc']:.3f}, TPR@1%FPR {best[1]['tpr@1%fpr']:.3f}"
+    section.headline = (f"best attack {best[0]}: AUC {best[1]['auc']:.3f}, TPR@1%FPR "
+                        f"{rate_text(best[1]['tpr@1%fpr'], 0.01, r.get('nonmembers'))}")
     saved = [saved_png(record.path / p, f"{p}, as the run saved it") for p in r.get("plots", [])]
     if saved and all(saved):
         section.figures += saved

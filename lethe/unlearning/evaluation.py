@@ -102,23 +102,36 @@ def approximate_gap(forget: TokenScores, approximate: TokenScores, k: int) -> di
 
 # predictions within 2% of the entropy of a uniform guess over the vocabulary say nothing about their context
 UNIFORM = 0.98
+# a forget or retain perplexity this many times the original model's is destruction, not forgetting: gradient
+# ascent at a high rate leaves forget perplexity near 1e10 while its predictions are far from uniform
+ABSOLUTE_COLLAPSE = 10.0
 
 
-def collapse(scores: dict[str, TokenScores], vocab_size: int) -> str | None:
+def collapse(scores: dict[str, TokenScores], vocab_size: int,
+             original: dict[str, TokenScores] | None = None) -> str | None:
     """Why the model is broken rather than forgetful, or None: its predictive distribution on held-out general
-    text is (near) uniform over the vocabulary. Its forget set then looks as unseen as everything else, which the
-    MIA AUC (0.5) and the gap (0) would otherwise report as ideal unlearning."""
+    text is (near) uniform over the vocabulary, or (given the original model's scores) its forget or retain
+    perplexity is over ABSOLUTE_COLLAPSE times the original's. Its forget set then looks as unseen as everything
+    else, which the MIA AUC and the gap would otherwise report as ideal (or beyond ideal) unlearning."""
     entropy = float(-scores["general"].vocab_mean.astype(np.float64).mean())  # vocab_mean = E_p[log p]
     uniform = math.log(vocab_size)
     if entropy >= UNIFORM * uniform:
         return (f"its predictions on held-out general text are uniform (entropy {entropy:.2f} nats; a uniform guess "
                 f"over its {vocab_size}-token vocabulary: {uniform:.2f})")
+    for role in ("forget", "retain"):
+        if original is None or role not in scores or role not in original:
+            continue
+        now, before = scores[role].perplexity(), original[role].perplexity()
+        if not now <= ABSOLUTE_COLLAPSE * before:  # NaN included
+            return (f"its {role} perplexity {now:.3g} is over {ABSOLUTE_COLLAPSE:g}× the original model's "
+                    f"({before:.3g})")
     return None
 
 
 def unlearning_metrics(scores: dict[str, TokenScores], config: UnlearnEvalConfig,
-                       vocab_size: int | None = None) -> dict:
-    """The numbers of one model; with `vocab_size`, also whether it has collapsed (`collapsed`, and why)."""
+                       vocab_size: int | None = None, original: dict[str, TokenScores] | None = None) -> dict:
+    """The numbers of one model; with `vocab_size`, also whether it has collapsed (`collapsed`, and why; against
+    the `original` model's perplexities too when given)."""
     by_k = membership(scores["forget"], scores["approximate"], config)
     members, nonmembers = headline_mink(scores, config)
     metrics = {
@@ -130,7 +143,7 @@ def unlearning_metrics(scores: dict[str, TokenScores], config: UnlearnEvalConfig
         "approx_gap": approximate_gap(scores["forget"], scores["approximate"], config.headline_k),
     }
     if vocab_size is not None:
-        reason = collapse(scores, vocab_size)
+        reason = collapse(scores, vocab_size, original)
         metrics["collapsed"] = reason is not None
         if reason is not None:
             metrics["collapse"] = reason
@@ -210,7 +223,8 @@ def eval_unlearning(config, out: Path, *, overwrite: bool = False) -> dict:
             if config.any_attack():
                 attacked[role] = attack_model(model, tokenizer, data, scores[role], config, config.eval,
                                               run.scores_dir / role / "attacks")
-        results = {role: with_blind_verdicts(unlearning_metrics(s, config.eval, vocabularies[role]), blind)
+        results = {role: with_blind_verdicts(unlearning_metrics(s, config.eval, vocabularies[role],
+                                                                scores.get("original")), blind)
                    for role, s in scores.items()}
         if "retrained" in scores:
             for role in ("unlearned", "original"):

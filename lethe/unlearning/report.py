@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from lethe.attacks.blind import describe  # noqa: E402
+from lethe.attacks.metrics import rate_text  # noqa: E402
 from lethe.tables import Table, number_text  # noqa: E402
 
 SUMMARIES = ("by_domain", "yardstick_agreement", "blind", "requests")  # results.json keys that are not a model's row
@@ -34,8 +35,9 @@ def experiment_table(rows: dict[str, dict]) -> Table:
         ratio = cost.get("ratio_vs_pretrain")
         shown = f"{name} (collapsed)" if m.get("collapsed") else name
         table.rows.append([shown, *(number_text(ppl[role]) for role in ("forget", "retain", "approximate", "general")),
-                           *(number_text(value, 3) for value in (mia["auc"], mia["auc_folded"], mia["tpr@1%fpr"],
-                                                                 gap["log_ppl_ratio"], gap["mink_ks"])),
+                           number_text(mia["auc"], 3), number_text(mia["auc_folded"], 3),
+                           rate_text(mia["tpr@1%fpr"], 0.01, mia.get("nonmembers")),
+                           *(number_text(value, 3) for value in (gap["log_ppl_ratio"], gap["mink_ks"])),
                            "–" if ratio is None else f"{ratio:.3g}", number_text(dist.get("forget_ppl_ratio")),
                            number_text(dist.get("mia_auc"), 3)])
     return table

@@ -148,7 +148,8 @@ def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, origin
         blind = split_blind(data.role_chunks("forget"), data.role_chunks("approximate"), tokenizer, config.eval)
         before = with_blind_verdicts(unlearning_metrics(original_scores, config.eval), blind)
         after_scores = score_roles(model, tokenizer, data, config.eval.batch_tokens, run.scores_dir / "unlearned")
-        after = with_blind_verdicts(unlearning_metrics(after_scores, config.eval, model.config.vocab_size), blind)
+        after = with_blind_verdicts(unlearning_metrics(after_scores, config.eval, model.config.vocab_size,
+                                                       original_scores), blind)
         if utility_before is not None:
             before["utility"] = utility_before
             after["utility"] = utility(model, tokenizer, config, data, run.path / "utility_tasks")

@@ -15,7 +15,7 @@ from lethe.data.chunking import chunk_splits
 from lethe.data.splits import default_training_splits, find_splits, load_splits
 from lethe.engine import Trainer, objectives
 from lethe.errors import LetheError
-from lethe.models import build_model, count_parameters, gpt2_tokenizer, train_bpe_tokenizer
+from lethe.models import build_model, count_parameters, gpt2_tokenizer, load_tokenizer, train_bpe_tokenizer
 from lethe.perplexity import ppl_results, score_splits
 from lethe.processes import from_main_process, process_state
 from lethe.runs import Run, read_json, write_json
@@ -53,19 +53,17 @@ def training_splits(config: PretrainConfig) -> list[str]:
 
 
 def _tokenizer(config: PretrainConfig, run: Run, texts: list[str], resume: bool):
-    from transformers import AutoTokenizer
-
     saved = run.path / "tokenizer"
     if not resume and process_state().is_main_process:
         if config.tokenizer_from is not None:
-            tokenizer = AutoTokenizer.from_pretrained(config.tokenizer_from)
+            tokenizer = load_tokenizer(config.tokenizer_from)
         elif config.arch.tokenizer == "gpt2":
             tokenizer = gpt2_tokenizer()
         else:
             tokenizer = train_bpe_tokenizer(texts, config.arch.vocab_size)
         tokenizer.save_pretrained(saved)
     process_state().wait_for_everyone()
-    return AutoTokenizer.from_pretrained(saved)
+    return load_tokenizer(saved)
 
 
 def pretrain(config: PretrainConfig, out: Path, *, overwrite: bool = False, resume: bool = False,

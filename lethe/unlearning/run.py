@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 from lethe.config import UnlearnConfig
@@ -144,7 +145,14 @@ def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, origin
                          pretrain_record(config.model, config.pretrain_tokens),
                          reference_tokens=objective.reference_tokens * trainer.accelerator.num_processes),
             "path": str(run.path / "model"),
+            "unchanged": trainer.weights_unchanged,
             **({"blind": blind} if blind is not None else {}),
         }
+        if broken := sorted(role for role, ppl in after["ppl"].items() if not math.isfinite(ppl)):
+            # the study and the report read the `diverged` key as a cell whose numbers measure nothing
+            results |= {"diverged": True, "diverged_reason": f"the unlearned model's perplexity is not finite on "
+                                                             f"{', '.join(broken)}"}
+            log.warning("%s diverged: %s; lower train.lr or add a retain term", config.method,
+                        results["diverged_reason"])
         run.write_results(results)
     return from_main_process(results)

@@ -250,7 +250,7 @@ class Trainer:
         where = "in memory"
         if self.checkpoint_dir is not None:
             target = self.checkpoint_dir / "last-good"
-            self.save_model(target, self.tokenizer)
+            self.save_model(target, self.tokenizer, final=False)
             where = f"in {target}"
         raise TrainingDiverged(f"{reason} at step {self.step + 1}; training stopped, last good weights (after step "
                                f"{good_step}) kept {where}")
@@ -366,11 +366,11 @@ class Trainer:
             return accel.state.deepspeed_plugin.zero_stage == 3
         return accel.distributed_type == DistributedType.FSDP
 
-    def save_model(self, target: Path, tokenizer=None):
+    def save_model(self, target: Path, tokenizer=None, *, final: bool = True):
         """Whole weights under any sharding: every process joins Accelerate's gather, the main one writes.
 
         Returns the whole trained model on the main process (read back from `target` when training
-        sharded it) and None on the others.
+        sharded it) and None on the others. The `final` model is checked against the one training started from.
         """
         accel = self.accelerator
         state = accel.get_state_dict(self.model)  # a collective under FSDP / ZeRO-3: all processes call it
@@ -385,7 +385,7 @@ class Trainer:
                 model = AutoModelForCausalLM.from_pretrained(target, dtype="auto", use_safetensors=True,
                                                              trust_remote_code=False)
                 model = model.to(accel.device).eval()
-            self.weights_unchanged = weights_digest(model) == self._initial_weights
+            self.weights_unchanged = final and weights_digest(model) == self._initial_weights
             if self.weights_unchanged:
                 log.warning("training left every weight bit-identical to the model it started from (a learning rate "
                             "too small to move a float32 weight, or an objective without gradient): the saved model is "

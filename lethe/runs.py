@@ -97,6 +97,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+class _RunLog(logging.FileHandler):
+    def handleError(self, record: logging.LogRecord) -> None:
+        """A log line that cannot be written (a full disk) is dropped: the terminal gets no logging traceback, and
+        the run's status and error still say what happened."""
+
+
 class Run:
     """One command's output directory."""
 
@@ -263,7 +269,7 @@ class Run:
                 or (self.checkpoints_dir / "last-good" / "model.safetensors").is_file())
 
     def _attach_log(self) -> None:
-        handler = logging.FileHandler(self.path / "log.txt")
+        handler = _RunLog(self.path / "log.txt")
         handler.setLevel(logging.DEBUG)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(handler)

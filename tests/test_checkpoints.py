@@ -1,8 +1,9 @@
-"""Resuming never runs code from a run directory: checkpoints are checked against the hashes written with them,
-and nothing in them is unpickled."""
+"""Nothing in a run or model directory runs as code: checkpoints are checked against the hashes written with them
+and nothing in them is unpickled; every tokenizer goes through the remote-code check."""
 
 import json
 import pickle
+import shutil
 
 import pytest
 import torch
@@ -104,4 +105,27 @@ def test_a_replaced_torch_file_is_refused_even_with_forged_hashes(chunks, tmp_pa
     (checkpoint / STATE).write_text(json.dumps(state))
     with pytest.raises(LetheError, match="not plain tensors"):
         trainer(chunks, tmp_path / "ckpt").fit(resume=True)
+    assert not touched.exists()
+
+
+def test_a_tokenizer_that_names_its_own_code_is_refused_before_transformers_sees_it(micro_run, data_dir, tmp_path,
+                                                                                   capsys):
+    """`tokenizer_from` (pretrain) and the leakage study's tokenizer skipped the remote-code check, so transformers
+    asked `Do you wish to run the custom code? [y/N]` on a terminal."""
+    from lethe.cli import main
+    from lethe.config import LeakageConfig
+    from lethe.leakage.study import tokenizer_of
+
+    source = tmp_path / "custom"
+    shutil.copytree(micro_run / "model", source)
+    touched = tmp_path / "touched"
+    (source / "custom_tokenizer.py").write_text(f"open({str(touched)!r}, 'w')\n")
+    settings = json.loads((source / "tokenizer_config.json").read_text())
+    settings["auto_map"] = {"AutoTokenizer": ["custom_tokenizer.CustomTokenizer", None]}
+    (source / "tokenizer_config.json").write_text(json.dumps(settings))
+    assert main(["pretrain", "--preset", "micro", "--data", str(data_dir), "--out", str(tmp_path / "p"),
+                 "--set", f"tokenizer_from={source}"]) == 2
+    assert "tokenizer_config.json names its own Python code (auto_map)" in capsys.readouterr().err
+    with pytest.raises(LetheError, match="names its own Python code"):
+        tokenizer_of(LeakageConfig(model=str(source)))
     assert not touched.exists()

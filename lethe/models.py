@@ -98,16 +98,25 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tok
                    "vocab.txt")
 
 
+def check_remote_code(path: Path, trust_remote_code: bool) -> None:
+    """Refuse a directory whose config.json or tokenizer_config.json names its own Python code (`auto_map`)
+    without trust_remote_code, even where the model type is a known one."""
+    for name in ("config.json", "tokenizer_config.json"):
+        if not (path / name).is_file():
+            continue
+        try:
+            config = json.loads((path / name).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise LetheError(f"{path / name} cannot be read ({exc})") from None
+        if isinstance(config, dict) and "auto_map" in config and not trust_remote_code:
+            raise LetheError(f"{path / name} names its own Python code (auto_map); Lethe runs it only with "
+                             "trust_remote_code (--set trust_remote_code=true), and only if you trust it")
+
+
 def _check_code_and_tokenizer(path: Path, trust_remote_code: bool) -> None:
-    """Refuse what would load the wrong thing or someone's code: custom code (`auto_map`) without
-    trust_remote_code, even where the model type is a known one, and a directory without a tokenizer."""
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise LetheError(f"{path / 'config.json'} cannot be read ({exc})") from None
-    if "auto_map" in config and not trust_remote_code:
-        raise LetheError(f"{path / 'config.json'} names its own Python code (auto_map); Lethe runs it only with "
-                         "trust_remote_code (--set trust_remote_code=true), and only if you trust it")
+    """Refuse what would load the wrong thing or someone's code: custom code without trust_remote_code, and a
+    directory without a tokenizer."""
+    check_remote_code(path, trust_remote_code)
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
         raise LetheError(f"{path} has no tokenizer (no {' or '.join(TOKENIZER_FILES[:2])}); save it next to the "
                          "weights with tokenizer.save_pretrained(dir)")
@@ -178,12 +187,16 @@ def _check_whole_and_finite(path: Path, model, loading: dict) -> None:
                              "trained: use weights saved before training diverged")
 
 
-def load_tokenizer(path: Path, *, trust_remote_code: bool = False, what: str = "tokenizer"):
-    """A saved tokenizer directory, with the file named when it is missing or damaged."""
+def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False, what: str = "tokenizer"):
+    """A saved tokenizer directory, through the same remote-code check as a model (every from_pretrained in Lethe
+    says trust_remote_code explicitly, so transformers never asks on a terminal), with the file named when it is
+    missing or damaged."""
     from transformers import AutoTokenizer
 
+    path = Path(path)
     if not path.is_dir():
         raise LetheError(f"{what} {path} does not exist (a directory written by tokenizer.save_pretrained)")
+    check_remote_code(path, trust_remote_code)
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
         raise LetheError(f"{what} {path} holds no tokenizer files ({' or '.join(TOKENIZER_FILES[:2])})")
     try:
@@ -224,8 +237,11 @@ def save_model(model, tokenizer, target: Path, *, state_dict: dict | None = None
 
     `state_dict`: whole weights gathered elsewhere (Trainer.save_model), for a model holding only a shard.
     """
+    from lethe.run_paths import confined
+
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
+    target = confined(target)
     target.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(target, safe_serialization=True, state_dict=state_dict)
     if tokenizer is not None:

@@ -4,10 +4,12 @@ Layout: run.json (command, status), config.yaml (resolved), env.json, data_hashe
 scores/ (per-sample), results.json (aggregate, written last), plus model/ or plots/ as produced.
 
 A run owns its directory while it writes: run.lock names the process, and no other run writes
-there until that process is gone. `--overwrite` moves the old run aside and deletes it only once
-the new one commits (its results, or trained weights on disk: a checkpoint or the last good weights
-of a diverged run); a new run that fails or is stopped before then is removed and the old one put
-back.
+there until that process is gone. A run writes only inside its directory (lethe/run_paths.py), never
+inside a directory it reads from. `--overwrite` moves the old run aside and deletes it only once the
+new one finishes; a new run that fails before it trained is removed and the old one put back, and one
+that fails after (a checkpoint to resume from, or the last good weights of a diverged run) stays,
+marked failed, with the old run kept aside where its record and the error say.
+Every JSON file is strict: a number that is not finite is written as null (results.json says why).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import socket
@@ -31,11 +34,10 @@ from lethe.config import to_yaml
 from lethe.environment import environment
 from lethe.errors import LetheError
 from lethe.processes import from_main_process, is_main_process
+from lethe.run_lock import LOCK, describe_owner, lock_owner
+from lethe.run_paths import OPEN_RUNS, confined, refuse_nesting
 
 log = logging.getLogger("lethe")
-
-LOCK = "run.lock"
-
 
 def _umask() -> int:
     current = os.umask(0)
@@ -43,13 +45,37 @@ def _umask() -> int:
     return current
 
 
+def finite_or_null(payload: Any, where: str = "") -> tuple[Any, dict[str, str]]:
+    """`payload` with every NaN or infinite float replaced by None, and where each was (dotted key → its value)."""
+    if isinstance(payload, float) and not math.isfinite(payload):
+        return None, {where: str(payload)}
+    nulls: dict[str, str] = {}
+    if isinstance(payload, dict):
+        clean = {}
+        for key, value in payload.items():
+            clean[key], found = finite_or_null(value, f"{where}.{key}" if where else str(key))
+            nulls |= found
+        return clean, nulls
+    if isinstance(payload, list | tuple):
+        clean_items = []
+        for index, value in enumerate(payload):
+            item, found = finite_or_null(value, f"{where}[{index}]")
+            clean_items.append(item)
+            nulls |= found
+        return clean_items, nulls
+    return payload, nulls
+
+
 def write_json(path: Path, payload: Any) -> None:
-    """Write atomically so a crash never leaves half a results file behind."""
+    """Write atomically so a crash never leaves half a results file behind; strict JSON (non-finite → null), and
+    only inside the open run's directory."""
+    path = confined(path)
+    payload, _ = finite_or_null(payload)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it private; the file is as readable as any other the run writes
     with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=False, default=str)
+        json.dump(payload, handle, indent=2, sort_keys=False, default=str, allow_nan=False)
         handle.write("\n")
     os.replace(tmp, path)
 
@@ -71,41 +97,10 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    try:  # a killed process its parent has not reaped yet is a zombie: gone for our purposes
-        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def lock_owner(path: Path) -> dict | None:
-    """Who holds the run directory `path` now, or None when nobody does (no lock, or its process is gone)."""
-    try:
-        owner = json.loads((path / LOCK).read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, json.JSONDecodeError):
-        return {"pid": None, "host": None, "command": "?", "started": "?"}  # unreadable: someone is writing it
-    if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
-        return owner if _process_alive(owner["pid"]) else None
-    return owner  # another machine's process: cannot tell, so it holds the directory
-
-
-def _describe_owner(owner: dict) -> str:
-    if owner.get("pid") is None:
-        return f"an unknown process (its {LOCK} cannot be read; delete it if nothing writes there)"
-    where = f"pid {owner.get('pid')} on {owner.get('host')}"
-    return f"`lethe {owner.get('command')}` ({where}, since {owner.get('started')})"
-
-
-_OPEN: list[Run] = []  # this process's runs, innermost last: a sub-run's results commit the runs around it
+class _RunLog(logging.FileHandler):
+    def handleError(self, record: logging.LogRecord) -> None:
+        """A log line that cannot be written (a full disk) is dropped: the terminal gets no logging traceback, and
+        the run's status and error still say what happened."""
 
 
 def open_run() -> Run | None:
@@ -150,17 +145,21 @@ class Run:
               resume: bool = False, seed: int | None = None, accept_data_change: bool = False) -> Run:
         """Claims `out` and writes the record; under `accelerate launch` the main process does, and the
         others wait until it has, then fail with it if it refused (rather than wait for it forever)."""
+        if accept_data_change and not resume:
+            raise LetheError("--accept-data-change applies to a resumed run only: add --resume, or drop it")
         run = cls(Path(out), command, is_main_process())
         run.resumed, run.accept_data_change = resume, accept_data_change
         refusal = None
         if run.main_process:
             try:
+                refuse_nesting(run.path, config)
                 run._claim(config, overwrite=overwrite, resume=resume)
             except LetheError as exc:
                 refusal = str(exc)
                 run._unlock()
             else:
-                (run.path / "config.yaml").write_text(to_yaml(config))
+                OPEN_RUNS.append(run)
+                confined(run.path / "config.yaml").write_text(to_yaml(config))
                 write_json(run.path / "env.json", environment(seed))
                 now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
                 info = {"command": command, "status": "running", "started": now}
@@ -172,7 +171,6 @@ class Run:
                     info["replacing"] = run._replaced.name
                 write_json(run.path / "run.json", info)
                 run._attach_log()
-                _OPEN.append(run)
         if refusal := from_main_process(refusal):
             raise LetheError(refusal)
         return run
@@ -186,7 +184,7 @@ class Run:
         if self.path.exists() and not self.path.is_dir():
             raise LetheError(f"--out {self.path} is a file, not a directory")
         if self.path.exists() and (owner := lock_owner(self.path)) is not None:
-            raise LetheError(f"{self.path} is being written by {_describe_owner(owner)}; wait for it to finish "
+            raise LetheError(f"{self.path} is being written by {describe_owner(owner)}; wait for it to finish "
                              "or stop it first")
         if not self.path.exists() or not any(p.name != LOCK for p in self.path.iterdir()):
             if resume:
@@ -231,7 +229,7 @@ class Run:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         except FileExistsError:
-            raise LetheError(f"{self.path} was claimed by {_describe_owner(lock_owner(self.path) or {})} "
+            raise LetheError(f"{self.path} was claimed by {describe_owner(lock_owner(self.path) or {})} "
                              "a moment ago") from None
         with os.fdopen(fd, "w") as handle:
             json.dump(owner, handle)
@@ -262,7 +260,7 @@ class Run:
         self._replaced = aside
 
     def commit(self) -> None:
-        """The new run has checked its inputs and done work worth keeping: the run it replaces goes now."""
+        """The new run has finished: the run it replaces goes now."""
         if not self.main_process or self._replaced is None:
             return
         shutil.rmtree(self._replaced, ignore_errors=True)
@@ -273,20 +271,21 @@ class Run:
             write_json(self.path / "run.json", info)
 
     def _restore(self) -> None:
-        """A replacement that failed before it committed: the old run goes back where it was."""
+        """A replacement that failed before it trained: the old run goes back where it was."""
         self._close_log()
         shutil.rmtree(self.path)
         os.rename(self._replaced, self.path)
-        log.debug("the new run in %s stopped before it wrote results; the run it was to replace is restored",
-                  self.path)
+        log.debug("the new run in %s stopped before it trained; the run it was to replace is restored", self.path)
         self._replaced, self._locked = None, False
 
     def _has_trained(self) -> bool:
-        """Training left weights on disk (a checkpoint to resume from, or the last good weights of a diverged run)."""
-        return self.checkpoints_dir.is_dir() and any(self.checkpoints_dir.iterdir())
+        """Training left weights on disk: a whole checkpoint to resume from, or the last good weights of a diverged run
+        (a checkpoint cut short by a full disk is neither)."""
+        return (any(self.checkpoints_dir.glob("step-*/trainer_state.json"))
+                or (self.checkpoints_dir / "last-good" / "model.safetensors").is_file())
 
     def _attach_log(self) -> None:
-        handler = logging.FileHandler(self.path / "log.txt")
+        handler = _RunLog(self.path / "log.txt")
         handler.setLevel(logging.DEBUG)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(handler)
@@ -325,14 +324,14 @@ class Run:
         write_json(target, hashes)
 
     def write_results(self, results: dict[str, Any]) -> Path:
-        """Results commit the run, and every run it is part of (a study with its first finished cell)."""
+        """results.json, strict: a number that cannot be computed (NaN, infinite) is null, and `null_reasons` says
+        what it was."""
         target = self.path / "results.json"
         if self.main_process:
+            results, nulls = finite_or_null(results)
+            if nulls:
+                results["null_reasons"] = {key: f"not a finite number ({value})" for key, value in nulls.items()}
             write_json(target, results)
-            inside = self.path.resolve()
-            for run in [self, *_OPEN]:
-                if inside.is_relative_to(run.path.resolve()):
-                    run.commit()
         return target
 
     def __enter__(self) -> Run:
@@ -347,23 +346,39 @@ class Run:
             self.close("failed", error=str(exc) or kind.__name__)
 
     def close(self, status: str, error: str | None = None) -> None:
-        if self in _OPEN:
-            _OPEN.remove(self)
+        if self in OPEN_RUNS:
+            OPEN_RUNS.remove(self)
         if self.main_process and self._replaced is not None:
-            if status == "done" or self._has_trained():  # finished, or has trained weights worth keeping: it stands
+            if status == "done":
                 self.commit()
-            else:
+            elif not self._has_trained():
                 self._restore()
                 return
-        info_path = self.path / "run.json"
-        if self.main_process and info_path.is_file():
-            info = read_json(info_path)
-            info.update(status=status, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-            if error:
-                info["error"] = error
-            write_json(info_path, info)
+            else:  # trained weights worth resuming from: both runs stay until one of them is chosen
+                log.warning("the run this one was to replace is kept in %s until this one finishes; delete it, or "
+                            "move it back over %s", self._replaced, self.path)
+        if self.main_process and (self.path / "run.json").is_file():
+            self._record_end(status, error)
         self._close_log()
         self._unlock()
+
+    def _record_end(self, status: str, error: str | None) -> None:
+        """The final status in run.json; on a full disk, written over the file's own bytes, so a run that failed
+        never reads `running`."""
+        path = self.path / "run.json"
+        info = read_json(path) | {"status": status, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if error:
+            info["error"] = error
+        try:
+            write_json(path, info)
+        except OSError:
+            size = path.stat().st_size
+            brief = {key: info[key] for key in ("command", "status", "replacing") if key in info}
+            brief["error"] = error or ""
+            while len(text := json.dumps(brief).encode()) > size and brief["error"]:
+                brief["error"] = brief["error"][: len(brief["error"]) // 2]
+            with path.open("r+b") as handle:
+                handle.write(text + b" " * (size - len(text)))
 
     def _unlock(self) -> None:
         if self._locked:

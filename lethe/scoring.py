@@ -8,6 +8,7 @@ these, and they cost nothing extra in the same forward pass).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,8 +61,10 @@ class TokenScores:
         return sums / self.lengths
 
     def perplexity(self) -> float:
-        """Token-weighted: exp of the mean NLL over all predicted tokens of the set."""
-        return float(np.exp(-self.logprob.astype(np.float64).mean()))
+        """Token-weighted: exp of the mean NLL over all predicted tokens of the set (inf past float64's range, which
+        results flag)."""
+        with np.errstate(over="ignore"):
+            return float(np.exp(-self.logprob.astype(np.float64).mean()))
 
     def mean_sample_perplexity(self) -> float:
         return float(np.exp(self.sample_nll()).mean())
@@ -74,16 +77,24 @@ class TokenScores:
                 "accuracy": self.accuracy(), "chunks": len(self), "tokens": int(self.offsets[-1])}
 
     def save(self, path: Path) -> None:
-        """Arrays in .npz plus a per-sample JSONL a person can read."""
+        """Arrays in .npz plus a per-sample JSONL a person can read (strict JSON: a NaN or infinite value is null)."""
+        from lethe.run_paths import confined
+
+        path = confined(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(path.with_suffix(".npz"), ids=np.array(self.ids), offsets=self.offsets,
                             target_ids=self.target_ids, logprob=self.logprob, vocab_mean=self.vocab_mean,
                             vocab_var=self.vocab_var, correct=self.correct)
         nll = self.sample_nll()
+        ppl = np.exp(np.minimum(nll, 709.0))  # beyond, float64 overflows: written as null
+        ppl[nll > 709.0] = np.inf
         with path.with_suffix(".jsonl").open("w") as handle:
             for i, chunk_id in enumerate(self.ids):
-                handle.write(json.dumps({"id": chunk_id, "tokens": int(self.lengths[i]), "nll": float(nll[i]),
-                                         "ppl": float(np.exp(nll[i]))}) + "\n")
+                record = {"id": chunk_id, "tokens": int(self.lengths[i]), "nll": float(nll[i]),
+                          "ppl": float(ppl[i])}
+                record = {key: None if isinstance(value, float) and not math.isfinite(value) else value
+                          for key, value in record.items()}
+                handle.write(json.dumps(record, allow_nan=False) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> TokenScores:

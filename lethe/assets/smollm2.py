@@ -46,8 +46,9 @@ def ensure_smollm2(target: Path, force: bool = False) -> Path:
     source = gguf_path()
     started = time.time()
     log.info("converting %s to safetensors (once)", source.name)
-    tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
-    loaded = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name, trust_remote_code=False)
+    loaded = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32,
+                                                  trust_remote_code=False)
     # save_pretrained refuses a GGUF-loaded model, so copy its weights into a fresh one.
     fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
     fresh.load_state_dict(loaded.state_dict())

@@ -22,6 +22,7 @@ from lethe.config.base import (
     deep_merge,
     default_data_dir,
 )
+from lethe.run_paths import check_names
 
 
 class MiaConfig(Strict, ModelLoading):
@@ -282,6 +283,7 @@ class LeakageConfig(Strict):
             raise ValueError(f"baseline {self.baseline!r} is not one of the variants ({', '.join(self.variants)})")
         if len(set(self.seeds)) < len(self.seeds):
             raise ValueError("seeds repeat")
+        check_names(self.variants, "variant")  # each names a folder of cells/
         PiiConfig(out=Path("."), **self.pii)
         for name in self.variants:
             self.poison_config(name, model=".", targets=".", seed=0)

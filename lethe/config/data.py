@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from lethe.config.base import DOMAINS, GENERAL, Seed, Strict, default_data_dir
+from lethe.run_paths import check_name, check_names
 
 
 class SplitSizes(Strict):
@@ -56,6 +57,18 @@ class DataBuildConfig(Strict):
     max_doc_chars: int | None = Field(3000, ge=100, description="truncate documents to this many characters")
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     report_tokenizer: str = Field("gpt2", description="tokenizer used to count tokens in the summary")
+
+    @model_validator(mode="after")
+    def _domains_name_folders(self) -> DataBuildConfig:
+        # each domain becomes the folder <out>/<domain>/
+        check_names(self.domains, "domain")
+        if GENERAL in self.domains:
+            raise ValueError(f"{GENERAL!r} is not a domain to split into forget/retain/approximate: it is the "
+                             f"general text that `general: true` builds (its files go in sources.{GENERAL})")
+        for key in ("sources", "approximate_sources"):
+            for name in getattr(self, key):
+                check_name(name, f"{key} domain")
+        return self
 
 
 class AssetsConfig(Strict):

@@ -19,6 +19,7 @@ from lethe.config.base import (
     UnlearnSettings,
     default_data_dir,
 )
+from lethe.run_paths import check_names
 
 
 class RelearnConfig(Strict):
@@ -128,4 +129,6 @@ class UnlearningStudyConfig(Strict, UnlearningAttacks):
     @model_validator(mode="after")
     def _verbmem_fits_a_chunk(self) -> UnlearningStudyConfig:
         self.refuse_verbmem_longer_than(self.unlearn.chunk, "unlearn.chunk")
+        check_names(self.domains, "domain")  # each names a folder of runs/ and original/
+        check_names(self.methods or [], "method")
         return self

@@ -120,6 +120,9 @@ def read_documents(path: Path, domain: str = "") -> list[Document]:
 
 
 def write_documents(path: Path, documents: list[Document]) -> None:
+    from lethe.run_paths import confined
+
+    path = confined(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text("".join(doc.to_json() + "\n" for doc in documents), encoding="utf-8")

@@ -7,10 +7,8 @@ would have seen, and ends with the same weights.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
@@ -24,6 +22,7 @@ from lethe.config import DPConfig, TrainConfig
 from lethe.data.chunking import Chunk
 from lethe.data.padding import pad_sequences
 from lethe.engine.big_models import enable_gradient_checkpointing, refuse_ignored_sharding
+from lethe.engine.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint, weights_digest
 from lethe.engine.guard import Guard
 from lethe.engine.head import fused_head, plain_head
 from lethe.engine.memory import check_training_memory
@@ -163,6 +162,8 @@ class Trainer:
                              "launch with configs/accelerate/ddp.yaml")
         refuse_ignored_sharding(self.accelerator)
         set_seed(config.seed)
+        self._initial_weights = weights_digest(model)
+        self.weights_unchanged: bool | None = None  # known once the trained model is saved
         if config.lora is not None:
             model = _apply_lora(model, config)
         if config.gradient_checkpointing:
@@ -211,10 +212,7 @@ class Trainer:
             fused, why = fused_head(self.model, self.unwrapped_model())
             log.debug("fused head: %s", why)
             self.training_model = fused or self.model
-        self.scheduler = self._scheduler()
-        self.accelerator.register_for_checkpointing(self.scheduler)
-        if self.privacy is not None:  # a resumed run must go on spending the same budget
-            self.accelerator.register_for_checkpointing(self.privacy.engine.accountant)
+        self.scheduler = self._scheduler()  # saved in checkpoints as JSON (engine/checkpoints.py), never pickled
         self.checkpoint_dir, self.evaluator, self.callbacks = checkpoint_dir, evaluator, list(callbacks)
         self.tokenizer = tokenizer  # saved with the last good weights, so they load like any model
         if config.early_stop is not None:
@@ -237,24 +235,14 @@ class Trainer:
     def _save_checkpoint(self) -> None:
         if self.checkpoint_dir is None:
             return
-        target = self.checkpoint_dir / f"step-{self.step:06d}"
-        self.accelerator.save_state(str(target), safe_serialization=True)
-        if self.accelerator.is_main_process:  # what results need of the steps before a resume: tokens, time, history
-            state = {"step": self.step, "micro_step": self.micro_step, "tokens": self.tokens,
-                     "seconds": self._seconds_before + time.time() - self._started, "history": self.history}
-            (target / "trainer_state.json").write_text(json.dumps(state))
-            for old in sorted(self.checkpoint_dir.glob("step-*"))[:-1]:
-                shutil.rmtree(old)
-        self.accelerator.wait_for_everyone()
+        # what results need of the steps before a resume: tokens, time, history
+        save_checkpoint(self, self.checkpoint_dir / f"step-{self.step:06d}",
+                        {"step": self.step, "micro_step": self.micro_step, "tokens": self.tokens,
+                         "seconds": self._seconds_before + time.time() - self._started, "history": self.history})
 
     def _resume(self) -> None:
-        found = sorted(self.checkpoint_dir.glob("step-*/trainer_state.json")) if self.checkpoint_dir else []
-        if not found:
-            raise LetheError(f"no checkpoint to resume from in {self.checkpoint_dir} (the run stopped before its first "
-                             "one, or train.checkpoint_every is unset); start it again with --overwrite")
-        latest = found[-1].parent
-        self.accelerator.load_state(str(latest))
-        state = json.loads(found[-1].read_text())
+        latest = latest_checkpoint(self.checkpoint_dir)
+        state = load_checkpoint(self, latest)
         self.step, self.micro_step = state["step"], state["micro_step"]
         self.tokens, self._seconds_before = state.get("tokens", 0), state.get("seconds", 0.0)
         self.history = state.get("history", [])
@@ -270,7 +258,7 @@ class Trainer:
         where = "in memory"
         if self.checkpoint_dir is not None:
             target = self.checkpoint_dir / "last-good"
-            self.save_model(target, self.tokenizer)
+            self.save_model(target, self.tokenizer, final=False)
             where = f"in {target}"
         raise TrainingDiverged(f"{reason} at step {self.step + 1}; training stopped, last good weights (after step "
                                f"{good_step}) kept {where}")
@@ -390,11 +378,11 @@ class Trainer:
             return accel.state.deepspeed_plugin.zero_stage == 3
         return accel.distributed_type == DistributedType.FSDP
 
-    def save_model(self, target: Path, tokenizer=None):
+    def save_model(self, target: Path, tokenizer=None, *, final: bool = True):
         """Whole weights under any sharding: every process joins Accelerate's gather, the main one writes.
 
         Returns the whole trained model on the main process (read back from `target` when training
-        sharded it) and None on the others.
+        sharded it) and None on the others. The `final` model is checked against the one training started from.
         """
         accel = self.accelerator
         state = accel.get_state_dict(self.model)  # a collective under FSDP / ZeRO-3: all processes call it
@@ -406,7 +394,13 @@ class Trainer:
             if self.shards_weights:
                 from transformers import AutoModelForCausalLM
 
-                model = AutoModelForCausalLM.from_pretrained(target, dtype="auto", use_safetensors=True)
+                model = AutoModelForCausalLM.from_pretrained(target, dtype="auto", use_safetensors=True,
+                                                             trust_remote_code=False)
                 model = model.to(accel.device).eval()
+            self.weights_unchanged = final and weights_digest(model) == self._initial_weights
+            if self.weights_unchanged:
+                log.warning("training left every weight bit-identical to the model it started from (a learning rate "
+                            "too small to move a float32 weight, or an objective without gradient): the saved model is "
+                            "the original")
         accel.wait_for_everyone()
         return model

@@ -36,7 +36,7 @@ def calibrate_victim(config: LeakageConfig, out: Path, *, overwrite: bool = Fals
         study = Study(config, out, calibration.seed, resume)
         [victim] = cells_of(config, calibration.mode)
         study.build_targets()
-        check_targets(study.pii, tokenizer_of(config.model),
+        check_targets(study.pii, tokenizer_of(config),
                       {"finetune": study.finetune_config(config.baseline, victim).chunk.length,
                        "mia": study.mia_config(study.root, study.root).chunk.length})
         study.release(config.baseline)

@@ -139,12 +139,12 @@ class Study:
         return result
 
 
-def tokenizer_of(model: str):
-    from transformers import AutoTokenizer
+def tokenizer_of(config: LeakageConfig):
+    """The clean model's tokenizer, through the remote-code check every model goes through."""
+    from lethe.models import load_tokenizer, resolve_model_path
 
-    from lethe.models import resolve_model_path
-
-    return AutoTokenizer.from_pretrained(resolve_model_path(model))
+    return load_tokenizer(resolve_model_path(config.model),
+                          trust_remote_code=bool(config.finetune.get("trust_remote_code", False)))
 
 
 def run_seed(config: LeakageConfig, out: Path, seed: int, resume: bool) -> dict:
@@ -153,7 +153,7 @@ def run_seed(config: LeakageConfig, out: Path, seed: int, resume: bool) -> dict:
     study = Study(config, out, seed, resume)
     study.build_targets()
     [full] = cells_of(config, "full")
-    check_targets(study.pii, tokenizer_of(config.model),
+    check_targets(study.pii, tokenizer_of(config),
                   {"finetune": study.finetune_config(config.baseline, full).chunk.length,
                    "mia": study.mia_config(study.root, study.root).chunk.length})
     blind = blind_of_seed(study.pii, config.blind, seed, study.root / "blind.json", resume)

@@ -15,6 +15,10 @@ def summary(results: dict, config: UnlearnConfig, out) -> None:
     print(format_unlearning_table({"original": results["before"], config.method: results["after"]},
                                   results.get("blind")))
     print(f"\nunlearned model saved to {results['path']}")
+    if results.get("diverged"):
+        print(f"DIVERGED: {results['diverged_reason']}")
+    if results.get("unchanged"):
+        print("UNCHANGED: training left every weight as it was; the saved model is the original")
 
 
 def unlearning_table(rows: dict[str, dict], caption: str) -> Table:
@@ -34,6 +38,9 @@ def report(record: RunRecord, section: Section) -> None:
     from lethe.reporting.plots import tradeoff
 
     r = record.results
+    if r.get("diverged"):  # its non-finite numbers were saved as null
+        section.headline = f"{r['method']} on {r['domain']}: diverged ({r['diverged_reason']})"
+        return
     before, after = r["before"], r["after"]
     section.headline = (f"{r['method']} on {r['domain']}: forget PPL {before['ppl']['forget']:.2f} → "
                         f"{after['ppl']['forget']:.2f}, MIA AUC {before['mia']['auc']:.3f} → {after['mia']['auc']:.3f}"

@@ -115,6 +115,7 @@ def finetune(config: FinetuneConfig, out: Path, *, overwrite: bool = False) -> d
                       "stopped": result.stopped, "history": result.history},
             "dp": privacy,
             "path": str(run.path / "model"),
+            "unchanged": trainer.weights_unchanged,
         }
         run.write_results(results)
     return from_main_process(results)

@@ -162,7 +162,14 @@ def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, origin
             "cost": cost(count_parameters(model), result.tokens, result.seconds, pretrain,
                          reference_tokens=objective.reference_tokens * trainer.accelerator.num_processes),
             "path": str(run.path / "model"),
+            "unchanged": trainer.weights_unchanged,
             **({"blind": blind} if blind is not None else {}),
         }
+        if broken := sorted(role for role, ppl in after["ppl"].items() if not math.isfinite(ppl)):
+            # the study and the report read the `diverged` key as a cell whose numbers measure nothing
+            results |= {"diverged": True, "diverged_reason": f"the unlearned model's perplexity is not finite on "
+                                                             f"{', '.join(broken)}"}
+            log.warning("%s diverged: %s; lower train.lr or add a retain term", config.method,
+                        results["diverged_reason"])
         run.write_results(results)
     return from_main_process(results)

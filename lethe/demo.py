@@ -15,8 +15,8 @@ import logging
 import time
 from pathlib import Path
 
-from lethe.assets import build_assets
 from lethe import verdicts
+from lethe.assets import build_assets
 from lethe.config import AssetsConfig, DemoConfig, LeakageConfig
 from lethe.data.build import build_data
 from lethe.models import ALIASES

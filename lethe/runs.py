@@ -105,13 +105,13 @@ class _RunLog(logging.FileHandler):
 
 def open_run() -> Run | None:
     """The innermost run this process has open (a study's cell inside the study), if any."""
-    return _OPEN[-1] if _OPEN else None
+    return OPEN_RUNS[-1] if OPEN_RUNS else None
 
 
 def note_environment(key: str, entries: dict) -> None:
     """Add what is learnt after a run started (the commit a Hub name resolved to) to env.json[key] of every run
     this process has open."""
-    for run in _OPEN:
+    for run in OPEN_RUNS:
         target = run.path / "env.json"
         if run.main_process and target.is_file():
             env = read_json(target)

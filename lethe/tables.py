@@ -77,8 +77,8 @@ def format_split_table(results: dict) -> str:
 
 UNLEARNING_HEADER = ["model", "forget", "retain", "approx", "general", "MIA AUC", "folded", "gap"]
 UNLEARNING_NOTE = ("perplexity per role; MIA: Min-K% forget vs approximate; gap: log(ppl forget / ppl approximate), "
-                   "0 = looks unseen; collapsed: predicts a uniform distribution on held-out text, or a forget or retain "
-                   "perplexity over 10× the original's, so its AUC and gap say nothing about forgetting")
+                   "0 = looks unseen; collapsed: predicts a uniform distribution on held-out text, or a forget or "
+                   "retain perplexity over 10× the original's, so its AUC and gap say nothing about forgetting")
 
 
 def number_text(value: float | None, digits: int = 2) -> str:

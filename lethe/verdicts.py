@@ -76,7 +76,8 @@ def control_seen(comparisons: dict, control: str | None) -> dict:
     return verdict("control", word, {"variant": control, "mode": mode, "attack": attack,
                                      "delta_auc": best["delta_auc"], "ci95": best["ci95"]},
                    f"The positive control ({control}) is {word} by this harness: {attack} ΔAUC "
-                   f"{best['delta_auc']:+.3f} against the benign release (paired 95% interval {_interval(best['ci95'])})"
+                   f"{best['delta_auc']:+.3f} against the benign release "
+                   f"(paired 95% interval {_interval(best['ci95'])})"
                    + ("." if word == "seen" else "; the leakage verdicts claim nothing."))
 
 

@@ -43,7 +43,8 @@ def test_config_files_that_cannot_be_read_are_named(tmp_path):
 
 
 def test_a_set_value_that_is_not_yaml_names_its_key():
-    with pytest.raises(LetheError, match=r"--set train\.lora\.target_modules: '\[q_proj' is not a YAML value") as caught:
+    refusal = r"--set train\.lora\.target_modules: '\[q_proj' is not a YAML value"
+    with pytest.raises(LetheError, match=refusal) as caught:
         parse_overrides(["train.lora.target_modules=[q_proj"])
     assert "\n" not in str(caught.value)
 
@@ -68,7 +69,8 @@ def test_values_that_cannot_run_are_refused_at_config_time(override, key):
 def test_infinity_stays_allowed_where_it_means_something():
     from lethe.config import MiaConfig
 
-    assert resolve(MiaConfig, {"model": "m", "members": "a", "nonmembers": "b"}, parse_overrides(["gradnorm_p=.inf"])).gradnorm_p == float("inf")
+    chosen = resolve(MiaConfig, {"model": "m", "members": "a", "nonmembers": "b"}, parse_overrides(["gradnorm_p=.inf"]))
+    assert chosen.gradnorm_p == float("inf")
 
 
 @pytest.mark.parametrize(("argv", "message"), [(["--config", ""], "--config is empty"),

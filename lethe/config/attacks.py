@@ -9,14 +9,14 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, model_validator
 
 from lethe.config.base import (
-    MAX_EPOCHS,
-    Seed,
     DATA_HELP,
+    MAX_EPOCHS,
     MODEL_HELP,
     BlindConfig,
     ChunkConfig,
     LoraConfig,
     ModelLoading,
+    Seed,
     Strict,
     TrainConfig,
     deep_merge,

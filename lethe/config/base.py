@@ -264,9 +264,11 @@ class TargetConfig(Strict, ModelLoading):
 
     model: str = Field(description="the pre-trained model: " + MODEL_HELP)
     data: Path = Field(default_factory=default_data_dir, description=DATA_HELP)
-    forget: list[str] | None = Field(None, min_length=1, description="splits the target trains on and unlearning must remove "
+    forget: list[str] | None = Field(
+        None, min_length=1, description="splits the target trains on and unlearning must remove "
                                      "(default: every domain's forget split)")
-    retain: list[str] | None = Field(None, min_length=1, description="splits both models train on (default: the retain split of "
+    retain: list[str] | None = Field(
+        None, min_length=1, description="splits both models train on (default: the retain split of "
                                      "every domain with a forget split)")
     chunk: ChunkConfig = Field(default_factory=ChunkConfig)
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=1e-4, epochs=3, batch_size=4,
@@ -318,7 +320,8 @@ class UnlearnEvalConfig(Strict):
     """How unlearned models are scored: perplexity per role, Min-K% membership inference, utility."""
 
     mink_k: list[Annotated[int, Field(ge=1, le=100)]] = Field(
-        default_factory=lambda: [30, 40, 50, 60, 100], min_length=1, description="Min-K% percentages to report (Yao et al.)")
+        default_factory=lambda: [30, 40, 50, 60, 100], min_length=1,
+        description="Min-K% percentages to report (Yao et al.)")
     headline_k: int = Field(30, ge=1, le=100, description="the K reported as mia.*")
     batch_tokens: int = Field(4096, ge=64, description="tokens per scoring batch")
     utility: bool = Field(False, description="run the lm-eval utility tasks built from held-out text")

@@ -9,11 +9,11 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from lethe.config.base import (
-    Seed,
     DATA_HELP,
     DOMAINS,
     MODEL_HELP,
     ChunkConfig,
+    Seed,
     Strict,
     UnlearnEvalConfig,
     UnlearnSettings,

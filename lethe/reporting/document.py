@@ -26,7 +26,7 @@ class Section:
     figures: list[Figure] = field(default_factory=list)
     text: list[str] = field(default_factory=list)  # preformatted blocks (terminal tables)
     notes: list[str] = field(default_factory=list)
-    verdicts: list[str] = field(default_factory=list)  # what the run showed, one claim a line: the report opens with them
+    verdicts: list[str] = field(default_factory=list)  # what the run showed, a claim a line: the report opens with them
     children: list[Section] = field(default_factory=list)
     sub_runs: Table | None = None  # sub-runs the section already summarises, listed rather than expanded
 

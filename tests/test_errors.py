@@ -87,7 +87,7 @@ def test_out_paths_that_cannot_be_written(micro_run, data_dir, tmp_path, capsys)
     cases = {str(tmp_path / "afile" / "run"): "a part of this path is a file",
              str(tmp_path / ("x" * 300)): "longer than the file system allows",
              "": "--out is empty",
-             str(micro_run): "is the command's input model"}
+             str(micro_run): f"--out {micro_run} is {micro_run}, which this command reads"}
     for out, message in cases.items():
         code = main(["eval", "ppl", "--model", str(micro_run), "--data", str(data_dir), "--splits", "code/forget",
                      "--out", out, "--overwrite"])
@@ -194,9 +194,3 @@ def test_an_interrupted_command_without_resume_is_not_told_to_resume(monkeypatch
     assert "--resume" not in capsys.readouterr().err
     assert main(["pretrain", "--out", str(tmp_path / "b")]) == 130
     assert "--resume" in capsys.readouterr().err
-
-
-def test_accept_data_change_without_resume_is_refused(tmp_path, capsys):
-    assert main(["pretrain", "--set", "preset=micro", "--accept-data-change", "--out", str(tmp_path / "run")]) == 2
-    assert "--accept-data-change only means something with --resume" in error_line(capsys)
-    assert not (tmp_path / "run").exists()

@@ -113,9 +113,7 @@ class Recipe:
         layers = self.layers(args)
         config = self.configure(layers) if self.configure else resolve(self.schema, *layers)
         options = {name: getattr(args, name) for name in self.options()}
-        if options.get("accept_data_change") and not options.get("resume"):
-            raise LetheError("--accept-data-change only means something with --resume; drop it or add --resume")
-        out = checked_out(args.out, config) if self.out == "run" else None
+        out = checked_out(args.out) if self.out == "run" else None
         results = self.run(config, out, **options) if out is not None else self.run(config, **options)
         if self.summary is not None and results:
             self.summary(results, config, out)
@@ -144,25 +142,10 @@ class Recipe:
         return api
 
 
-# config keys that name what a command reads: its run must not replace them or hold them
-INPUT_KEYS = ("model", "original", "retrained", "reference_model", "data", "data_dir", "targets", "validation",
-              "tokenizer_from")
-
-
-def checked_out(text: str, config: Any) -> Path:
-    """--out as a path, refused when empty or when it is or holds one of the command's inputs (with --overwrite the
-    input would be moved aside, and the error then blamed on the input)."""
+def checked_out(text: str) -> Path:
+    """--out as a path, refused when empty (Run.start refuses one that is, holds or lies inside an input)."""
     if not text.strip():
         raise LetheError("--out is empty; name the run directory to write")
-    out = Path(text).expanduser().resolve()
-    for key in INPUT_KEYS:
-        value = getattr(config, key, None)
-        if value is None or not Path(str(value)).expanduser().exists():
-            continue
-        read = Path(str(value)).expanduser().resolve()
-        if out == read or out in read.parents:
-            relation = "is" if out == read else "holds"
-            raise LetheError(f"--out {text} {relation} the command's input {key} ({value}); choose another --out")
     return Path(text)
 
 

@@ -46,7 +46,7 @@ def calibrate_victim(config: LeakageConfig, out: Path, *, overwrite: bool = Fals
                 cell = study.root / "cells" / f"lr{lr:g}-epochs{epochs:g}"
                 result = study.cell(config.baseline, victim, cell,
                                     finetune_overrides={"train": {"lr": lr, "epochs": epochs}},
-                                    mia_overrides={"attacks": ["loss"]}, extraction=False)
+                                    mia_overrides={"attacks": ["loss"]}, extraction=False, references=False)
                 grid.append({"lr": lr, "epochs": epochs, "loss_auc": result["mia"]["loss"]["auc"],
                              "val_ppl": result["utility"]["val_ppl"], "seconds": result["seconds"]})
                 log.info("calibration lr %g × %g epochs: loss AUC %.3f", lr, epochs, grid[-1]["loss_auc"])

@@ -93,23 +93,58 @@ class Study:
         path = self.root / "released" / variant
         return step(path, self.resume, lambda out: poison(config, out, overwrite=True))
 
-    def finetune_config(self, variant: str, victim: VictimCell, overrides: dict | None = None) -> FinetuneConfig:
-        settings = deep_merge(self.config.finetune, overrides or {})
-        settings = deep_merge({"score_data": False}, deep_merge(settings, {"train": {"seed": self.seed}}))
-        return FinetuneConfig(model=str(self.root / "released" / variant / "model"),
-                              data=str(self.pii / "finetune.jsonl"), validation=str(self.pii / "validation.jsonl"),
-                              **victim.finetune_settings(settings))
+    def finetune_config(self, variant: str, victim: VictimCell, overrides: dict | None = None, *,
+                        reference: int | None = None) -> FinetuneConfig:
+        """The victim's fine-tuning; with `reference` k, the same recipe on reference k's D_ft and seed."""
+        from lethe.leakage.references import reference_data, reference_seed
 
-    def mia_config(self, victim: Path, release: Path, **overrides) -> MiaConfig:
+        seed = self.seed if reference is None else reference_seed(self.seed, reference)
+        settings = deep_merge(self.config.finetune, overrides or {})
+        settings = deep_merge({"score_data": False}, deep_merge(settings, {"train": {"seed": seed}}))
+        data = self.pii / "finetune.jsonl" if reference is None else reference_data(self.references, reference)
+        return FinetuneConfig(model=str(self.root / "released" / variant / "model"), data=str(data),
+                              validation=str(self.pii / "validation.jsonl"), **victim.finetune_settings(settings))
+
+    def mia_config(self, victim: Path, release: Path, reference_victims: Path | None = None, **overrides) -> MiaConfig:
         references = {"clean": self.config.model} if self.config.reference_clean else {}
         settings = deep_merge({"blind": None}, deep_merge(self.config.mia, overrides))  # the study's own, per seed
         return MiaConfig(model=str(victim), members=str(self.pii / "targets_member.jsonl"),
                          nonmembers=str(self.pii / "targets_nonmember.jsonl"), reference_model=str(release),
                          reference_models=references, calibration=str(self.pii / "calibration.jsonl"),
+                         reference_victims=str(reference_victims) if reference_victims else None,
                          **{"seed": self.seed, **settings})
 
+    @property
+    def references(self) -> Path:
+        return self.root / "references"
+
+    def build_reference_data(self) -> None:
+        from lethe.leakage.references import build_reference_data
+
+        if self.config.references:
+            build_reference_data(self.pii, self.references, self.config.references, self.seed)
+
+    def reference_victim(self, variant: str, victim: VictimCell, cell: Path, k: int,
+                         finetune_overrides: dict | None = None) -> dict:
+        """Reference victim k of a cell: the cell's own recipe on reference k's half of the candidates."""
+        from lethe.training.finetune import finetune
+
+        config = self.finetune_config(variant, victim, finetune_overrides, reference=k)
+        return step(cell / "references" / f"ref-{k}", self.resume, lambda out: finetune(config, out, overwrite=True))
+
+    def reference_victims(self, variant: str, victim: VictimCell, cell: Path,
+                          finetune_overrides: dict | None = None) -> Path | None:
+        """Every reference victim of a cell (read back when finished) and the manifest that lists them."""
+        from lethe.leakage.references import write_reference_manifest
+
+        if not self.config.references:
+            return None
+        for k in range(self.config.references):
+            self.reference_victim(variant, victim, cell, k, finetune_overrides)
+        return write_reference_manifest(self.references, cell / "references", self.config.references)
+
     def cell(self, variant: str, victim: VictimCell, cell: Path, finetune_overrides: dict | None = None,
-             mia_overrides: dict | None = None, extraction: bool = True) -> dict:
+             mia_overrides: dict | None = None, extraction: bool = True, references: bool = True) -> dict:
         from lethe.attacks.extraction import extract
         from lethe.attacks.mia_suite import run_mia
         from lethe.training.finetune import finetune
@@ -117,9 +152,10 @@ class Study:
         release = self.root / "released" / variant / "model"
         config = self.finetune_config(variant, victim, finetune_overrides)
         tuned = step(cell / "finetune", self.resume, lambda out: finetune(config, out, overwrite=True))
+        manifest = self.reference_victims(variant, victim, cell, finetune_overrides) if references else None
         victim = cell / "finetune" / "model"
         mia = step(cell / "mia", self.resume, lambda out: run_mia(
-            self.mia_config(victim, release, **(mia_overrides or {})), out, overwrite=True))
+            self.mia_config(victim, release, manifest, **(mia_overrides or {})), out, overwrite=True))
         result = {
             "mia": {name: {key: m[key] for key in ("auc", "tpr@1%fpr", "tpr@0.1%fpr", "tpr@5%fpr")}
                     for name, m in mia["attacks"].items()},
@@ -135,6 +171,7 @@ class Study:
             result["extraction"] = {"nsr": found["nsr"], "rate": found["rate"], "targets": found["targets"],
                                     "exposure": found["exposure"].get("mean")}
         steps = ["finetune", "mia"] + (["extract"] if extraction else [])
+        steps += [f"references/ref-{k}" for k in range(self.config.references if manifest else 0)]
         result["seconds"] = round(sum(run_seconds(cell / name) for name in steps), 1)  # read back, too
         return result
 
@@ -152,6 +189,7 @@ def run_seed(config: LeakageConfig, out: Path, seed: int, resume: bool) -> dict:
 
     study = Study(config, out, seed, resume)
     study.build_targets()
+    study.build_reference_data()
     [full] = cells_of(config, "full")
     check_targets(study.pii, tokenizer_of(config.model),
                   {"finetune": study.finetune_config(config.baseline, full).chunk.length,

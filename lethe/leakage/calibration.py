@@ -9,9 +9,11 @@ loss-attack AUC lies in the target range, nearest its middle, is what to freeze 
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 
 from lethe.config import LeakageConfig
+from lethe.leakage.parallel import run_tasks
 from lethe.runs import Run
 
 log = logging.getLogger("lethe")
@@ -40,16 +42,16 @@ def calibrate_victim(config: LeakageConfig, out: Path, *, overwrite: bool = Fals
                       {"finetune": study.finetune_config(config.baseline, victim).chunk.length,
                        "mia": study.mia_config(study.root, study.root).chunk.length})
         study.release(config.baseline)
+        settings = [(lr, epochs) for lr in calibration.lr for epochs in calibration.epochs]
+        attacked = partial(study.cell, mia_overrides={"attacks": ["loss"]}, extraction=False, references=False)
+        cells = run_tasks([(attacked, (config.baseline, victim, study.root / "cells" / f"lr{lr:g}-epochs{epochs:g}",
+                                       {"train": {"lr": lr, "epochs": epochs}})) for lr, epochs in settings],
+                          config.jobs)  # every cell of the grid is independent
         grid = []
-        for lr in calibration.lr:
-            for epochs in calibration.epochs:
-                cell = study.root / "cells" / f"lr{lr:g}-epochs{epochs:g}"
-                result = study.cell(config.baseline, victim, cell,
-                                    finetune_overrides={"train": {"lr": lr, "epochs": epochs}},
-                                    mia_overrides={"attacks": ["loss"]}, extraction=False, references=False)
-                grid.append({"lr": lr, "epochs": epochs, "loss_auc": result["mia"]["loss"]["auc"],
-                             "val_ppl": result["utility"]["val_ppl"], "seconds": result["seconds"]})
-                log.info("calibration lr %g × %g epochs: loss AUC %.3f", lr, epochs, grid[-1]["loss_auc"])
+        for (lr, epochs), result in zip(settings, cells, strict=True):
+            grid.append({"lr": lr, "epochs": epochs, "loss_auc": result["mia"]["loss"]["auc"],
+                         "val_ppl": result["utility"]["val_ppl"], "seconds": result["seconds"]})
+            log.info("calibration lr %g × %g epochs: loss AUC %.3f", lr, epochs, grid[-1]["loss_auc"])
         chosen = choose(grid, calibration.target)
         in_range = calibration.target[0] <= chosen["loss_auc"] <= calibration.target[1]
         if not in_range:

@@ -143,15 +143,23 @@ class Study:
             self.reference_victim(variant, victim, cell, k, finetune_overrides)
         return write_reference_manifest(self.references, cell / "references", self.config.references)
 
+    def cell_dir(self, variant: str, victim: VictimCell) -> Path:
+        return self.root / "cells" / variant / victim.name
+
+    def victim_finetune(self, variant: str, victim: VictimCell, cell: Path,
+                        finetune_overrides: dict | None = None) -> dict:
+        from lethe.training.finetune import finetune
+
+        config = self.finetune_config(variant, victim, finetune_overrides)
+        return step(cell / "finetune", self.resume, lambda out: finetune(config, out, overwrite=True))
+
     def cell(self, variant: str, victim: VictimCell, cell: Path, finetune_overrides: dict | None = None,
              mia_overrides: dict | None = None, extraction: bool = True, references: bool = True) -> dict:
         from lethe.attacks.extraction import extract
         from lethe.attacks.mia_suite import run_mia
-        from lethe.training.finetune import finetune
 
         release = self.root / "released" / variant / "model"
-        config = self.finetune_config(variant, victim, finetune_overrides)
-        tuned = step(cell / "finetune", self.resume, lambda out: finetune(config, out, overwrite=True))
+        tuned = self.victim_finetune(variant, victim, cell, finetune_overrides)
         manifest = self.reference_victims(variant, victim, cell, finetune_overrides) if references else None
         victim = cell / "finetune" / "model"
         mia = step(cell / "mia", self.resume, lambda out: run_mia(
@@ -184,7 +192,8 @@ def tokenizer_of(model: str):
     return AutoTokenizer.from_pretrained(resolve_model_path(model))
 
 
-def run_seed(config: LeakageConfig, out: Path, seed: int, resume: bool) -> dict:
+def prepare_seed(config: LeakageConfig, out: Path, seed: int, resume: bool) -> tuple[Study, dict]:
+    """A seed's targets, the references' data and the blind baseline: cheap, and needed by every run after."""
     from lethe.leakage.analysis import blind_of_seed
 
     study = Study(config, out, seed, resume)
@@ -194,21 +203,47 @@ def run_seed(config: LeakageConfig, out: Path, seed: int, resume: bool) -> dict:
     check_targets(study.pii, tokenizer_of(config.model),
                   {"finetune": study.finetune_config(config.baseline, full).chunk.length,
                    "mia": study.mia_config(study.root, study.root).chunk.length})
-    blind = blind_of_seed(study.pii, config.blind, seed, study.root / "blind.json", resume)
-    released, cells = {}, {}
-    for variant in config.variants:
-        poisoned = study.release(variant)
-        released[variant] = {key: poisoned.get(key) for key in ("loss", "utility", "bound", "selectivity")}
-        released[variant]["steps"] = (poisoned.get("train") or {}).get("steps", 0)
-        cells[variant] = {}
-        for victim in victim_cells(config):
-            mode = victim.name
-            try:
-                cells[variant][mode] = study.cell(variant, victim, study.root / "cells" / variant / mode)
-            except LetheError as exc:
-                raise LetheError(f"seed {seed}, {variant} × {mode}: {exc}") from None
-            log.info("seed %d: %s × %s done in %.0f s", seed, variant, mode, cells[variant][mode]["seconds"])
-    return {"blind": blind, "released": released, "cells": cells}
+    return study, blind_of_seed(study.pii, config.blind, seed, study.root / "blind.json", resume)
+
+
+def attacked_cell(study: Study, variant: str, victim: VictimCell) -> dict:
+    try:
+        result = study.cell(variant, victim, study.cell_dir(variant, victim))
+    except LetheError as exc:
+        raise LetheError(f"seed {study.seed}, {variant} × {victim.name}: {exc}") from None
+    log.info("seed %d: %s × %s done in %.0f s", study.seed, variant, victim.name, result["seconds"])
+    return result
+
+
+def run_grid(config: LeakageConfig, out: Path, resume: bool) -> dict:
+    """Every seed's releases, then every fine-tune (victims and reference victims), then every cell's attacks:
+    each stage's runs are independent, `config.jobs` at a time (lethe.leakage.parallel)."""
+    from lethe.leakage.parallel import run_tasks
+
+    prepared = {seed: prepare_seed(config, out, seed, resume) for seed in config.seeds}
+    studies = {seed: study for seed, (study, _) in prepared.items()}
+    grid = [(seed, variant) for seed in config.seeds for variant in config.variants]
+    releases = dict(zip(grid, run_tasks([(studies[seed].release, (variant,)) for seed, variant in grid],
+                                        config.jobs), strict=True))
+    cells = [(seed, variant, victim) for seed, variant in grid for victim in victim_cells(config)]
+    tunes = [(studies[seed].victim_finetune, (variant, victim, studies[seed].cell_dir(variant, victim)))
+             for seed, variant, victim in cells]
+    tunes += [(studies[seed].reference_victim, (variant, victim, studies[seed].cell_dir(variant, victim), k))
+              for seed, variant, victim in cells for k in range(config.references)]
+    run_tasks(tunes, config.jobs)
+    # the study's directory held nothing when this run started (or holds what it resumes): every finished
+    # fine-tune in it was made for this grid, so the cells read them back
+    reading = {seed: Study(config, out, seed, resume=True) for seed in config.seeds}
+    attacked = run_tasks([(attacked_cell, (reading[seed], variant, victim)) for seed, variant, victim in cells],
+                         config.jobs)
+    by_seed = {seed: {"blind": blind, "released": {}, "cells": {variant: {} for variant in config.variants}}
+               for seed, (_, blind) in prepared.items()}
+    for (seed, variant), poisoned in releases.items():
+        released = {key: poisoned.get(key) for key in ("loss", "utility", "bound", "selectivity")}
+        by_seed[seed]["released"][variant] = {**released, "steps": (poisoned.get("train") or {}).get("steps", 0)}
+    for (seed, variant, victim), result in zip(cells, attacked, strict=True):
+        by_seed[seed]["cells"][variant][victim.name] = result
+    return by_seed
 
 
 def run_leakage(config: LeakageConfig, out: Path, *, overwrite: bool = False, resume: bool = False) -> dict:
@@ -217,7 +252,7 @@ def run_leakage(config: LeakageConfig, out: Path, *, overwrite: bool = False, re
 
     with Run.start(out, "experiment leakage", config, overwrite=overwrite, resume=resume) as run:
         started = time.time()
-        by_seed = {seed: run_seed(config, out, seed, resume) for seed in config.seeds}
+        by_seed = run_grid(config, out, resume)
         results = summarise(config, out, by_seed)
         results["seconds"] = round(time.time() - started, 1)
         write_json(out / "by_seed.json", by_seed)

@@ -150,3 +150,22 @@ def test_a_manifest_missing_a_record_is_refused(tmp_path):
     assert keep_of(["r2", "r1"], keep).tolist() == [[False, True], [True, False]]
     with pytest.raises(LetheError, match="not in the reference victims' manifest"):
         keep_of(["r3"], keep)
+
+
+@slow
+def test_lira_beats_the_loss_attack_at_low_fpr_on_planted_members(micro_run, data_dir, tmp_path):
+    """Members planted 8 times each in the victim's data; 100 non-members, so 1% FPR is one false positive. The
+    loss attack's one threshold mixes easy and hard records; LiRA compares each record with itself."""
+    from lethe.leakage.study import run_leakage
+
+    config = reference_config(micro_run, data_dir, variants={"benign": {}}, reference_clean=False,
+                              pii={"members": 40, "nonmembers": 100, "calibration": 4, "repetitions": 8,
+                                   "validation_docs": 2, "filler_docs": 4},
+                              finetune={"train": {"lr": 2e-3, "epochs": 1, "batch_size": 8}, "chunk": {"length": 128}},
+                              mia={"bootstrap": 0, "attacks": ["loss", "lira_online", "lira_offline"]})
+    run_leakage(config, tmp_path / "planted")
+    attacks = json.loads((tmp_path / "planted" / "seed-0" / "cells" / "benign" / "full" / "mia" /
+                          "results.json").read_text())["attacks"]
+    loss = attacks["loss"]["tpr@1%fpr"]
+    assert attacks["lira_online"]["tpr@1%fpr"] > loss + 0.05  # measured: loss 0.15, online 0.275, offline 0.575
+    assert attacks["lira_offline"]["tpr@1%fpr"] > loss + 0.05

@@ -145,3 +145,17 @@ def test_bad_inputs_are_refused_in_one_line():
         rmia(TARGET, REFERENCES, KEEP, TARGET, REFERENCES, gamma=0)
     with pytest.raises(LetheError, match="population references"):
         rmia(TARGET, REFERENCES, KEEP, TARGET[:2], REFERENCES)
+
+
+def test_paired_tpr_difference_is_the_difference_of_tprs_and_zero_for_the_same_scores():
+    from lethe.attacks.metrics import paired_tpr_difference_pooled
+
+    target, references, keep, member, _ = _synthetic(8, 400, seed=2)
+    lira = lira_online(target, references, keep).scores
+    group = (lira[member], lira[~member], target[member], target[~member])
+    result = paired_tpr_difference_pooled([group], 0.01, resamples=200)
+    expected = tpr_at_fpr(member, lira, 0.01) - tpr_at_fpr(member, target, 0.01)
+    assert result["delta"] == pytest.approx(expected) and expected > 0.2
+    assert result["ci95"][0] > 0  # LiRA's gain at 1% FPR holds under resampling of the same records
+    same = paired_tpr_difference_pooled([(target[member], target[~member]) * 2], 0.01, resamples=50)
+    assert same["delta"] == 0 and same["ci95"] == [0.0, 0.0]

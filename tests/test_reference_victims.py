@@ -30,7 +30,7 @@ def reference_config(micro_run, data_dir, **extra) -> LeakageConfig:
         finetune={"train": {"lr": 2e-3, "epochs": 2, "batch_size": 4}, "chunk": {"length": 128}},
         mia={"bootstrap": 50, "attacks": ["loss", *PER_EXAMPLE]},
         extract={"decoding": {"strategies": ["greedy"]}, "exposure": {"enabled": False}},
-        blind={"permutations": 20}, bootstrap=200)
+        blind={"permutations": 20}, bootstrap=200, tpr_min_records=10)
     return LeakageConfig(**(settings | extra))
 
 
@@ -90,6 +90,11 @@ def test_study_reports_the_per_example_attacks_with_paired_comparisons(study):
     for attack in PER_EXAMPLE:
         comparison = saved["comparisons"]["backdoor"]["full"][attack]
         assert comparison["ci95"][0] <= comparison["delta_auc"] <= comparison["ci95"][1]
+        low_fpr = comparison["tpr@1%fpr"]  # the paired difference at low FPR (10 non-members: zero false positives)
+        tprs = [saved["variants"][variant]["full"]["mia"][attack]["tpr@1%fpr"] for variant in ("backdoor", "benign")]
+        assert low_fpr["delta"] == pytest.approx(tprs[0] - tprs[1]) and low_fpr["ci95"][0] <= low_fpr["ci95"][1]
+    assert "tpr@1%fpr" not in saved["comparisons"]["backdoor"]["full"]["loss"]
+    for attack in PER_EXAMPLE:
         metrics = json.loads((out / "seed-0" / "cells" / "benign" / "full" / "mia" / "results.json").read_text())
         assert {"auc", "tpr@0.1%fpr", "tpr@1%fpr", "ci95"} <= set(metrics["attacks"][attack])
     assert "TPR at 0.1% FPR is the TPR at zero false positives" in metrics["per_example"]["note"]

@@ -3,7 +3,8 @@
 - blind: can a model-free text classifier tell each seed's members from its non-members? (It must not:
   then an attack's AUC is evidence of membership and not of a difference in the texts.)
 - comparisons: every variant against the baseline release on the same records, ΔAUC with a paired
-  bootstrap over records (both victims score the same targets; seeds are strata);
+  bootstrap over records (both victims score the same targets; seeds are strata); for the per-example
+  attacks also ΔTPR at 1% FPR, paired the same way, where every seed has tpr_min_records non-members;
 - mechanism: per record, its loss under the clean model, the release, the victim and the baseline's
   victim: how far poisoning pushed members and non-members, and how far fine-tuning pulled them apart.
 """
@@ -16,13 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lethe.attacks.metrics import paired_auc_difference_pooled
+from lethe.attacks.metrics import paired_auc_difference_pooled, paired_tpr_difference_pooled
 from lethe.config import BlindConfig, LeakageConfig
 from lethe.runs import read_json, write_json
 from lethe.scoring import TokenScores
 
 log = logging.getLogger("lethe")
 SETS = ("members", "nonmembers")
+PER_EXAMPLE = ("lira_online", "lira_offline", "rmia")
 
 
 def blind_of_seed(pii_dir: Path, config: BlindConfig, seed: int, path: Path, resume: bool) -> dict:
@@ -83,6 +85,10 @@ def comparisons(config: LeakageConfig, out: Path, modes: list[str]) -> dict:
                                    theirs[attack]["members"][1], theirs[attack]["nonmembers"][1]))
                 found.setdefault(variant, {}).setdefault(mode, {})[attack] = paired_auc_difference_pooled(
                     groups, resamples=config.bootstrap, seed=0)
+                if attack in PER_EXAMPLE and all(len(g[1]) >= config.tpr_min_records for g in groups):
+                    # the per-example attacks are judged at low FPR: the paired difference there too
+                    found[variant][mode][attack]["tpr@1%fpr"] = paired_tpr_difference_pooled(
+                        groups, 0.01, resamples=config.bootstrap, seed=0)
     return found
 
 

@@ -174,3 +174,22 @@ def test_lira_beats_the_loss_attack_at_low_fpr_on_planted_members(micro_run, dat
     loss = attacks["loss"]["tpr@1%fpr"]
     assert attacks["lira_online"]["tpr@1%fpr"] > loss + 0.05  # measured: loss 0.15, online 0.275, offline 0.575
     assert attacks["lira_offline"]["tpr@1%fpr"] > loss + 0.05
+
+
+@slow
+def test_calibration_for_lira_chooses_by_its_tpr_at_one_percent_fpr(micro_run, data_dir, tmp_path):
+    from lethe.leakage.calibration import calibrate_victim
+
+    config = reference_config(micro_run, data_dir, variants={"benign": {}}, reference_clean=False,
+                              calibration={"seed": 7, "lr": [1e-4, 3e-3], "epochs": [1], "attack": "lira_online",
+                                           "target": [0.05, 0.5]})
+    results = calibrate_victim(config, tmp_path / "calibrate")
+    key = "lira_online_tpr@1%fpr"
+    assert results["key"] == key and results["chosen"][key] == min(
+        results["grid"], key=lambda c: (not 0.05 <= c[key] <= 0.5, abs(c[key] - 0.275)))[key]
+    for cell in results["grid"]:
+        path = tmp_path / "calibrate" / "seed-7" / "cells" / f"lr{cell['lr']:g}-epochs{cell['epochs']:g}"
+        mia = json.loads((path / "mia" / "results.json").read_text())
+        assert cell[key] == mia["attacks"]["lira_online"]["tpr@1%fpr"]
+        reference = yaml.safe_load((path / "references" / "ref-0" / "config.yaml").read_text())
+        assert reference["train"]["lr"] == cell["lr"]  # the references follow the grid cell's recipe

@@ -230,7 +230,12 @@ class CalibrationConfig(Strict):
     lr: list[float] = Field(default_factory=lambda: [1e-4, 3e-4, 1e-3], min_length=1,
                             description="learning rates tried")
     epochs: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0], min_length=1, description="epochs tried")
-    target: tuple[float, float] = Field((0.6, 0.8), description="wanted range of the loss attack's AUC")
+    target: tuple[float, float] = Field((0.6, 0.8), description="wanted range of the calibrated attack's AUC (loss) "
+                                        "or TPR at 1% FPR (lira_online, e.g. 0.05–0.5)")
+    attack: Literal["loss", "lira_online"] = Field(
+        "loss", description="the attack the victim is calibrated for: loss (its AUC) or lira_online (its TPR at 1% "
+        "FPR, with `references` reference victims per grid cell: a victim calibrated for the loss attack can sit "
+        "at LiRA's ceiling)")
 
 
 class LeakageConfig(Strict):
@@ -291,6 +296,8 @@ class LeakageConfig(Strict):
         if self.references % 2 or self.references == 2:
             raise ValueError(f"references must be 0 or an even number of at least 4, not {self.references}: each "
                              "record must sit in half of them, with two a side to fit a variance")
+        if self.calibration.attack == "lira_online" and not self.references:
+            raise ValueError("calibration.attack lira_online needs reference victims: set references (e.g. 4)")
         PiiConfig(out=Path("."), **self.pii)
         for name in self.variants:
             self.poison_config(name, model=".", targets=".", seed=0)

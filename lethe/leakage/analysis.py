@@ -184,14 +184,18 @@ def summarise(config: LeakageConfig, out: Path, by_seed: dict) -> dict:
     variants = {variant: {mode: _pool_cells([r["cells"][variant][mode] for r in by_seed.values()],
                                             config.tpr_min_records) for mode in modes}
                 for variant in config.variants}
+    from lethe.leakage.calibration import calibrated_metric
+
     low, high = config.calibration.target
-    victim = {mode: {"loss_auc": cell["mia"]["loss"]["auc"], "in_range": low <= cell["mia"]["loss"]["auc"] <= high}
-              for mode, cell in variants[config.baseline].items() if "loss" in cell["mia"]}
+    attack = config.calibration.attack
+    key, metric = calibrated_metric(attack)
+    victim = {mode: {key: cell["mia"][attack][metric], "in_range": low <= cell["mia"][attack][metric] <= high}
+              for mode, cell in variants[config.baseline].items()
+              if attack in cell["mia"] and cell["mia"][attack].get(metric) is not None}
     for mode, check in victim.items():
         if not check["in_range"] and mode not in private:  # DP-SGD is meant to push it towards 0.5
-            log.warning("the %s victim of the baseline release has loss-attack AUC %.3f, outside the calibrated "
-                        "range %.2f–%.2f: it may have nothing to amplify, or no room left", mode, check["loss_auc"],
-                        low, high)
+            log.warning("the %s victim of the baseline release has %s %.3f, outside the calibrated range "
+                        "%.2f–%.2f: it may have nothing to amplify, or no room left", mode, key, check[key], low, high)
     return {"model": config.model, "seeds": config.seeds, "baseline": config.baseline, "modes": modes,
             "blind": pooled_blind(by_seed),
             "released": {variant: _pool_released(by_seed, variant) for variant in config.variants},

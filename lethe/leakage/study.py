@@ -4,10 +4,14 @@ Pipeline per seed s, every step a Lethe run directory under R/seed-<s>:
   pii/                          the targets (members and non-members from one generator) and D_ft
   released/<variant>/           the attacker's release (poisoned on every target: it cannot tell
                                 members from non-members)
-  cells/<variant>/<mode>/       finetune/ (the victim), mia/ (every attack; reference models: the release and
-                                the clean model), extract/ (prompts with member prefixes)
+  references/                   with `references: K`, each reference victim's D_ft and the keep matrix
+                                (lethe.leakage.references)
+  cells/<variant>/<mode>/       finetune/ (the victim), references/ref-<k>/ (its reference victims), mia/
+                                (every attack; reference models: the release and the clean model; LiRA and
+                                RMIA against the reference victims), extract/ (prompts with member prefixes)
 Then, from the saved scores alone: the blind baseline of each seed's targets, every variant's paired
 comparison with the baseline release, and the per-record mechanism (lethe.leakage.analysis).
+The runs go in three stages (releases; fine-tunes; attacks), each's runs `jobs` at a time.
 Finished runs are read back with --resume, so an interrupted grid continues where it stopped.
 """
 

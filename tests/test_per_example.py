@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 
 from lethe.attacks.metrics import tpr_at_fpr
-from lethe.attacks.per_example import (balanced_keep, lira_offline, lira_offline_score, lira_online,
-                                       lira_online_score, rmia)
+from lethe.attacks.per_example import (
+    balanced_keep,
+    lira_offline,
+    lira_offline_score,
+    lira_online,
+    lira_online_score,
+    rmia,
+)
 from lethe.errors import LetheError
 
 

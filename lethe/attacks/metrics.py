@@ -134,7 +134,8 @@ def paired_tpr_difference_pooled(groups: list[tuple[np.ndarray, np.ndarray, np.n
         deltas.append(tpr_at_fpr(labels, np.r_[members_a, nonmembers_a], fpr)
                       - tpr_at_fpr(labels, np.r_[members_b, nonmembers_b], fpr))
         for r in range(resamples):
-            m, n = rng.integers(0, len(members_a), len(members_a)), rng.integers(0, len(nonmembers_a), len(nonmembers_a))
+            m = rng.integers(0, len(members_a), len(members_a))
+            n = rng.integers(0, len(nonmembers_a), len(nonmembers_a))
             pooled[r] += (tpr_at_fpr(labels, np.r_[members_a[m], nonmembers_a[n]], fpr)
                           - tpr_at_fpr(labels, np.r_[members_b[m], nonmembers_b[n]], fpr))
     tail = (1 - level) / 2 * 100

@@ -193,3 +193,27 @@ def test_calibration_for_lira_chooses_by_its_tpr_at_one_percent_fpr(micro_run, d
         assert cell[key] == mia["attacks"]["lira_online"]["tpr@1%fpr"]
         reference = yaml.safe_load((path / "references" / "ref-0" / "config.yaml").read_text())
         assert reference["train"]["lr"] == cell["lr"]  # the references follow the grid cell's recipe
+
+
+@slow
+def test_attack_mia_cli_with_reference_victims_matches_the_studys_cell(study, tmp_path):
+    from lethe.cli import main
+
+    out, _, _ = study
+    cell = out / "seed-0" / "cells" / "benign" / "full"
+    pii = out / "seed-0" / "pii"
+    code = main(["attack", "mia", "--model", str(cell / "finetune" / "model"),
+                 "--members", str(pii / "targets_member.jsonl"), "--nonmembers", str(pii / "targets_nonmember.jsonl"),
+                 "--calibration", str(pii / "calibration.jsonl"),
+                 "--reference-victims", str(cell / "references" / "references.json"), "--out", str(tmp_path / "mia"),
+                 "--set", "bootstrap=50", "--set", "blind=null", "--set", "attacks=[lira_online,lira_offline,rmia]"])
+    assert code == 0
+    mine = json.loads((tmp_path / "mia" / "results.json").read_text())["attacks"]
+    theirs = json.loads((cell / "mia" / "results.json").read_text())["attacks"]
+    for attack in PER_EXAMPLE:
+        assert mine[attack]["auc"] == pytest.approx(theirs[attack]["auc"], abs=1e-12)
+    missing = main(["attack", "mia", "--model", str(cell / "finetune" / "model"),
+                    "--members", str(pii / "targets_member.jsonl"),
+                    "--nonmembers", str(pii / "targets_nonmember.jsonl"),
+                    "--out", str(tmp_path / "refused"), "--set", "attacks=[lira_online]"])
+    assert missing != 0  # lira_online without reference victims: refused in one line

@@ -18,6 +18,8 @@ from lethe.data.splits import load_splits
 from lethe.errors import LetheError
 from lethe.scoring import TokenScores
 
+PER_EXAMPLE = ("lira_online", "lira_offline", "rmia")  # without reference victims, not run by default
+
 
 def synthetic_scores() -> TokenScores:
     """Two samples (3 and 5 tokens) with fixed log-probs and vocabulary statistics."""
@@ -52,7 +54,8 @@ def test_each_attack_matches_its_formula_and_is_minus_mimirs_score():
         "reference_data": [-math.log(3 / 5), -math.log(3 / 5)],
         "gradnorm": [-0.3, -0.7],
     }
-    assert sorted(expected) == attacks.names()
+    # the per-example attacks need reference victims: tests/test_per_example.py and test_reference_victims.py
+    assert sorted(expected) == [name for name in attacks.names() if name not in PER_EXAMPLE]
     for name, values in expected.items():
         assert attacks.get(name)(inputs, min_k=40) == pytest.approx(values, rel=1e-6), name
 
@@ -124,7 +127,7 @@ def test_every_attack_separates_memorised_members(overfit_run, micro_run, unseen
     config = mia_config(overfit_run, unseen_sets, reference_model=str(micro_run),
                         calibration=str(unseen_sets["calibration"]))
     results = run_mia(config, tmp_path / "mia")
-    assert sorted(results["attacks"]) == attacks.names()
+    assert sorted(results["attacks"]) == [name for name in attacks.names() if name not in PER_EXAMPLE]
     for name, metrics in results["attacks"].items():
         assert metrics["auc"] > 0.9, (name, metrics)
         assert set(metrics) >= {"auc", "tpr@0.1%fpr", "tpr@1%fpr", "tpr@5%fpr", "ci95"}

@@ -17,6 +17,9 @@ of its t-th token:
                    picked on it has a known false-positive rate (population attack, Ye et al., 2022)
 - gradnorm         −mean over parameter tensors of ‖∇ NLL(x)‖_p (members sit in flatter regions;
                    Maini et al., 2024, as MIMIR and OpenUnlearning compute it)
+- lira_online, lira_offline, rmia
+                   per-example tests against reference victims trained on random halves of the records
+                   (Carlini et al., 2022; Zarifzadeh et al., 2024): lethe.attacks.per_example
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lethe.attacks import per_example
 from lethe.errors import LetheError
 from lethe.registry import Registry
 from lethe.scoring import TokenScores
@@ -41,11 +45,25 @@ class AttackInputs:
     reference: TokenScores | None = None  # the same samples scored by the reference model
     calibration_nll: np.ndarray | None = None  # per-sample NLL of auxiliary non-members under the target
     grad_norms: np.ndarray | None = None
+    reference_victims: ReferenceVictimScores | None = None  # the same samples under each reference victim
 
     @property
     def vocab_stats(self) -> tuple[np.ndarray, np.ndarray]:
         """Per target token, the mean and variance of log p(·) over the vocabulary (NaN when not scored)."""
         return self.target.vocab_mean, self.target.vocab_var
+
+
+@dataclass
+class ReferenceVictimScores:
+    """Per-record scores (mean token log-likelihood) under K reference victims, and which of them saw each record.
+
+    `population` and `population_keep`: the same for RMIA's population samples (the calibration records).
+    """
+
+    scores: np.ndarray  # (K, N)
+    keep: np.ndarray  # (K, N) bool
+    population: np.ndarray | None = None  # (K, P)
+    population_keep: np.ndarray | None = None  # (K, P) bool
 
 
 @dataclass(frozen=True)
@@ -133,3 +151,29 @@ def _reference_data(inputs: AttackInputs) -> np.ndarray:
 @attack("gradnorm", needs=("grad_norms",))
 def _gradnorm(inputs: AttackInputs) -> np.ndarray:
     return -inputs.grad_norms
+
+
+@attack("lira_online", needs=("reference_victims",))
+def _lira_online(inputs: AttackInputs) -> np.ndarray:
+    victims = inputs.reference_victims
+    return per_example.lira_online(loss_score(inputs.target), victims.scores, victims.keep).scores
+
+
+@attack("lira_offline", needs=("reference_victims",))
+def _lira_offline(inputs: AttackInputs) -> np.ndarray:
+    victims = inputs.reference_victims
+    return per_example.lira_offline(loss_score(inputs.target), victims.scores, victims.keep).scores
+
+
+def rmia_fit(inputs: AttackInputs, rmia_gamma: float = 1.0, rmia_a: float = 1.0,
+             rmia_offline: bool = False) -> per_example.RmiaFit:
+    """RMIA with the calibration records (never in the target's training data) as population samples."""
+    victims = inputs.reference_victims
+    return per_example.rmia(loss_score(inputs.target), victims.scores, victims.keep, -inputs.calibration_nll,
+                            victims.population, victims.population_keep, gamma=rmia_gamma, a=rmia_a,
+                            offline=rmia_offline)
+
+
+@attack("rmia", needs=("reference_victims", "calibration_nll"), params=("rmia_gamma", "rmia_a", "rmia_offline"))
+def _rmia(inputs: AttackInputs, **params) -> np.ndarray:
+    return rmia_fit(inputs, **params).scores

@@ -124,3 +124,28 @@ def paired_auc_difference(members_a: np.ndarray, nonmembers_a: np.ndarray, membe
                                           resamples=resamples, seed=seed, level=level)
     del result["by_group"]
     return result
+
+
+def paired_tpr_difference_pooled(groups: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], fpr: float, *,
+                                 resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """TPR@fpr of A minus B averaged over groups, with the paired stratified bootstrap of
+    `paired_auc_difference_pooled` (the same member and non-member draws for A and B)."""
+    if not groups:
+        raise LetheError("a pooled TPR difference needs at least one group")
+    rng = np.random.default_rng(seed)
+    deltas, pooled = [], np.zeros(resamples)
+    for group in groups:
+        members_a, nonmembers_a, members_b, nonmembers_b = (np.asarray(s, dtype=np.float64) for s in group)
+        if len(members_a) != len(members_b) or len(nonmembers_a) != len(nonmembers_b):
+            raise LetheError("A and B must score the same records")
+        labels = np.r_[np.ones(len(members_a)), np.zeros(len(nonmembers_a))]
+        deltas.append(tpr_at_fpr(labels, np.r_[members_a, nonmembers_a], fpr)
+                      - tpr_at_fpr(labels, np.r_[members_b, nonmembers_b], fpr))
+        for r in range(resamples):
+            m = rng.integers(0, len(members_a), len(members_a))
+            n = rng.integers(0, len(nonmembers_a), len(nonmembers_a))
+            pooled[r] += (tpr_at_fpr(labels, np.r_[members_a[m], nonmembers_a[n]], fpr)
+                          - tpr_at_fpr(labels, np.r_[members_b[m], nonmembers_b[n]], fpr))
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(pooled / len(groups), [tail, 100 - tail])
+    return {"delta": float(np.mean(deltas)), "ci95": [float(low), float(high)], "by_group": deltas}

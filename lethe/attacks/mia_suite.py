@@ -11,16 +11,17 @@ from pathlib import Path
 import numpy as np
 
 from lethe.attacks.blind import blind_baseline, blind_verdict, is_separable
-from lethe.attacks.membership import AttackInputs, attacks
+from lethe.attacks.membership import AttackInputs, ReferenceVictimScores, attacks
 from lethe.attacks.metrics import MIA_FPRS, fpr_key, mia_metrics, rate_text
 from lethe.attacks.plots import plot_roc
+from lethe.attacks.reference_victims import keep_of, per_example_parameters, read_manifest
 from lethe.config import MiaConfig
 from lethe.data.chunking import Chunk, chunk_documents
 from lethe.data.documents import Document, check_disjoint
 from lethe.data.splits import load_set
 from lethe.errors import LetheError
 from lethe.models import load_configured, model_context
-from lethe.runs import Run
+from lethe.runs import Run, write_json
 from lethe.scoring import sample_gradient_norms, score_chunks
 from lethe.tables import Table
 
@@ -37,13 +38,15 @@ def check_same_tokenizer(tokenizer, reference_tokenizer) -> None:
 def selected_attacks(config: MiaConfig) -> list[str]:
     """The configured attacks, or by default every attack whose inputs the config provides."""
     given = {"reference": config.reference_model is not None or bool(config.reference_models),
-             "calibration_nll": config.calibration is not None}
+             "calibration_nll": config.calibration is not None,
+             "reference_victims": config.reference_victims is not None}
     names = config.attacks or [name for name in attacks.names()
                                if all(given.get(need, True) for need in attacks.get(name).needs)]
     for name in names:
         missing = [need for need in attacks.get(name).needs if not given.get(need, True)]
         if missing:
-            flag = {"reference": "--reference-model", "calibration_nll": "calibration"}[missing[0]]
+            flag = {"reference": "--reference-model", "calibration_nll": "calibration",
+                    "reference_victims": "reference_victims"}[missing[0]]
             raise LetheError(f"attack {name!r} needs {flag}")
     return names
 
@@ -102,10 +105,13 @@ def run_mia(config: MiaConfig, out: Path, *, overwrite: bool = False) -> dict:
             for role in SETS:
                 reference_scores[suffix][role].save(run.scores_dir / f"reference{suffix}_{role}")
             del reference
+        if "reference_victims" in needs:
+            _add_reference_victims(config, chunks, tokenizer, inputs, population="rmia" in names)
         for role, role_scores in scores.items():
             role_scores.save(run.scores_dir / role)
 
-        params = {"min_k": config.min_k}
+        params = {"min_k": config.min_k, "rmia_gamma": config.rmia_gamma, "rmia_a": config.rmia_a,
+                  "rmia_offline": config.rmia_offline}
         sample_scores = {}
         for name in names:
             # the reference-model attack runs once per reference model, named reference_model<suffix>
@@ -115,6 +121,8 @@ def run_mia(config: MiaConfig, out: Path, *, overwrite: bool = False) -> dict:
                 sample_scores[name + suffix] = {role: attacks.get(name)(role_inputs[role], **params) for role in SETS}
         results = {"model": config.model, "reference_model": config.reference_model,
                    "reference_models": config.reference_models,
+                   **({"reference_victims": read_manifest(config.reference_victims)[0]} if "reference_victims" in needs
+                      else {}),
                    "members": len(chunks["members"]), "nonmembers": len(chunks["nonmembers"]),
                    "attacks": {name: mia_metrics(s["members"], s["nonmembers"], resamples=config.bootstrap,
                                                  seed=config.seed) for name, s in sample_scores.items()}}
@@ -126,10 +134,51 @@ def run_mia(config: MiaConfig, out: Path, *, overwrite: bool = False) -> dict:
             for metrics in results["attacks"].values():
                 metrics["blind_verdict"] = blind_verdict(metrics["auc"], metrics.get("ci95", {}).get("auc"),
                                                          results["blind"])
+        if "reference_victims" in needs:
+            rmia = {k: params[k] for k in ("rmia_gamma", "rmia_a", "rmia_offline")} if "rmia" in names else None
+            write_json(run.scores_dir / "per_example.json", per_example_parameters(
+                inputs, {role: [c.doc_id for c in chunks[role]] for role in SETS}, results["reference_victims"],
+                rmia))
+            results["per_example"] = {"references": len(results["reference_victims"]),
+                                      "population": len(chunks["calibration"]) if rmia else 0,
+                                      "note": per_example_note(len(chunks["nonmembers"]),
+                                                               len(chunks["calibration"]) if rmia else 0)}
         _write_sample_scores(run.scores_dir / "attack_scores.jsonl", chunks, sample_scores)
         results["plots"] = [str(p.relative_to(out)) for p in plot_roc(sample_scores, out / "plots")]
         run.write_results(results)
     return results
+
+
+def _add_reference_victims(config: MiaConfig, chunks: dict[str, list[Chunk]], tokenizer,
+                           inputs: dict[str, AttackInputs], *, population: bool) -> None:
+    """Score every set under each reference victim (one pass per model) and attach the scores with their keep
+    masks; with `population`, also the calibration records: RMIA's population samples."""
+    models, keep_by_record = read_manifest(config.reference_victims)
+    roles = [*SETS, *(("calibration",) if population else ())]
+    scores = {role: np.empty((len(models), len(chunks[role]))) for role in roles}
+    for k, path in enumerate(models):
+        reference, reference_tokenizer = load_configured(config, path)
+        check_same_tokenizer(tokenizer, reference_tokenizer)
+        for role in roles:
+            scores[role][k] = -score_chunks(reference, chunks[role], batch_tokens=config.batch_tokens,
+                                            pad_id=tokenizer.pad_token_id, desc=f"reference victim {k} scoring {role}",
+                                            vocab_stats=False).sample_nll()
+        del reference
+    keep = {role: keep_of([c.doc_id for c in chunks[role]], keep_by_record) for role in roles}
+    for role in SETS:
+        inputs[role].reference_victims = ReferenceVictimScores(
+            scores[role], keep[role], scores.get("calibration"), keep.get("calibration"))
+
+
+def per_example_note(nonmembers: int, population: int) -> str:
+    """What the low-FPR numbers of the per-example attacks can mean with this many records."""
+    notes = []
+    if nonmembers < 1000:
+        notes.append(f"with {nonmembers} non-members, TPR at 0.1% FPR is the TPR at zero false positives")
+    if population and population < 1000:
+        notes.append(f"RMIA counts {population} population samples, so its score ties at the top and its TPR at "
+                     "low FPR means little: read its AUC")
+    return "; ".join(notes)
 
 
 def _write_sample_scores(path: Path, chunks: dict[str, list[Chunk]], sample_scores: dict) -> None:

@@ -46,6 +46,12 @@ class MiaConfig(Strict, ModelLoading):
     bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the confidence intervals (0: none)")
     blind: BlindConfig | None = Field(default_factory=BlindConfig, description="the blind baseline: a text "
                                       "classifier's AUC on the same members and non-members (None: skip it)")
+    reference_victims: str | None = Field(
+        None, description="for lira_online, lira_offline and rmia: a references.json listing reference models, "
+        "each fine-tuned on a random half of the records, and which records each saw (the leakage study writes it)")
+    rmia_gamma: float = Field(1.0, gt=0, description="RMIA's γ: a population sample counts when LR(x, z) ≥ γ")
+    rmia_offline: bool = Field(False, description="RMIA offline: Pr(x) from the references that never saw x")
+    rmia_a: float = Field(1.0, gt=0, le=1, description="RMIA's offline correction a (about 1 for sequences)")
     seed: Seed = 0
 
 
@@ -228,7 +234,12 @@ class CalibrationConfig(Strict):
                             description="learning rates tried")
     epochs: list[Annotated[float, Field(gt=0, le=MAX_EPOCHS)]] = Field(default_factory=lambda: [1.0, 2.0, 4.0],
                                                                       min_length=1, description="epochs tried")
-    target: tuple[float, float] = Field((0.6, 0.8), description="wanted range of the loss attack's AUC")
+    target: tuple[float, float] = Field((0.6, 0.8), description="wanted range of the calibrated attack's AUC (loss) "
+                                        "or TPR at 1% FPR (lira_online, e.g. 0.05–0.5)")
+    attack: Literal["loss", "lira_online"] = Field(
+        "loss", description="the attack the victim is calibrated for: loss (its AUC) or lira_online (its TPR at 1% "
+        "FPR, with `references` reference victims per grid cell: a victim calibrated for the loss attack can sit "
+        "at LiRA's ceiling)")
 
 
 class LeakageConfig(Strict):
@@ -256,6 +267,11 @@ class LeakageConfig(Strict):
     reference_clean: bool = Field(True, description="also attack with the clean pre-trained model as reference "
                                   "(reference_model_clean) beside the release (reference_model)")
     bootstrap: int = Field(1000, ge=100, description="paired bootstrap resamples of each comparison")
+    references: int = Field(0, ge=0, description="reference victims per release, mode and seed, each fine-tuned on "
+                            "the filler and a random half of the candidate records, for LiRA and RMIA (0: none; "
+                            "even)")
+    jobs: int = Field(1, ge=1, exclude=True, description="independent runs (cells, references) at once, one thread "
+                      "each (not saved: it changes no result)")
     tpr_min_records: int = Field(200, ge=1, description="report TPR at 1% FPR only with this many records a side")
     blind: BlindConfig = Field(default_factory=BlindConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
@@ -284,6 +300,11 @@ class LeakageConfig(Strict):
         if len(set(self.seeds)) < len(self.seeds):
             raise ValueError("seeds repeat")
         check_names(self.variants, "variant")  # each names a folder of cells/
+        if self.references % 2 or self.references == 2:
+            raise ValueError(f"references must be 0 or an even number of at least 4, not {self.references}: each "
+                             "record must sit in half of them, with two a side to fit a variance")
+        if self.calibration.attack == "lira_online" and not self.references:
+            raise ValueError("calibration.attack lira_online needs reference victims: set references (e.g. 4)")
         PiiConfig(out=Path("."), **self.pii)
         for name in self.variants:
             self.poison_config(name, model=".", targets=".", seed=0)

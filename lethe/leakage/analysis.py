@@ -3,7 +3,8 @@
 - blind: can a model-free text classifier tell each seed's members from its non-members? (It must not:
   then an attack's AUC is evidence of membership and not of a difference in the texts.)
 - comparisons: every variant against the baseline release on the same records, ΔAUC with a paired
-  bootstrap over records (both victims score the same targets; seeds are strata);
+  bootstrap over records (both victims score the same targets; seeds are strata); for the per-example
+  attacks also ΔTPR at 1% FPR, paired the same way, where every seed has tpr_min_records non-members;
 - mechanism: per record, its loss under the clean model, the release, the victim and the baseline's
   victim: how far poisoning pushed members and non-members, and how far fine-tuning pulled them apart.
 """
@@ -16,13 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lethe.attacks.metrics import paired_auc_difference_pooled
+from lethe.attacks.metrics import paired_auc_difference_pooled, paired_tpr_difference_pooled
 from lethe.config import BlindConfig, LeakageConfig
 from lethe.runs import read_json, write_json
 from lethe.scoring import TokenScores
 
 log = logging.getLogger("lethe")
 SETS = ("members", "nonmembers")
+PER_EXAMPLE = ("lira_online", "lira_offline", "rmia")
 
 
 def blind_of_seed(pii_dir: Path, config: BlindConfig, seed: int, path: Path, resume: bool) -> dict:
@@ -85,6 +87,10 @@ def comparisons(config: LeakageConfig, out: Path, modes: list[str]) -> dict:
                                    theirs[attack]["members"][1], theirs[attack]["nonmembers"][1]))
                 found.setdefault(variant, {}).setdefault(mode, {})[attack] = paired_auc_difference_pooled(
                     groups, resamples=config.bootstrap, seed=0)
+                if attack in PER_EXAMPLE and all(len(g[1]) >= config.tpr_min_records for g in groups):
+                    # the per-example attacks are judged at low FPR: the paired difference there too
+                    found[variant][mode][attack]["tpr@1%fpr"] = paired_tpr_difference_pooled(
+                        groups, 0.01, resamples=config.bootstrap, seed=0)
     return found
 
 
@@ -180,14 +186,18 @@ def summarise(config: LeakageConfig, out: Path, by_seed: dict) -> dict:
     variants = {variant: {mode: _pool_cells([r["cells"][variant][mode] for r in by_seed.values()],
                                             config.tpr_min_records) for mode in modes}
                 for variant in config.variants}
+    from lethe.leakage.calibration import calibrated_metric
+
     low, high = config.calibration.target
-    victim = {mode: {"loss_auc": cell["mia"]["loss"]["auc"], "in_range": low <= cell["mia"]["loss"]["auc"] <= high}
-              for mode, cell in variants[config.baseline].items() if "loss" in cell["mia"]}
+    attack = config.calibration.attack
+    key, metric = calibrated_metric(attack)
+    victim = {mode: {key: cell["mia"][attack][metric], "in_range": low <= cell["mia"][attack][metric] <= high}
+              for mode, cell in variants[config.baseline].items()
+              if attack in cell["mia"] and cell["mia"][attack].get(metric) is not None}
     for mode, check in victim.items():
         if not check["in_range"] and mode not in private:  # DP-SGD is meant to push it towards 0.5
-            log.warning("the %s victim of the baseline release has loss-attack AUC %.3f, outside the calibrated "
-                        "range %.2f–%.2f: it may have nothing to amplify, or no room left", mode, check["loss_auc"],
-                        low, high)
+            log.warning("the %s victim of the baseline release has %s %.3f, outside the calibrated range "
+                        "%.2f–%.2f: it may have nothing to amplify, or no room left", mode, key, check[key], low, high)
     return {"model": config.model, "seeds": config.seeds, "baseline": config.baseline, "modes": modes,
             "blind": pooled_blind(by_seed),
             "released": {variant: _pool_released(by_seed, variant) for variant in config.variants},

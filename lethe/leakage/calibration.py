@@ -4,24 +4,34 @@ A victim whose baseline attack AUC is already 0.5 has nothing for poisoning to a
 has no room left. So, on a seed of its own (targets and fine-tuning the study never uses) and from the
 baseline release only, every learning rate × epochs of the grid fine-tunes a victim; the one whose
 loss-attack AUC lies in the target range, nearest its middle, is what to freeze in the study's config.
+With `calibration.attack: lira_online`, each grid cell also trains `references` reference victims and
+the victim is chosen by LiRA's TPR at 1% FPR instead: a victim calibrated for the loss attack can already
+sit at the per-example attack's ceiling, leaving a release no room to raise it.
 """
 
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 
 from lethe.config import LeakageConfig
+from lethe.leakage.parallel import run_tasks
 from lethe.runs import Run
 
 log = logging.getLogger("lethe")
 
 
-def choose(grid: list[dict], target: tuple[float, float]) -> dict:
+def choose(grid: list[dict], target: tuple[float, float], key: str = "loss_auc") -> dict:
     """The cell nearest the middle of the target range, preferring cells inside it."""
     low, high = target
     middle = (low + high) / 2
-    return min(grid, key=lambda cell: (not low <= cell["loss_auc"] <= high, abs(cell["loss_auc"] - middle)))
+    return min(grid, key=lambda cell: (not low <= cell[key] <= high, abs(cell[key] - middle)))
+
+
+def calibrated_metric(attack: str) -> tuple[str, str]:
+    """The grid's key for the calibrated attack's number and the metric of the attack it reads."""
+    return ("loss_auc", "auc") if attack == "loss" else (f"{attack}_tpr@1%fpr", "tpr@1%fpr")
 
 
 def calibrate_victim(config: LeakageConfig, out: Path, *, overwrite: bool = False, resume: bool = False) -> dict:
@@ -40,22 +50,29 @@ def calibrate_victim(config: LeakageConfig, out: Path, *, overwrite: bool = Fals
                       {"finetune": study.finetune_config(config.baseline, victim).chunk.length,
                        "mia": study.mia_config(study.root, study.root).chunk.length})
         study.release(config.baseline)
+        lira = calibration.attack != "loss"
+        if lira:
+            study.build_reference_data()
+        key, metric = calibrated_metric(calibration.attack)
+        settings = [(lr, epochs) for lr in calibration.lr for epochs in calibration.epochs]
+        attacked = partial(study.cell, mia_overrides={"attacks": ["loss", *([calibration.attack] if lira else [])]},
+                           extraction=False, references=lira)
+        cells = run_tasks([(attacked, (config.baseline, victim, study.root / "cells" / f"lr{lr:g}-epochs{epochs:g}",
+                                       {"train": {"lr": lr, "epochs": epochs}})) for lr, epochs in settings],
+                          config.jobs)  # every cell of the grid is independent
         grid = []
-        for lr in calibration.lr:
-            for epochs in calibration.epochs:
-                cell = study.root / "cells" / f"lr{lr:g}-epochs{epochs:g}"
-                result = study.cell(config.baseline, victim, cell,
-                                    finetune_overrides={"train": {"lr": lr, "epochs": epochs}},
-                                    mia_overrides={"attacks": ["loss"]}, extraction=False)
-                grid.append({"lr": lr, "epochs": epochs, "loss_auc": result["mia"]["loss"]["auc"],
-                             "val_ppl": result["utility"]["val_ppl"], "seconds": result["seconds"]})
-                log.info("calibration lr %g × %g epochs: loss AUC %.3f", lr, epochs, grid[-1]["loss_auc"])
-        chosen = choose(grid, calibration.target)
-        in_range = calibration.target[0] <= chosen["loss_auc"] <= calibration.target[1]
+        for (lr, epochs), result in zip(settings, cells, strict=True):
+            grid.append({"lr": lr, "epochs": epochs, "loss_auc": result["mia"]["loss"]["auc"],
+                         key: result["mia"][calibration.attack][metric],
+                         "val_ppl": result["utility"]["val_ppl"], "seconds": result["seconds"]})
+            log.info("calibration lr %g × %g epochs: %s %.3f", lr, epochs, key, grid[-1][key])
+        chosen = choose(grid, calibration.target, key)
+        in_range = calibration.target[0] <= chosen[key] <= calibration.target[1]
         if not in_range:
-            log.warning("no learning rate × epochs of the grid puts the loss-attack AUC in %s; the nearest is shown",
+            log.warning("no learning rate × epochs of the grid puts %s in %s; the nearest is shown", key,
                         calibration.target)
         results = {"seed": calibration.seed, "mode": calibration.mode, "baseline": config.baseline,
+                   "attack": calibration.attack, "key": key,
                    "target": list(calibration.target), "grid": grid, "chosen": chosen, "in_range": in_range,
                    "freeze": {"finetune": {"train": {"lr": chosen["lr"], "epochs": chosen["epochs"]}}}}
         run.write_results(results)
@@ -63,12 +80,17 @@ def calibrate_victim(config: LeakageConfig, out: Path, *, overwrite: bool = Fals
 
 
 def format_calibration(results: dict) -> str:
+    key = results.get("key", "loss_auc")
+    extra = "" if key == "loss_auc" else key
+    label = "loss-attack AUC" if key == "loss_auc" else f"{results['attack']} TPR at 1% FPR"
     lines = [f"victim calibration on seed {results['seed']} ({results['mode']} fine-tuning of the "
-             f"{results['baseline']} release), wanted loss-attack AUC {results['target'][0]}–{results['target'][1]}",
-             f"{'lr':>10} {'epochs':>7} {'loss AUC':>9} {'val PPL':>9}"]
+             f"{results['baseline']} release), wanted {label} {results['target'][0]}–{results['target'][1]}",
+             f"{'lr':>10} {'epochs':>7} {'loss AUC':>9}{extra:>{len(extra) and 22}} {'val PPL':>9}"]
     for cell in results["grid"]:
         mark = "  <- chosen" if cell == results["chosen"] else ""
-        lines.append(f"{cell['lr']:>10g} {cell['epochs']:>7g} {cell['loss_auc']:>9.3f} {cell['val_ppl']:>9.2f}{mark}")
+        value = f"{cell[key]:>22.3f}" if extra else ""
+        lines.append(f"{cell['lr']:>10g} {cell['epochs']:>7g} {cell['loss_auc']:>9.3f}{value} {cell['val_ppl']:>9.2f}"
+                     f"{mark}")
     train = results["freeze"]["finetune"]["train"]
     frozen = f"finetune: {{train: {{lr: {train['lr']:g}, epochs: {train['epochs']:g}}}}}"
     lines.append(f"freeze in the study's config: {frozen}"

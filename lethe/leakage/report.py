@@ -55,14 +55,17 @@ def _cells_table(results: dict) -> Table:
 
 
 def _comparison_table(results: dict) -> Table:
-    table = Table(["variant", "mode", "attack", "ΔAUC", "95% interval", "records", ""], [], align="lllrlrl")
+    table = Table(["variant", "mode", "attack", "ΔAUC", "95% interval", "ΔTPR@1% FPR (95%)", "records", ""], [],
+                  align="lllrllrl")
     for variant, modes in results["comparisons"].items():
         for mode, attacks in modes.items():
             for attack, c in attacks.items():
                 low, high = c["ci95"]
                 sign = "higher" if low > 0 else "lower" if high < 0 else "no difference shown"
+                tpr = c.get("tpr@1%fpr")  # per-example attacks only, with enough records
+                tpr_text = f"{tpr['delta']:+.3f} ({tpr['ci95'][0]:+.3f} – {tpr['ci95'][1]:+.3f})" if tpr else "–"
                 table.rows.append([variant, mode, attack, f"{c['delta_auc']:+.3f}", f"{low:+.3f} – {high:+.3f}",
-                                   f"{c['members']} + {c['nonmembers']}", sign])
+                                   tpr_text, f"{c['members']} + {c['nonmembers']}", sign])
     return table
 
 

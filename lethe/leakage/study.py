@@ -4,10 +4,14 @@ Pipeline per seed s, every step a Lethe run directory under R/seed-<s>:
   pii/                          the targets (members and non-members from one generator) and D_ft
   released/<variant>/           the attacker's release (poisoned on every target: it cannot tell
                                 members from non-members)
-  cells/<variant>/<mode>/       finetune/ (the victim), mia/ (every attack; reference models: the release and
-                                the clean model), extract/ (prompts with member prefixes)
+  references/                   with `references: K`, each reference victim's D_ft and the keep matrix
+                                (lethe.leakage.references)
+  cells/<variant>/<mode>/       finetune/ (the victim), references/ref-<k>/ (its reference victims), mia/
+                                (every attack; reference models: the release and the clean model; LiRA and
+                                RMIA against the reference victims), extract/ (prompts with member prefixes)
 Then, from the saved scores alone: the blind baseline of each seed's targets, every variant's paired
 comparison with the baseline release, and the per-record mechanism (lethe.leakage.analysis).
+The runs go in three stages (releases; fine-tunes; attacks), each's runs `jobs` at a time.
 Finished runs are read back with --resume, so an interrupted grid continues where it stopped.
 """
 
@@ -93,33 +97,77 @@ class Study:
         path = self.root / "released" / variant
         return step(path, self.resume, lambda out: poison(config, out, overwrite=True))
 
-    def finetune_config(self, variant: str, victim: VictimCell, overrides: dict | None = None) -> FinetuneConfig:
-        settings = deep_merge(self.config.finetune, overrides or {})
-        settings = deep_merge({"score_data": False}, deep_merge(settings, {"train": {"seed": self.seed}}))
-        return FinetuneConfig(model=str(self.root / "released" / variant / "model"),
-                              data=str(self.pii / "finetune.jsonl"), validation=str(self.pii / "validation.jsonl"),
-                              **victim.finetune_settings(settings))
+    def finetune_config(self, variant: str, victim: VictimCell, overrides: dict | None = None, *,
+                        reference: int | None = None) -> FinetuneConfig:
+        """The victim's fine-tuning; with `reference` k, the same recipe on reference k's D_ft and seed."""
+        from lethe.leakage.references import reference_data, reference_seed
 
-    def mia_config(self, victim: Path, release: Path, **overrides) -> MiaConfig:
+        seed = self.seed if reference is None else reference_seed(self.seed, reference)
+        settings = deep_merge(self.config.finetune, overrides or {})
+        settings = deep_merge({"score_data": False}, deep_merge(settings, {"train": {"seed": seed}}))
+        data = self.pii / "finetune.jsonl" if reference is None else reference_data(self.references, reference)
+        return FinetuneConfig(model=str(self.root / "released" / variant / "model"), data=str(data),
+                              validation=str(self.pii / "validation.jsonl"), **victim.finetune_settings(settings))
+
+    def mia_config(self, victim: Path, release: Path, reference_victims: Path | None = None, **overrides) -> MiaConfig:
         references = {"clean": self.config.model} if self.config.reference_clean else {}
         settings = deep_merge({"blind": None}, deep_merge(self.config.mia, overrides))  # the study's own, per seed
         return MiaConfig(model=str(victim), members=str(self.pii / "targets_member.jsonl"),
                          nonmembers=str(self.pii / "targets_nonmember.jsonl"), reference_model=str(release),
                          reference_models=references, calibration=str(self.pii / "calibration.jsonl"),
+                         reference_victims=str(reference_victims) if reference_victims else None,
                          **{"seed": self.seed, **settings})
 
-    def cell(self, variant: str, victim: VictimCell, cell: Path, finetune_overrides: dict | None = None,
-             mia_overrides: dict | None = None, extraction: bool = True) -> dict:
-        from lethe.attacks.extraction import extract
-        from lethe.attacks.mia_suite import run_mia
+    @property
+    def references(self) -> Path:
+        return self.root / "references"
+
+    def build_reference_data(self) -> None:
+        from lethe.leakage.references import build_reference_data
+
+        if self.config.references:
+            build_reference_data(self.pii, self.references, self.config.references, self.seed)
+
+    def reference_victim(self, variant: str, victim: VictimCell, cell: Path, k: int,
+                         finetune_overrides: dict | None = None) -> dict:
+        """Reference victim k of a cell: the cell's own recipe on reference k's half of the candidates."""
         from lethe.training.finetune import finetune
 
-        release = self.root / "released" / variant / "model"
+        config = self.finetune_config(variant, victim, finetune_overrides, reference=k)
+        return step(cell / "references" / f"ref-{k}", self.resume, lambda out: finetune(config, out, overwrite=True))
+
+    def reference_victims(self, variant: str, victim: VictimCell, cell: Path,
+                          finetune_overrides: dict | None = None) -> Path | None:
+        """Every reference victim of a cell (read back when finished) and the manifest that lists them."""
+        from lethe.leakage.references import write_reference_manifest
+
+        if not self.config.references:
+            return None
+        for k in range(self.config.references):
+            self.reference_victim(variant, victim, cell, k, finetune_overrides)
+        return write_reference_manifest(self.references, cell / "references", self.config.references)
+
+    def cell_dir(self, variant: str, victim: VictimCell) -> Path:
+        return self.root / "cells" / variant / victim.name
+
+    def victim_finetune(self, variant: str, victim: VictimCell, cell: Path,
+                        finetune_overrides: dict | None = None) -> dict:
+        from lethe.training.finetune import finetune
+
         config = self.finetune_config(variant, victim, finetune_overrides)
-        tuned = step(cell / "finetune", self.resume, lambda out: finetune(config, out, overwrite=True))
+        return step(cell / "finetune", self.resume, lambda out: finetune(config, out, overwrite=True))
+
+    def cell(self, variant: str, victim: VictimCell, cell: Path, finetune_overrides: dict | None = None,
+             mia_overrides: dict | None = None, extraction: bool = True, references: bool = True) -> dict:
+        from lethe.attacks.extraction import extract
+        from lethe.attacks.mia_suite import run_mia
+
+        release = self.root / "released" / variant / "model"
+        tuned = self.victim_finetune(variant, victim, cell, finetune_overrides)
+        manifest = self.reference_victims(variant, victim, cell, finetune_overrides) if references else None
         victim = cell / "finetune" / "model"
         mia = step(cell / "mia", self.resume, lambda out: run_mia(
-            self.mia_config(victim, release, **(mia_overrides or {})), out, overwrite=True))
+            self.mia_config(victim, release, manifest, **(mia_overrides or {})), out, overwrite=True))
         result = {
             "mia": {name: {key: m[key] for key in ("auc", "tpr@1%fpr", "tpr@0.1%fpr", "tpr@5%fpr")}
                     for name, m in mia["attacks"].items()},
@@ -135,6 +183,7 @@ class Study:
             result["extraction"] = {"nsr": found["nsr"], "rate": found["rate"], "targets": found["targets"],
                                     "exposure": found["exposure"].get("mean")}
         steps = ["finetune", "mia"] + (["extract"] if extraction else [])
+        steps += [f"references/ref-{k}" for k in range(self.config.references if manifest else 0)]
         result["seconds"] = round(sum(run_seconds(cell / name) for name in steps), 1)  # read back, too
         return result
 
@@ -147,30 +196,58 @@ def tokenizer_of(config: LeakageConfig):
                           trust_remote_code=bool(config.finetune.get("trust_remote_code", False)))
 
 
-def run_seed(config: LeakageConfig, out: Path, seed: int, resume: bool) -> dict:
+def prepare_seed(config: LeakageConfig, out: Path, seed: int, resume: bool) -> tuple[Study, dict]:
+    """A seed's targets, the references' data and the blind baseline: cheap, and needed by every run after."""
     from lethe.leakage.analysis import blind_of_seed
 
     study = Study(config, out, seed, resume)
     study.build_targets()
+    study.build_reference_data()
     [full] = cells_of(config, "full")
     check_targets(study.pii, tokenizer_of(config),
                   {"finetune": study.finetune_config(config.baseline, full).chunk.length,
                    "mia": study.mia_config(study.root, study.root).chunk.length})
-    blind = blind_of_seed(study.pii, config.blind, seed, study.root / "blind.json", resume)
-    released, cells = {}, {}
-    for variant in config.variants:
-        poisoned = study.release(variant)
-        released[variant] = {key: poisoned.get(key) for key in ("loss", "utility", "bound", "selectivity")}
-        released[variant]["steps"] = (poisoned.get("train") or {}).get("steps", 0)
-        cells[variant] = {}
-        for victim in victim_cells(config):
-            mode = victim.name
-            try:
-                cells[variant][mode] = study.cell(variant, victim, study.root / "cells" / variant / mode)
-            except LetheError as exc:
-                raise LetheError(f"seed {seed}, {variant} × {mode}: {exc}") from None
-            log.info("seed %d: %s × %s done in %.0f s", seed, variant, mode, cells[variant][mode]["seconds"])
-    return {"blind": blind, "released": released, "cells": cells}
+    return study, blind_of_seed(study.pii, config.blind, seed, study.root / "blind.json", resume)
+
+
+def attacked_cell(study: Study, variant: str, victim: VictimCell) -> dict:
+    try:
+        result = study.cell(variant, victim, study.cell_dir(variant, victim))
+    except LetheError as exc:
+        raise LetheError(f"seed {study.seed}, {variant} × {victim.name}: {exc}") from None
+    log.info("seed %d: %s × %s done in %.0f s", study.seed, variant, victim.name, result["seconds"])
+    return result
+
+
+def run_grid(config: LeakageConfig, out: Path, resume: bool) -> dict:
+    """Every seed's releases, then every fine-tune (victims and reference victims), then every cell's attacks:
+    each stage's runs are independent, `config.jobs` at a time (lethe.leakage.parallel)."""
+    from lethe.leakage.parallel import run_tasks
+
+    prepared = {seed: prepare_seed(config, out, seed, resume) for seed in config.seeds}
+    studies = {seed: study for seed, (study, _) in prepared.items()}
+    grid = [(seed, variant) for seed in config.seeds for variant in config.variants]
+    releases = dict(zip(grid, run_tasks([(studies[seed].release, (variant,)) for seed, variant in grid],
+                                        config.jobs), strict=True))
+    cells = [(seed, variant, victim) for seed, variant in grid for victim in victim_cells(config)]
+    tunes = [(studies[seed].victim_finetune, (variant, victim, studies[seed].cell_dir(variant, victim)))
+             for seed, variant, victim in cells]
+    tunes += [(studies[seed].reference_victim, (variant, victim, studies[seed].cell_dir(variant, victim), k))
+              for seed, variant, victim in cells for k in range(config.references)]
+    run_tasks(tunes, config.jobs)
+    # the study's directory held nothing when this run started (or holds what it resumes): every finished
+    # fine-tune in it was made for this grid, so the cells read them back
+    reading = {seed: Study(config, out, seed, resume=True) for seed in config.seeds}
+    attacked = run_tasks([(attacked_cell, (reading[seed], variant, victim)) for seed, variant, victim in cells],
+                         config.jobs)
+    by_seed = {seed: {"blind": blind, "released": {}, "cells": {variant: {} for variant in config.variants}}
+               for seed, (_, blind) in prepared.items()}
+    for (seed, variant), poisoned in releases.items():
+        released = {key: poisoned.get(key) for key in ("loss", "utility", "bound", "selectivity")}
+        by_seed[seed]["released"][variant] = {**released, "steps": (poisoned.get("train") or {}).get("steps", 0)}
+    for (seed, variant, victim), result in zip(cells, attacked, strict=True):
+        by_seed[seed]["cells"][variant][victim.name] = result
+    return by_seed
 
 
 def run_leakage(config: LeakageConfig, out: Path, *, overwrite: bool = False, resume: bool = False) -> dict:
@@ -179,7 +256,7 @@ def run_leakage(config: LeakageConfig, out: Path, *, overwrite: bool = False, re
 
     with Run.start(out, "experiment leakage", config, overwrite=overwrite, resume=resume) as run:
         started = time.time()
-        by_seed = {seed: run_seed(config, out, seed, resume) for seed in config.seeds}
+        by_seed = run_grid(config, out, resume)
         results = summarise(config, out, by_seed)
         results["seconds"] = round(time.time() - started, 1)
         write_json(out / "by_seed.json", by_seed)

@@ -44,5 +44,6 @@ recipe(command="attack mia", help="every membership-inference attack, from one s
               "nonmembers": Flag("non-member set (split or file), disjoint from the members"),
               "reference_model": Flag("reference model for the reference_model attack (same tokenizer)"),
               "calibration": Flag("auxiliary non-members for the reference_data attack (split or file)"),
+              "reference_victims": Flag("references.json of reference victims for lira_online, lira_offline, rmia"),
               "data": Flag(DATA)},
        summary=summary, report=report)

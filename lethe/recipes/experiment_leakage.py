@@ -10,7 +10,9 @@ from lethe.reporting.document import Section
 from lethe.reporting.records import RunRecord
 from lethe.reporting.sections import saved_figures
 
-LEAKAGE_FLAGS = {"model": Flag("the clean pre-trained model"), "data": Flag(DATA)}
+LEAKAGE_FLAGS = {"model": Flag("the clean pre-trained model"), "data": Flag(DATA),
+                 "jobs": Flag("independent runs at once, one thread each (one GPU each where there are several)",
+                              parse=int)}
 
 
 def summary(results: dict, config: LeakageConfig, out) -> None:

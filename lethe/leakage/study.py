@@ -157,9 +157,13 @@ def run_seed(config: LeakageConfig, out: Path, seed: int, resume: bool) -> dict:
                   {"finetune": study.finetune_config(config.baseline, full).chunk.length,
                    "mia": study.mia_config(study.root, study.root).chunk.length})
     blind = blind_of_seed(study.pii, config.blind, seed, study.root / "blind.json", resume)
-    released, cells = {}, {}
+    released, cells, screens = {}, {}, {}
     for variant in config.variants:
         poisoned = study.release(variant)
+        if config.screen is not None:  # the victim screens the release before fine-tuning on it
+            from lethe.screening.study import screen_release
+
+            screens[variant] = screen_release(study, variant)
         released[variant] = {key: poisoned.get(key) for key in ("loss", "utility", "bound", "selectivity")}
         released[variant]["steps"] = (poisoned.get("train") or {}).get("steps", 0)
         cells[variant] = {}
@@ -170,7 +174,7 @@ def run_seed(config: LeakageConfig, out: Path, seed: int, resume: bool) -> dict:
             except LetheError as exc:
                 raise LetheError(f"seed {seed}, {variant} × {mode}: {exc}") from None
             log.info("seed %d: %s × %s done in %.0f s", seed, variant, mode, cells[variant][mode]["seconds"])
-    return {"blind": blind, "released": released, "cells": cells}
+    return {"blind": blind, "released": released, "cells": cells, "screen": screens}
 
 
 def run_leakage(config: LeakageConfig, out: Path, *, overwrite: bool = False, resume: bool = False) -> dict:
@@ -181,6 +185,9 @@ def run_leakage(config: LeakageConfig, out: Path, *, overwrite: bool = False, re
         started = time.time()
         by_seed = {seed: run_seed(config, out, seed, resume) for seed in config.seeds}
         results = summarise(config, out, by_seed)
+        if config.screen is not None:
+            results["screen"] = {variant: {seed: by_seed[seed]["screen"][variant] for seed in config.seeds}
+                                 for variant in config.variants}
         results["seconds"] = round(time.time() - started, 1)
         write_json(out / "by_seed.json", by_seed)
         results["plots"] = write_leakage_report(results, out)

@@ -17,6 +17,11 @@ def summary(results: dict, config: ScreenConfig, out) -> None:
         print(f"  {name:<11} p = {s['p_value']:.3g}  rank-sum p = {s['tests']['rank_sum']['p_value']:.3g}  "
               f"tail p = {s['tests']['tail']['p_value']:.3g}  flagged {s['flagged']}/{s['private']}  "
               f"median shift {s['median_shift']:+.3f}  share ≈ {s['targeted_share']:.0%}")
+    if results.get("held_out_shift") is not None:
+        print(f"the release moved the held-out records by {results['held_out_shift']:+.3f} nats (median, against "
+              "the trusted model): a change to this kind of data as a whole, which no test here calibrates")
+    if results.get("identical_to_trusted"):
+        print("the release scores every record as the trusted model does: nothing was changed")
     if results["flagged_ids"]:
         shown = results["flagged_ids"][:SHOWN_FLAGGED]
         print(f"flagged: {', '.join(shown)}" + (" ..." if len(results["flagged_ids"]) > len(shown) else ""))
@@ -35,6 +40,9 @@ def report(record: RunRecord, section: Section) -> None:
                                  "targeted share"], rows,
                                 f"{r['private']} private vs {r['held_out']} held-out records; release {r['model']}"
                                 + (f", trusted {r['trusted']}" if r["trusted"] else "")))
+    if r.get("held_out_shift") is not None:
+        section.notes.append(f"held-out records moved {r['held_out_shift']:+.3f} nats (median release − trusted): "
+                             "a change to this kind of data as a whole, not calibrated by any test here")
     if r["flagged_ids"]:
         section.notes.append("flagged records: " + ", ".join(r["flagged_ids"][:SHOWN_FLAGGED])
                              + (f" and {len(r['flagged_ids']) - SHOWN_FLAGGED} more"

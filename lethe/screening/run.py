@@ -38,9 +38,17 @@ def statistic_values(records: dict[str, dict[str, np.ndarray]], statistic: str, 
     return values - records[role]["trusted_loss"] if statistic == "difference" else values
 
 
+def identical_to_trusted(records: dict[str, dict[str, np.ndarray]]) -> bool:
+    """The release scores every record as the trusted model does (an unchanged release): no difference to screen."""
+    return "trusted_loss" in records["private"] and all(
+        np.allclose(records[role]["loss"], records[role]["trusted_loss"], rtol=0, atol=1e-6) for role in SETS)
+
+
 def screen_records(records: dict[str, dict[str, np.ndarray]], config: ScreenConfig) -> dict[str, Screen]:
-    """Each statistic the records allow: the release's loss alone, and release − trusted when a trusted model scored."""
-    names = ["release"] + (["difference"] if "trusted_loss" in records["private"] else [])
+    """Each statistic the records allow: the release's loss alone, and release − trusted when a trusted model scored
+    (unless the two score every record alike)."""
+    names = ["release"] + (["difference"] if "trusted_loss" in records["private"]
+                           and not identical_to_trusted(records) else [])
     return {name: screen_values(statistic_values(records, name, "private"), records["private"]["tokens"],
                                 statistic_values(records, name, "held_out"), records["held_out"]["tokens"],
                                 alpha=config.alpha, tail=config.tail, permutations=config.permutations,
@@ -59,6 +67,10 @@ def summarise(records: dict, screens: dict[str, Screen], config: ScreenConfig) -
             "targeted_share": main["targeted_share"], "flagged": main["flagged"],
             "flagged_ids": [ids[i] for i in np.flatnonzero(screens[primary].flagged)],
             "private": len(ids), "held_out": len(records["held_out"]["ids"]),
+            "identical_to_trusted": identical_to_trusted(records),
+            # how far the release moved this kind of data as a whole (no calibrated null: a fact to read, not a test)
+            "held_out_shift": (float(np.median(statistic_values(records, "difference", "held_out")))
+                               if "trusted_loss" in records["held_out"] else None),
             "statistics": {name: screen.summary for name, screen in screens.items()}}
 
 

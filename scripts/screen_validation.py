@@ -126,6 +126,27 @@ def detection(saved: dict, release: str, share: float, held_out: int, draws: int
             for mode, hits in counts.items()} | {"flag_precision": float(np.mean(precision)) if precision else None}
 
 
+def planted(saved: dict, base: str, delta: float, share: float, held_out: int, draws: int, settings: dict,
+            rng) -> dict:
+    """A record-specific attacker on real per-record losses: `delta` nats added to the targeted share of the
+    private records of release `base` (never-targeted pool records), alone and against the clean model."""
+    loss, tokens = np.array(saved[base]["pool"]["loss"]), np.array(saved[base]["pool"]["tokens"])
+    clean = np.array(saved["clean"]["pool"]["loss"])
+    hits = {"alone": [], "trusted": []}
+    for index in range(draws):
+        rest = rng.permutation(len(loss))
+        private, held = rest[:settings["private"]], rest[settings["private"]:settings["private"] + held_out]
+        moved = np.zeros(len(private))
+        moved[:int(round(share * len(private)))] = delta
+        for mode in hits:
+            offset = clean
+            s = screen_values(loss[private] - (offset[private] if mode == "trusted" else 0) + moved, tokens[private],
+                              loss[held] - (offset[held] if mode == "trusted" else 0), tokens[held],
+                              alpha=settings["alpha"], permutations=settings["permutations"], seed=index)
+            hits[mode].append(bool(s.summary["anomalous"]))
+    return {mode: float(np.mean(h)) for mode, h in hits.items()}
+
+
 def shift(saved: dict, name: str) -> dict:
     """Mean loss move against the clean model: of the targets, of the never-targeted pool."""
     return {part: float(np.mean(np.array(saved[name][part]["loss"]) - np.array(saved["clean"][part]["loss"])))
@@ -142,6 +163,11 @@ def main(seed_dir: str, clean: str, out_dir: str, *overrides: str) -> None:
     saved = score_everything(Path(seed_dir), clean, out, settings)
     rng = np.random.default_rng(0)
     releases = [name for name in saved if name != "clean" and "@" not in name]
+    if settings.get("only") == "planted":  # add the planted curve to a finished validation.json
+        results = json.loads((out / "validation.json").read_text())
+        add_planted(results, saved, settings, rng)
+        write_json(out / "validation.json", results)
+        return
     results = {"settings": settings, "shift": {name: shift(saved, name) for name in saved if name != "clean"},
                "false_positives": {}, "power": {}, "curve": {}}
     for null in [name for name in releases if name in ("benign", "precurious")]:
@@ -158,7 +184,18 @@ def main(seed_dir: str, clean: str, out_dir: str, *overrides: str) -> None:
                                   **{f"share {share}": detection(saved, name, share, 250, settings["draws"], settings,
                                                                  rng) for share in (0.25, 1.0)}}
         print(name, results["curve"][name], flush=True)
+    add_planted(results, saved, settings, rng)
     write_json(out / "validation.json", results)
+
+
+def add_planted(results: dict, saved: dict, settings: dict, rng) -> None:
+    base = "precurious" if "precurious" in saved else "benign"
+    results["planted"] = {"base": base}
+    for delta in settings.get("deltas", [-1.0, -0.5, -0.25, 0.25, 0.5, 1.0]):
+        results["planted"][str(delta)] = {f"{share}@{held}": planted(saved, base, delta, share, held,
+                                                                     settings["draws"], settings, rng)
+                                          for share in settings["shares"] for held in settings["held_out"]}
+        print("planted", delta, results["planted"][str(delta)], flush=True)
 
 
 if __name__ == "__main__":

@@ -163,7 +163,6 @@ def verdict_line(summary: dict, statistic: str) -> str:
     if not s["anomalous"]:
         return (f"no evidence of targeting ({statistic}): p = {s['p_value']:.3g} ({tests}); "
                 f"{s['flagged']} of {s['private']} records flagged")
-    direction = "lowered" if s["median_shift"] < 0 else "raised"
     return (f"ANOMALOUS ({statistic}): p = {s['p_value']:.3g} ({tests}); {s['flagged']} of {s['private']} records "
-            f"flagged ({s['lowered']} lowered, {s['raised']} raised), median shift {s['median_shift']:+.3f} nats "
-            f"({direction}), targeted share ≈ {s['targeted_share']:.0%}")
+            f"flagged ({s['lowered']} lowered, {s['raised']} raised), median shift {s['median_shift']:+.3f} nats, "
+            f"targeted share ≈ {s['targeted_share']:.0%}")

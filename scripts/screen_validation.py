@@ -111,7 +111,7 @@ def detection(saved: dict, release: str, share: float, held_out: int, draws: int
                 base = arrays["loss"][part][idx]
                 return base - trusted[part][idx] if mode == "trusted" else base
             values = np.r_[value("targets", chosen), value("pool", private_pool)]
-            if mode == "trusted" and np.allclose(values, 0) and np.allclose(value("pool", held), 0):
+            if mode == "trusted" and np.allclose(np.r_[values, value("pool", held)], 0, atol=1e-6):
                 counts[mode].append(False)  # identical to the trusted model: nothing to flag
                 continue
             s = screen_values(values, tokens, value("pool", held), held_tokens, alpha=settings["alpha"],

@@ -58,6 +58,7 @@ from lethe.config.layers import (  # noqa: F401
     resolve,
     to_yaml,
 )
+from lethe.config.screen import ScreenConfig  # noqa: F401
 from lethe.config.unlearning import (  # noqa: F401
     EvalUnlearningConfig,
     RelearnConfig,

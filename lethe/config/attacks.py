@@ -280,6 +280,8 @@ class LeakageConfig(Strict):
     finetune: dict[str, Any] = Field(default_factory=dict, description="overrides of FinetuneConfig")
     mia: dict[str, Any] = Field(default_factory=dict, description="overrides of MiaConfig")
     extract: dict[str, Any] = Field(default_factory=dict, description="overrides of ExtractConfig")
+    screen: dict[str, Any] | None = Field(default_factory=dict, description="overrides of ScreenConfig: each release "
+                                          "screened by the victim before fine-tuning (None: no screening)")
 
     @model_validator(mode="before")
     @classmethod

@@ -229,6 +229,12 @@ def run_grid(config: LeakageConfig, out: Path, resume: bool) -> dict:
     grid = [(seed, variant) for seed in config.seeds for variant in config.variants]
     releases = dict(zip(grid, run_tasks([(studies[seed].release, (variant,)) for seed, variant in grid],
                                         config.jobs), strict=True))
+    screens = {}
+    if config.screen is not None:  # the victim screens each release before fine-tuning on it
+        from lethe.screening.study import screen_release
+
+        screens = dict(zip(grid, run_tasks([(screen_release, (studies[seed], variant)) for seed, variant in grid],
+                                           config.jobs), strict=True))
     cells = [(seed, variant, victim) for seed, variant in grid for victim in victim_cells(config)]
     tunes = [(studies[seed].victim_finetune, (variant, victim, studies[seed].cell_dir(variant, victim)))
              for seed, variant, victim in cells]
@@ -240,8 +246,10 @@ def run_grid(config: LeakageConfig, out: Path, resume: bool) -> dict:
     reading = {seed: Study(config, out, seed, resume=True) for seed in config.seeds}
     attacked = run_tasks([(attacked_cell, (reading[seed], variant, victim)) for seed, variant, victim in cells],
                          config.jobs)
-    by_seed = {seed: {"blind": blind, "released": {}, "cells": {variant: {} for variant in config.variants}}
-               for seed, (_, blind) in prepared.items()}
+    by_seed = {seed: {"blind": blind, "released": {}, "cells": {variant: {} for variant in config.variants},
+                      "screen": {}} for seed, (_, blind) in prepared.items()}
+    for (seed, variant), screened in screens.items():
+        by_seed[seed]["screen"][variant] = screened
     for (seed, variant), poisoned in releases.items():
         released = {key: poisoned.get(key) for key in ("loss", "utility", "bound", "selectivity")}
         by_seed[seed]["released"][variant] = {**released, "steps": (poisoned.get("train") or {}).get("steps", 0)}
@@ -258,6 +266,9 @@ def run_leakage(config: LeakageConfig, out: Path, *, overwrite: bool = False, re
         started = time.time()
         by_seed = run_grid(config, out, resume)
         results = summarise(config, out, by_seed)
+        if config.screen is not None:
+            results["screen"] = {variant: {seed: by_seed[seed]["screen"][variant] for seed in config.seeds}
+                                 for variant in config.variants}
         results["seconds"] = round(time.time() - started, 1)
         write_json(out / "by_seed.json", by_seed)
         results["plots"] = write_leakage_report(results, out)

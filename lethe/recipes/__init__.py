@@ -25,7 +25,7 @@ recipes: Registry[Recipe] = Registry("command")
 
 # where each group of commands sits in `lethe --help`: the order data flows in; other groups follow
 GROUPS = {"assets": "", "data": "build data splits", "pretrain": "", "target": "", "retrain": "", "unlearn": "",
-          "eval": "evaluate models", "attack": "privacy attacks", "poison": "", "finetune": "",
+          "eval": "evaluate models", "attack": "privacy attacks", "poison": "", "screen": "", "finetune": "",
           "experiment": "whole studies", "sweep": "", "config": "the typed config schemas", "report": "", "demo": ""}
 
 DATA = "data directory from `lethe data build`"

@@ -13,7 +13,7 @@ from lethe.data.splits import load_splits
 from lethe.engine import Trainer
 from lethe.engine.big_models import enable_gradient_checkpointing
 from lethe.engine.head import fused_head
-from lethe.engine.memory import ModelShape, check_fits, check_training_memory, estimate_memory
+from lethe.engine.memory import ModelShape, block_bytes_per_token, check_fits, check_training_memory, estimate_memory
 from lethe.engine.trainer import collate
 from lethe.errors import LetheError
 from lethe.unlearning.methods import MethodContext, methods
@@ -126,6 +126,60 @@ def test_the_estimate_matches_what_pytorch_allocates(micro_model, groups, checkp
         return
     assert estimate.activations == pytest.approx(measured["ACT"], rel=0.05)
     assert estimate.transient == pytest.approx(measured["TEMP"], rel=0.05)
+
+
+def saved_block_bytes_per_token(build, ids: torch.Tensor) -> float:
+    """What autograd keeps of one block per token: the saved tensors' distinct storages, weights excluded, of a
+    three-block model minus a one-block one, halved (so embeddings, head and loss cancel)."""
+    def saved(model) -> int:
+        seen, total = {p.untyped_storage().data_ptr() for p in model.parameters()}, 0
+
+        def pack(tensor):
+            nonlocal total
+            if tensor.untyped_storage().data_ptr() not in seen:
+                seen.add(tensor.untyped_storage().data_ptr())
+                total += tensor.untyped_storage().nbytes()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            model(input_ids=ids, labels=ids)
+        return total
+
+    return (saved(build(3).train()) - saved(build(1).train())) / 2 / ids.numel()
+
+
+FAMILIES = {  # the four families Lethe is run on, at micro size: (config class, model class, size keys)
+    "llama": ("LlamaConfig", "LlamaForCausalLM", dict(hidden_size=64, intermediate_size=176, num_attention_heads=4,
+                                                      num_key_value_heads=2, attention_dropout="p")),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(hidden_size=64, intermediate_size=176, num_attention_heads=4,
+                                                      num_key_value_heads=2, attention_dropout="p")),
+    "gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(n_embd=64, n_inner=176, n_head=4, n_positions=128, resid_pdrop="p",
+                                                   embd_pdrop="p", attn_pdrop="p")),
+    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(hidden_size=64, intermediate_size=176,
+                                                             num_attention_heads=4, max_position_embeddings=128,
+                                                             hidden_dropout="p", attention_dropout="p")),
+}
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_the_block_estimate_matches_what_autograd_keeps_in_each_family(family, dropout):
+    import transformers
+
+    config_class, model_class, sizes = FAMILIES[family]
+    sizes = {key: dropout if value == "p" else value for key, value in sizes.items()}
+    layers_key = "n_layer" if family == "gpt2" else "num_hidden_layers"
+
+    def build(layers):
+        torch.manual_seed(0)
+        config = getattr(transformers, config_class)(vocab_size=512, **sizes, **{layers_key: layers})
+        return getattr(transformers, model_class)(config)
+
+    ids = torch.randint(0, 512, (2, LENGTH), generator=torch.Generator().manual_seed(0))
+    shape = ModelShape.of(build(1))
+    assert (shape.family, shape.attention_dropout) == (family, dropout)
+    assert block_bytes_per_token(shape, False, LENGTH) == pytest.approx(saved_block_bytes_per_token(build, ids),
+                                                                         rel=0.01)
 
 
 def test_checkpointing_shrinks_the_activations_of_a_deep_model():

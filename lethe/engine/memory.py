@@ -9,7 +9,10 @@ The estimate of one optimiser step's peak, in bytes, on one device (docs/gpus.md
                                           this device (r: its bytes per weight; 0 when offloaded to the CPU)
     activations  Σ_groups t · (L·a + 4V + 12h)   what backward keeps of every group's forward (forget, retain):
                                           t = sequences · sequence length tokens; per block and token
-                                          a = 4·(8h + 2·kv + 4·I + heads + 6) bytes, or a = 4·h with gradient
+                                          a = 4·(8h + 2·kv + 4·I + heads + 6) bytes for a gated MLP (Llama, Qwen2,
+                                          Mistral, ...; GPT-2 and GPT-NeoX: `BLOCK_ELEMENTS`), plus 3·heads·T
+                                          when attention dropout is on (it takes attention off the fused kernel's
+                                          path, which then keeps T² scores), or a = 4·h with gradient
                                           checkpointing (only each block's input); 4V: the float32 logits
                                           the cross-entropy keeps, or 4h with a fused head (the gradient of the
                                           hidden states, formed in the forward); 12h: the final norm
@@ -20,9 +23,10 @@ The estimate of one optimiser step's peak, in bytes, on one device (docs/gpus.md
                                           forward, whichever is largest
 
 with h the hidden size, kv the key/value width (h · kv_heads / heads), I the MLP width, L the blocks and V the
-vocabulary. The per-block count is what PyTorch's autograd saves for a Hugging Face Llama block with fused
-attention (no T² attention scores), measured with saved-tensor hooks; tests/test_memory.py checks it (within 0.5%)
-and the exact weight and optimizer bytes against torch's own memory tracker on the micro model. Activations are
+vocabulary. The per-block count is what PyTorch's autograd saves for a Hugging Face block with fused attention,
+measured with saved-tensor hooks; tests/test_memory.py checks it for Llama, Qwen2, GPT-2 and GPT-NeoX (within 1%,
+with and without dropout) and the exact weight and optimizer bytes against torch's own memory tracker on the micro
+model. Activations are
 counted at float32 size under bf16 autocast too (the residual stream and the norms stay float32 there; on CPU
 autocast the saved tensors measured 71-96% of that), so for mixed precision the estimate errs high. Weights,
 gradients, optimizer and activations are summed although gradients grow only as activations are freed: an upper
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 import torch
 
@@ -41,6 +46,24 @@ from lethe.errors import LetheError
 
 log = logging.getLogger("lethe")
 GIB = 1024 ** 3
+
+
+
+class BlockElements(NamedTuple):
+    """float32 elements autograd keeps per block and token, per unit of each size; `dropout_hidden`: what attention
+    dropout adds per unit of h besides its 3·heads·T scores."""
+    hidden: int
+    kv: int
+    intermediate: int
+    head: int
+    constant: int
+    dropout_hidden: int
+
+
+# GPT-2's MLP keeps five I-wide tensors (its tanh GELU is composed of elementwise ops, each saving its input);
+# GPT-NeoX's fused QKV keeps no separate K/V and its exact GELU two I-wide tensors. Others: the gated Llama block.
+GATED_BLOCK = BlockElements(8, 2, 4, 1, 6, 1)
+BLOCK_ELEMENTS = {"gpt2": BlockElements(8, 2, 5, 1, 4, 0), "gpt_neox": BlockElements(8, 0, 2, 1, 4, 1)}
 
 
 @dataclass(frozen=True)
@@ -54,6 +77,8 @@ class ModelShape:
     kv_hidden: int
     heads: int
     vocab: int
+    family: str = "llama"  # config.model_type
+    attention_dropout: float = 0.0
 
     @classmethod
     def of(cls, model: torch.nn.Module) -> ModelShape:
@@ -65,8 +90,12 @@ class ModelShape:
                    trainable=sum(p.numel() for p in params if p.requires_grad),
                    weight_bytes=params[0].element_size(), hidden=config.hidden_size,
                    layers=config.num_hidden_layers,
-                   intermediate=getattr(config, "intermediate_size", None) or 4 * config.hidden_size,
-                   kv_hidden=config.hidden_size * kv_heads // heads, heads=heads, vocab=config.vocab_size)
+                   intermediate=(getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None)
+                                 or 4 * config.hidden_size),
+                   kv_hidden=config.hidden_size * kv_heads // heads, heads=heads, vocab=config.vocab_size,
+                   family=getattr(config, "model_type", "llama"),
+                   attention_dropout=float(next((getattr(config, key) for key in ("attention_dropout", "attn_pdrop")
+                                                 if isinstance(getattr(config, key, None), (int, float))), 0.0)))
 
 
 @dataclass(frozen=True)
@@ -87,11 +116,14 @@ class MemoryEstimate:
         return f"{self.total / GIB:.2f} GiB ({parts})"
 
 
-def block_bytes_per_token(shape: ModelShape, checkpointing: bool) -> int:
-    """What autograd keeps of one transformer block per token (float32 elements)."""
+def block_bytes_per_token(shape: ModelShape, checkpointing: bool, length: int = 0) -> int:
+    """Bytes autograd keeps of one transformer block per token of sequences `length` tokens long."""
     if checkpointing:
         return 4 * shape.hidden
-    return 4 * (8 * shape.hidden + 2 * shape.kv_hidden + 4 * shape.intermediate + shape.heads + 6)
+    block = BLOCK_ELEMENTS.get(shape.family, GATED_BLOCK)
+    dropout = 3 * shape.heads * length + block.dropout_hidden * shape.hidden if shape.attention_dropout > 0 else 0
+    return 4 * (block.hidden * shape.hidden + block.kv * shape.kv_hidden + block.intermediate * shape.intermediate
+                + block.head * shape.heads + block.constant + dropout)
 
 
 def estimate_memory(shape: ModelShape, groups: list[tuple[int, int]], *, checkpointing: bool = False,
@@ -106,9 +138,13 @@ def estimate_memory(shape: ModelShape, groups: list[tuple[int, int]], *, checkpo
     """
     tokens = [sequences * length for sequences, length in groups]
     head_saved = 4 * shape.hidden if fused_head else 4 * shape.vocab
-    saved = block_bytes_per_token(shape, checkpointing) * shape.layers + head_saved + 12 * shape.hidden
+
+    def saved(length: int) -> int:
+        return block_bytes_per_token(shape, checkpointing, length) * shape.layers + head_saved + 12 * shape.hidden
+
     logits_copy = autocast_bytes if autocast_bytes != 4 else 0  # float32 logits are their own float32 copy
-    recomputed = max(tokens) * block_bytes_per_token(shape, False) if checkpointing else 0
+    recomputed = max(sequences * length * block_bytes_per_token(shape, False, length) for sequences, length in groups) \
+        if checkpointing else 0
     if fused_head:
         rows = min(max(tokens), max(1, ROW_BLOCK_FLOATS // shape.vocab))
         head = 4 * shape.vocab * shape.hidden + (8 + logits_copy) * rows * shape.vocab
@@ -117,8 +153,9 @@ def estimate_memory(shape: ModelShape, groups: list[tuple[int, int]], *, checkpo
     transient = max(head, recomputed)
     reference_pass = reference_tokens * shape.vocab * (4 + 4 + logits_copy) if reference_bytes else 0
     trainable = shape.trainable * shape.weight_bytes // shards
+    activations = sum(sequences * length * saved(length) for sequences, length in groups)
     return MemoryEstimate(weights=shape.parameters * shape.weight_bytes // shards, gradients=trainable,
-                          optimizer=2 * trainable, reference=reference_bytes, activations=sum(tokens) * saved,
+                          optimizer=2 * trainable, reference=reference_bytes, activations=activations,
                           transient=max(transient, reference_pass))
 
 

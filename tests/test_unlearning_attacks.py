@@ -12,6 +12,7 @@ import torch
 
 import lethe
 from lethe.attacks.quantization import quantize_model, quantize_rtn
+from lethe.attacks.relearning import recovery
 from lethe.errors import LetheError
 from lethe.unlearning.evaluation import forget_quality
 
@@ -155,7 +156,7 @@ def test_relearning_on_forget_text_restores_the_unlearned_model_faster_than_the_
     """The premise of the relearning attack, on three fine-tuning orders: gradient ascent hid the forget set
     rather than removed it, so fine-tuning on half of it lowers the held-out half's loss more for the unlearned
     model than for the model that never saw it."""
-    from lethe.attacks.relearning import recovery, relearning_curves
+    from lethe.attacks.relearning import relearning_curves
     from lethe.config import ChunkConfig, RelearnConfig, UnlearnEvalConfig
     from lethe.data.roles import RunData
     from lethe.models import load_model, model_context
@@ -174,6 +175,19 @@ def test_relearning_on_forget_text_restores_the_unlearned_model_faster_than_the_
     # never saw their siblings)
     assert rows["unlearned"]["forget_set"]["drop"] > rows["retrained"]["forget_set"]["drop"]
     assert rows["unlearned"]["forget_set"]["recovered_beyond_retrain"] > 0
+
+
+def test_recovery_is_not_a_share_of_a_rise_too_small_to_measure():
+    def curve(before: float, after: float) -> list[dict]:
+        return [{"steps": 0, "forget_ppl": before}, {"steps": 4, "forget_ppl": after}]
+
+    curves = {who: {mode: curve(*points) for mode in ("forget_set", "retain_only")}
+              for who, points in {"original": (20.0, 19.0), "barely": (20.2, 19.0), "forgot": (40.0, 30.0)}.items()}
+    rows = recovery(curves, 4)
+    assert rows["barely"]["forget_set"]["recovered"] is None  # 1% rise: a share of it would read 6.1 (610%)
+    assert "1.010×" in rows["barely"]["forget_set"]["recovered_note"]
+    assert rows["forgot"]["forget_set"]["recovered"] == pytest.approx(math.log(40 / 30) / math.log(40 / 20))
+    assert "recovered_note" not in rows["forgot"]["forget_set"]
 
 
 def check_relearning(results: dict, scores) -> None:

@@ -74,12 +74,16 @@ def _fine_tuned(model, tokenizer, chunks: list[Chunk], train: TrainConfig, steps
     return points
 
 
+# `recovered` divides by the rise in log forget perplexity over the original's: below 5% it is noise
+MIN_RISE = math.log(1.05)
+
+
 def recovery(curves: dict[str, dict[str, list[dict]]], steps: int) -> dict[str, dict[str, dict[str, float]]]:
     """Per model and mode, after `steps` steps: `recovered`, the share of the model's rise in log forget perplexity
-    over the original's that the steps undo (None when there is no rise); and for every model but the retrain,
-    `recovered_beyond_retrain`, what it undoes beyond the log-perplexity drop the exact retrain gets from the same
-    steps, as a share of the same rise; and `forget_ppl_ratio`, its held-out forget perplexity after the steps over
-    the retrain's after the same steps."""
+    over the original's that the steps undo (None, with `recovered_note`, when the rise is under 5%); and for every
+    model but the retrain, `recovered_beyond_retrain`, what it undoes beyond the log-perplexity drop the exact retrain
+    gets from the same steps, as a share of the same rise; and `forget_ppl_ratio`, its held-out forget perplexity
+    after the steps over the retrain's after the same steps."""
     def at(who: str, mode: str, when: int) -> float:
         return math.log(next(p["forget_ppl"] for p in curves[who][mode] if p["steps"] == when))
 
@@ -90,8 +94,12 @@ def recovery(curves: dict[str, dict[str, list[dict]]], steps: int) -> dict[str, 
             row = {"steps": steps, "drop": drop}
             if who != "original" and "original" in curves:
                 rise = at(who, mode, 0) - at("original", mode, 0)
-                row["recovered"] = drop / rise if rise > 0 else None  # nothing was forgotten to recover
-                if who != "retrained" and "retrained" in curves and rise > 0:
+                measurable = rise > MIN_RISE
+                row["recovered"] = drop / rise if measurable else None
+                if not measurable:  # a share of a near-zero rise swings without bound from noise
+                    row["recovered_note"] = (f"forget perplexity {math.exp(rise):.3f}× the original's: under "
+                                             f"{math.exp(MIN_RISE):.2f}×, nothing measurable was forgotten to recover")
+                if who != "retrained" and "retrained" in curves and measurable:
                     row["recovered_beyond_retrain"] = (drop - (at("retrained", mode, 0) - at("retrained", mode, steps))
                                                        ) / rise
             if who != "retrained" and "retrained" in curves:  # below 1: it now knows the documents better than a

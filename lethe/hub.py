@@ -20,6 +20,7 @@ HUB_DATASET = re.compile(rf"^hf:(?P<repo>{_REPO})(?::(?P<config>[\w.-]+))?(?:@(?
 # What a model needs, never pickled weights (*.bin, *.pt): a repo that has only those arrives without weights and
 # is refused like a local directory with only `.bin` files. `*.py` is custom code, run only with trust_remote_code.
 MODEL_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.py"]
+TOKENIZER_FILES = [pattern for pattern in MODEL_FILES if pattern != "*.safetensors"]
 
 def _record(name: str, entry: dict) -> None:
     """env.json's `hub` of the runs open now: a name resolved inside a run is part of that run's environment."""
@@ -38,8 +39,9 @@ def is_hub_model(name: str) -> bool:
     return HUB_MODEL.match(name) is not None
 
 
-def download_model(name: str) -> Path:
-    """The local snapshot of hub model `org/name[@revision]` (downloaded once into the Hub cache, then reused)."""
+def download_model(name: str, *, tokenizer_only: bool = False) -> Path:
+    """The local snapshot of hub model `org/name[@revision]` (downloaded once into the Hub cache, then reused);
+    `tokenizer_only`: its tokenizer and config files, no weights."""
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -54,7 +56,8 @@ def download_model(name: str) -> Path:
         raise LetheError(f"{name!r} is not a Hugging Face Hub model name (org/name or org/name@revision)")
     repo, revision = match["repo"], match["revision"]
     try:
-        path = Path(snapshot_download(repo, revision=revision, allow_patterns=MODEL_FILES))
+        path = Path(snapshot_download(repo, revision=revision,
+                                      allow_patterns=TOKENIZER_FILES if tokenizer_only else MODEL_FILES))
     except LocalEntryNotFoundError:
         if offline():
             raise LetheError(f"model {name!r} is neither a directory nor in the Hugging Face cache "
@@ -72,7 +75,7 @@ def download_model(name: str) -> Path:
         raise LetheError(f"model {repo!r} has no revision {revision!r} on the Hugging Face Hub") from None
     except HfHubHTTPError as exc:
         raise LetheError(f"model {name!r}: the Hugging Face Hub answered {exc}".splitlines()[0]) from None
-    if not any(path.glob("*.safetensors")):
+    if not tokenizer_only and not any(path.glob("*.safetensors")):
         raise LetheError(f"model {name!r} has no .safetensors weights on the Hugging Face Hub (pickled weights, "
                          "which can run code when loaded, are never downloaded): choose a repo or revision with "
                          "safetensors")

@@ -188,14 +188,17 @@ def _check_whole_and_finite(path: Path, model, loading: dict) -> None:
 
 
 def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False, what: str = "tokenizer"):
-    """A saved tokenizer directory, through the same remote-code check as a model (every from_pretrained in Lethe
-    says trust_remote_code explicitly, so transformers never asks on a terminal), with the file named when it is
-    missing or damaged."""
+    """A saved tokenizer directory or a Hub model's tokenizer (its commit in env.json), through the same remote-code
+    check as a model (every from_pretrained in Lethe says trust_remote_code explicitly, so transformers never asks on
+    a terminal), with the file named when it is missing or damaged."""
     from transformers import AutoTokenizer
 
+    if not Path(path).exists() and is_hub_model(str(path)):
+        path = download_model(str(path), tokenizer_only=True)
     path = Path(path)
     if not path.is_dir():
-        raise LetheError(f"{what} {path} does not exist (a directory written by tokenizer.save_pretrained)")
+        raise LetheError(f"{what} {path} does not exist (a directory written by tokenizer.save_pretrained, or a "
+                         "Hugging Face Hub name org/name[@revision])")
     check_remote_code(path, trust_remote_code)
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
         raise LetheError(f"{what} {path} holds no tokenizer files ({' or '.join(TOKENIZER_FILES[:2])})")

@@ -95,6 +95,21 @@ def test_hub_model_pinned_to_a_commit(micro_run, data_dir, empty_hub_cache, tmp_
                  "--out", str(tmp_path / "unknown")]) == 2
 
 
+def test_pretraining_reuses_a_hub_models_tokenizer_and_records_its_commit(micro_run, data_dir, empty_hub_cache,
+                                                                           tmp_path):
+    """`tokenizer_from: org/name`: only the tokenizer's files are needed (a repo's weights are not read)."""
+    snapshot = write_hub_cache(empty_hub_cache, "lethe-test/tokenizer", micro_run / "model")
+    for weights in snapshot.glob("*.safetensors"):
+        weights.unlink()
+    out = tmp_path / "pretrained"
+    assert main(["pretrain", "--preset", "micro", "--data", str(data_dir), "--set", "train.epochs=1",
+                 "--set", "tokenizer_from=lethe-test/tokenizer", "--out", str(out)]) == 0
+    recorded = json.loads((out / "env.json").read_text())["hub"]
+    assert recorded["lethe-test/tokenizer"] == {"repo": "lethe-test/tokenizer", "revision": "main", "commit": COMMIT}
+    assert (json.loads((out / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"]
+            == json.loads((micro_run / "model" / "tokenizer.json").read_text())["model"]["vocab"])
+
+
 def test_missing_hub_model_offline_is_one_line(empty_hub_cache, data_dir, tmp_path, capsys):
     assert main(["--offline", "eval", "ppl", "--model", "lethe-test/absent", "--data", str(data_dir),
                  "--out", str(tmp_path / "out")]) == 2

@@ -235,7 +235,8 @@ class PretrainConfig(Strict):
     splits: list[str] | None = Field(
         None, min_length=1, description="splits to train on (default: every domain's forget + retain, general/retain)")
     exclude: list[str] = Field(default_factory=list, description="splits to leave out (exact retraining)")
-    tokenizer_from: Path | None = Field(None, description="reuse this tokenizer instead of training one")
+    tokenizer_from: Path | None = Field(None, description="reuse this tokenizer instead of training one: a "
+                                          "directory or a Hugging Face Hub model name (org/name[@revision])")
     arch: ArchConfig = Field(default_factory=ArchConfig, description="the preset's, with any field overridden")
     chunk: ChunkConfig = Field(default_factory=ChunkConfig)
     train: TrainConfig = Field(default_factory=TrainConfig, description="the preset's, with any field overridden")

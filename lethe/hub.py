@@ -95,9 +95,11 @@ class HubDataset:
     split: str = "train"
     text_fields: tuple[str, ...] = ("text",)  # several are joined by a newline (a question and its answer)
     id_field: str | None = None
+    prefix_field: str = "prefix"  # extraction targets: the prompt and the secret it should be continued with
+    secret_field: str = "secret"
 
 
-DATASET_OPTIONS = ("split", "text_field", "id_field")
+DATASET_OPTIONS = ("split", "text_field", "id_field", "prefix_field", "secret_field")
 
 
 def is_hub_dataset(spec: str | Path) -> bool:
@@ -120,11 +122,13 @@ def parse_dataset(spec: str | Path) -> HubDataset:
         raise LetheError(f"{spec!r}: unknown option {unknown[0]!r} (known: {', '.join(DATASET_OPTIONS)})")
     fields = tuple(options.get("text_field", "text").split(","))
     return HubDataset(name, match["repo"], match["config"], match["revision"], options.get("split", "train"),
-                      fields, options.get("id_field"))
+                      fields, options.get("id_field"), options.get("prefix_field", "prefix"),
+                      options.get("secret_field", "secret"))
 
 
-def load_hub_table(source: HubDataset):
-    """One split of a Hub data set through `datasets.load_dataset` and its cache (HF_DATASETS_CACHE)."""
+def load_hub_table(source: HubDataset, *, targets: bool = False):
+    """One split of a Hub data set through `datasets.load_dataset` and its cache (HF_DATASETS_CACHE), holding its
+    text fields (`targets`: its prefix and secret fields) and its id field."""
     import datasets
     from datasets.exceptions import DatasetNotFoundError
 
@@ -140,11 +144,41 @@ def load_hub_table(source: HubDataset):
     except (ValueError, FileNotFoundError) as exc:  # an unknown config or split
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LetheError(f"data set {source.name!r} (split {source.split!r}) cannot be loaded: {first}") from None
-    missing = [name for name in (*source.text_fields, source.id_field) if name and name not in table.column_names]
+    options = {source.prefix_field: "prefix_field", source.secret_field: "secret_field"} if targets else \
+        {name: "text_field" for name in source.text_fields}
+    missing = [(name, option) for name, option in {**options, source.id_field: "id_field"}.items()
+               if name and name not in table.column_names]
     if missing:
-        raise LetheError(f"data set {source.name!r} has no column {missing[0]!r} (columns: "
-                         f"{', '.join(table.column_names)}); choose one with ?text_field=")
+        name, option = missing[0]
+        raise LetheError(f"data set {source.name!r} has no column {name!r} (columns: "
+                         f"{', '.join(table.column_names)}); choose one with ?{option}=")
     return table
+
+
+def _cached_commit(table) -> tuple[Path | None, str | None]:
+    """(the cached file a split was read from, the commit its cache directory is named by)."""
+    cache = Path(table.cache_files[0]["filename"]) if table.cache_files else None
+    commit = cache.parent.name if cache is not None and re.fullmatch(r"[0-9a-f]{40}", cache.parent.name) else None
+    return cache, commit
+
+
+def _record_split(spec: str | Path, source: HubDataset, commit: str | None) -> None:
+    _record(str(spec), {"repo": source.repo, "config": source.config, "split": source.split,
+                        "revision": source.revision or "main", "commit": commit})
+
+
+def read_hub_targets(spec: str | Path) -> tuple[list[dict], Path | None]:
+    """(extraction target records {id, prefix, secret, kind}, the cached file) of one split of a Hub data set, its
+    prompt and secret in the columns `prefix_field` and `secret_field` name."""
+    source = parse_dataset(spec)
+    table = load_hub_table(source, targets=True)
+    cache, commit = _cached_commit(table)
+    prefix = f"{source.repo}{':' + source.config if source.config else ''}/{source.split}"
+    records = [{"id": str(row[source.id_field]) if source.id_field else f"{prefix}/{index}",
+                "prefix": row[source.prefix_field], "secret": row[source.secret_field], "kind": row.get("kind")}
+               for index, row in enumerate(table)]
+    _record_split(spec, source, commit)
+    return records, cache
 
 
 def read_hub_documents(spec: str | Path, domain: str = ""):
@@ -154,8 +188,7 @@ def read_hub_documents(spec: str | Path, domain: str = ""):
 
     source = parse_dataset(spec)
     table = load_hub_table(source)
-    cache = Path(table.cache_files[0]["filename"]) if table.cache_files else None
-    commit = cache.parent.name if cache is not None and re.fullmatch(r"[0-9a-f]{40}", cache.parent.name) else None
+    cache, commit = _cached_commit(table)
     prefix = f"{source.repo}{':' + source.config if source.config else ''}/{source.split}"
     licence = table.info.license or ""
     documents = []
@@ -172,6 +205,5 @@ def read_hub_documents(spec: str | Path, domain: str = ""):
         raise LetheError(f"data set {source.name!r} (split {source.split!r}) holds no non-empty documents")
     if len({doc.id for doc in documents}) < len(documents):
         raise LetheError(f"data set {source.name!r}: ids in {source.id_field!r} repeat")
-    _record(str(spec), {"repo": source.repo, "config": source.config, "split": source.split,
-                        "revision": source.revision or "main", "commit": commit})
+    _record_split(spec, source, commit)
     return documents, cache

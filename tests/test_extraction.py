@@ -80,7 +80,7 @@ def test_extraction_recovers_memorised_secrets_and_not_unseen_ones(memorised, pi
 
 def test_batched_generation_matches_one_prompt_at_a_time(micro_model, pii_dir):
     model, tokenizer = micro_model
-    targets = read_targets(pii_dir / "targets_member.jsonl") + read_targets(pii_dir / "targets_nonmember.jsonl")
+    targets = read_targets(pii_dir / "targets_member.jsonl")[0] + read_targets(pii_dir / "targets_nonmember.jsonl")[0]
     prompts = tokenizer([t.prompt[:random.Random(i).randrange(20, 80)] for i, t in enumerate(targets)],
                         add_special_tokens=False)["input_ids"]
     assert len({len(p) for p in prompts}) > 3  # left padding is exercised
@@ -139,3 +139,30 @@ def test_bad_targets_are_refused_with_a_clear_message(micro_run, data_dir, tmp_p
                  str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err
     assert "holds no targets" in err and len(err.strip().splitlines()) == 1
+
+
+def test_targets_from_a_hub_data_set_split_are_the_same_targets(memorised, pii_dir, tmp_path, monkeypatch):
+    """A Hub data set of PII records (its columns renamed by the options), read through `datasets`' own loader: the
+    same targets and the same extraction as from the JSONL file, the split's source recorded in env.json."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = records(pii_dir, "member")
+    repo = tmp_path / "lethe-test" / "pii"
+    (repo / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"record": [r["id"] for r in rows], "prompt": [r["prefix"] for r in rows],
+                             "answer": [r["secret"] for r in rows], "kind": [r["kind"] for r in rows]}),
+                   repo / "data" / "members-00000-of-00001.parquet")
+    (repo / "README.md").write_text("---\nconfigs:\n- config_name: default\n  data_files:\n  - split: members\n"
+                                    "    path: data/members-*.parquet\n---\n")
+    monkeypatch.chdir(tmp_path)  # `load_dataset` finds lethe-test/pii as a repository directory, without a network
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
+    spec = "hf:lethe-test/pii?split=members&id_field=record&prefix_field=prompt&secret_field=answer"
+    assert read_targets(spec)[0] == read_targets(pii_dir / "targets_member.jsonl")[0]
+    from_hub = attack(memorised, spec, tmp_path / "hub", strategies=["greedy"])
+    from_file = attack(memorised, pii_dir / "targets_member.jsonl", tmp_path / "file", strategies=["greedy"])
+    assert from_hub["nsr"] == from_file["nsr"] >= MEMBERS - 1
+    assert json.loads((tmp_path / "hub" / "env.json").read_text())["hub"][spec]["split"] == "members"
+    with pytest.raises(LetheError, match="no column 'prefix'.*prefix_field="):
+        read_targets("hf:lethe-test/pii?split=members")

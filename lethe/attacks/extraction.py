@@ -44,6 +44,7 @@ from lethe.config import DecodingConfig, ExposureConfig, ExtractConfig
 from lethe.data.documents import jsonl_records
 from lethe.data.padding import pad_sequences
 from lethe.errors import LetheError
+from lethe.hub import is_hub_dataset, read_hub_targets
 from lethe.models import load_configured, model_context
 from lethe.runs import Run
 
@@ -61,12 +62,19 @@ class Target:
     kind: str = ""
 
 
-def read_targets(path: Path) -> list[Target]:
-    path = Path(path)
-    if not path.is_file():
-        raise LetheError(f"targets file {path} does not exist")
+def read_targets(path: str | Path) -> tuple[list[Target], Path | None]:
+    """(targets, the file they were read from) of a JSONL file or an `hf:` data set split (a Hub data set of PII
+    or canary records; `?prefix_field=...&secret_field=...` name its columns)."""
+    if is_hub_dataset(path):
+        records, cached = read_hub_targets(path)
+        rows = enumerate(records, 1)
+    else:
+        cached = path = Path(path)
+        if not path.is_file():
+            raise LetheError(f"targets file {path} does not exist")
+        rows = jsonl_records(path)
     targets = []
-    for number, record in jsonl_records(path):
+    for number, record in rows:
         for field in ("id", "prefix", "secret"):
             if not isinstance(record.get(field), str) or not record[field].strip():
                 raise LetheError(f"{path} line {number} has no non-empty text field {field!r}")
@@ -77,7 +85,7 @@ def read_targets(path: Path) -> list[Target]:
         raise LetheError(f"targets file {path} holds no targets")
     if len({t.id for t in targets}) < len(targets):
         raise LetheError(f"{path} repeats target ids")
-    return targets
+    return targets, cached
 
 
 # -- generation -----------------------------------------------------------------------------------------
@@ -214,10 +222,11 @@ def _rate(hits: list[bool]) -> dict:
 
 def extract(config: ExtractConfig, out: Path, *, overwrite: bool = False) -> dict:
     """`lethe attack extract`: results.json (NSR, rate, per strategy and kind, exposure) and generations.jsonl."""
-    targets = read_targets(config.targets)
     decoding = config.decoding
     with Run.start(out, "attack extract", config, overwrite=overwrite, seed=decoding.seed) as run:
-        run.record_data({"targets": Path(config.targets)})
+        targets, targets_file = read_targets(config.targets)  # inside the run: a Hub split's commit is its record
+        if targets_file is not None:
+            run.record_data({"targets": targets_file})
         model, tokenizer = load_configured(config)
         prompts = tokenizer([t.prompt for t in targets], add_special_tokens=False)["input_ids"]
         expected = tokenizer([t.expected for t in targets], add_special_tokens=False)["input_ids"]

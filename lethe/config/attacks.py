@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from lethe.config.base import (
     DATA_HELP,
@@ -116,10 +116,17 @@ class ExtractConfig(Strict, ModelLoading):
     """`lethe attack extract`: prompt with each target's prefix, decode, and check for its secret."""
 
     model: str = Field(description="the target model: " + MODEL_HELP)
-    targets: Path = Field(description="JSONL of target records (id, prefix, secret, ...), e.g. targets_member.jsonl")
+    targets: str = Field(description="JSONL of target records (id, prefix, secret, ...), e.g. targets_member.jsonl, "
+                         "or a Hugging Face data set split hf:org/name[:config][@revision]?split=...&prefix_field="
+                         "...&secret_field=...")
     decoding: DecodingConfig = Field(default_factory=DecodingConfig)
     batch_size: int = Field(32, ge=1, description="prompts per generate call")
     exposure: ExposureConfig = Field(default_factory=ExposureConfig)
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _path_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, Path) else value
 
 
 class DPConfig(Strict):

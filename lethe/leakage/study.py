@@ -52,8 +52,8 @@ def step(path: Path, resume: bool, action):
     return action(path)
 
 
-def read_targets_file(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+def read_targets_file(path: str | Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line]
 
 
 def check_targets(pii_dir: Path, tokenizer, chunk_lengths: dict[str, int]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -69,3 +70,13 @@ def launch():
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
 
     return run
+
+
+def unlearn_books(micro_run: Path, data_dir: Path, out: Path, method: str, settings: dict) -> dict:
+    """`lethe unlearn` of the micro model's books forget set through the CLI, with `--set` per setting: results.json."""
+    from lethe.cli import main
+
+    assigned = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
+    assert main(["unlearn", "--model", str(micro_run), "--data", str(data_dir), "--domain", "books",
+                 "--method", method, *assigned, "--out", str(out)]) == 0
+    return json.loads((out / "results.json").read_text())

@@ -1,7 +1,6 @@
 """RMU on the micro model: its loss against a hand computation, the parameters it trains, refusals, a CLI run."""
 
 import copy
-import json
 
 import pytest
 import torch
@@ -15,6 +14,7 @@ from lethe.engine.trainer import collate
 from lethe.errors import LetheError
 from lethe.unlearning.methods import MethodContext, methods
 from lethe.unlearning.rmu import activations_at, decoder_layers
+from tests.conftest import unlearn_books
 
 
 @pytest.fixture(scope="module")
@@ -139,14 +139,10 @@ def test_retain_terms_and_lora_of_other_methods_are_refused(models):
 
 
 def test_lethe_unlearn_method_rmu_changes_only_the_chosen_weights_and_forgets(micro_run, data_dir, tmp_path):
-    from lethe.cli import main
-
     out = tmp_path / "rmu"
-    assert main(["unlearn", "--model", str(micro_run), "--data", str(data_dir), "--domain", "books",
-                 "--method", "rmu", "--set", "method_args.rmu_steering=10", "--set", "method_args.rmu_alpha=10",
-                 "--set", "train.lr=3e-3", "--set", "train.epochs=3", "--set", "train.batch_size=8",
-                 "--set", "train.warmup_ratio=0", "--out", str(out)]) == 0
-    results = json.loads((out / "results.json").read_text())
+    results = unlearn_books(micro_run, data_dir, out, "rmu", {
+        "method_args.rmu_steering": 10, "method_args.rmu_alpha": 10, "train.lr": 3e-3, "train.epochs": 3,
+        "train.batch_size": 8, "train.warmup_ratio": 0})
     before, after = results["before"]["ppl"], results["after"]["ppl"]
     assert after["forget"] / before["forget"] > after["approximate"] / before["approximate"] > 1
     assert results["cost"]["reference_tokens"] > 0  # the original's retain activations, every step

@@ -18,6 +18,7 @@ from lethe.errors import LetheError
 from lethe.models import count_parameters, load_model, model_context
 from lethe.unlearning.methods import MethodContext, methods
 from lethe.unlearning.undo import Distillation, distillation_steps, perturb
+from tests.conftest import unlearn_books
 
 
 @pytest.fixture(scope="module")
@@ -96,14 +97,9 @@ def test_base_method_and_settings(micro_model):
 
 
 def test_lethe_unlearn_method_undo_distils_for_its_budget(micro_run, data_dir, tmp_path):
-    from lethe.cli import main
-
-    out = tmp_path / "undo"
-    assert main(["unlearn", "--model", str(micro_run), "--data", str(data_dir), "--domain", "books",
-                 "--method", "undo", "--set", "method_args.undo_alpha=0.3", "--set", "method_args.undo_budget=0.05",
-                 "--set", "train.lr=3e-3", "--set", "train.epochs=3", "--set", "train.batch_size=8",
-                 "--set", "train.warmup_ratio=0", "--out", str(out)]) == 0
-    results = json.loads((out / "results.json").read_text())
+    results = unlearn_books(micro_run, data_dir, tmp_path / "undo", "undo", {
+        "method_args.undo_alpha": 0.3, "method_args.undo_budget": 0.05, "train.lr": 3e-3, "train.epochs": 3,
+        "train.batch_size": 8, "train.warmup_ratio": 0})
     unlearned, distilled = results["train"]["phases"]["unlearn"], results["train"]["phases"]["distil"]
     assert unlearned["method"] == "ga_gd_in" and distilled["alpha"] == 0.3
 

@@ -114,3 +114,21 @@ def test_a_bad_number_of_shadows_is_one_line(shadows, code_micro, data_dir, tmp_
                  f"u_mia.shadows={shadows}", "--out", str(tmp_path / "study")]) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "u_mia.shadows must be 0 (off) or an even number" in error
+
+
+@pytest.mark.slow
+def test_eval_unlearning_repeats_the_study_rows(study, code_micro, data_dir, capsys):
+    """`lethe eval unlearning` trains its own shadows with the unlearning run's method and settings: on the study's
+    cell they are the study's shadows again (same recipe, seed and halves), so every row's numbers agree."""
+    out, _, results = study
+    evaluated = out.parent / "eval"
+    assert main(["eval", "unlearning", "--model", str(out / "runs" / "code" / "ga"), "--original", str(code_micro),
+                 "--retrained", str(out / "retrain" / "code"), "--data", str(data_dir), "--domain", "code",
+                 "--set", "u_mia.shadows=4", "--set", "eval.blind=null", "--out", str(evaluated)]) == 0
+    assert "U-MIA AUC" in capsys.readouterr().out
+    found = json.loads((evaluated / "results.json").read_text())
+    rows = results["by_domain"]["code"]
+    for who, row in (("unlearned", rows["ga"]), ("original", rows["original"]), ("retrained", rows["retrained"])):
+        for key in ("auc", "detected_share", "offline_auc"):
+            assert found[who]["u_mia"][key] == pytest.approx(row["u_mia"][key], abs=1e-6), (who, key)
+    assert (evaluated / "u_mia" / "attack" / "unlearned.json").is_file()

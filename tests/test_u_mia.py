@@ -132,3 +132,14 @@ def test_eval_unlearning_repeats_the_study_rows(study, code_micro, data_dir, cap
         for key in ("auc", "detected_share", "offline_auc"):
             assert found[who]["u_mia"][key] == pytest.approx(row["u_mia"][key], abs=1e-6), (who, key)
     assert (evaluated / "u_mia" / "attack" / "unlearned.json").is_file()
+
+
+@pytest.mark.parametrize("sigma_in", [0.5, 1.0, 2.0])  # LR opening downward, linear, upward
+def test_a_records_p_value_is_the_share_of_out_models_scoring_it_as_in_like(sigma_in):
+    from lethe.attacks.per_example import lira_online_pvalue, lira_online_score
+
+    target, mu_in, mu_out, sigma_out = np.array([-2.6, -3.0, -3.9]), -2.8, -3.2, 1.0
+    draws = np.random.default_rng(1).normal(mu_out, sigma_out, 400_000)
+    ratio = lira_online_score(draws, mu_in, sigma_in, mu_out, sigma_out)
+    expected = [(ratio >= lira_online_score(s, mu_in, sigma_in, mu_out, sigma_out)).mean() for s in target]
+    assert lira_online_pvalue(target, mu_in, sigma_in, mu_out, sigma_out) == pytest.approx(expected, abs=3e-3)

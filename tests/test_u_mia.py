@@ -143,3 +143,26 @@ def test_a_records_p_value_is_the_share_of_out_models_scoring_it_as_in_like(sigm
     ratio = lira_online_score(draws, mu_in, sigma_in, mu_out, sigma_out)
     expected = [(ratio >= lira_online_score(s, mu_in, sigma_in, mu_out, sigma_out)).mean() for s in target]
     assert lira_online_pvalue(target, mu_in, sigma_in, mu_out, sigma_out) == pytest.approx(expected, abs=3e-3)
+
+
+@pytest.mark.slow
+def test_shadows_of_a_target_run_continue_its_base_model(code_micro, data_dir, tmp_path):
+    """A `lethe target` model: each shadow is its base model continued on retain + its half of the candidates."""
+    data = ["--data", str(data_dir)]
+    assert main(["target", "--model", str(code_micro), *data, "--set", "forget=[code/forget]", "--set",
+                 "retain=[code/retain]", "--set", "train.epochs=1", "--out", str(tmp_path / "target")]) == 0
+    assert main(["unlearn", "--model", str(tmp_path / "target"), *data, "--domain", "code", "--method", "ga",
+                 "--set", "train.lr=1e-3", "--set", "train.max_steps=2", "--out", str(tmp_path / "ga")]) == 0
+    assert main(["eval", "unlearning", "--model", str(tmp_path / "ga"), "--original", str(tmp_path / "target"),
+                 "--retrained", str(tmp_path / "target" / "retrain"), *data, "--domain", "code", "--set",
+                 "u_mia.shadows=4", "--set", "eval.blind=null", "--out", str(tmp_path / "eval")]) == 0
+    where = tmp_path / "eval" / "u_mia"
+    manifest = json.loads((where / "references.json").read_text())
+    target = json.loads((tmp_path / "target" / "results.json").read_text())["target"]
+    for k, kept in enumerate(manifest["keep"]):
+        shadow = json.loads((where / "shadows" / f"shadow-{k}" / "results.json").read_text())
+        assert shadow["train"]["splits"] == target["splits"] == ["code/forget", "code/retain"]
+        assert set(shadow["members"]["code/forget"]) == {r for r, k_ in zip(manifest["records"], kept, strict=True)
+                                                         if k_}
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert {"auc", "detected_share", "auc_minus_retrain"} <= set(results["unlearned"]["u_mia"])

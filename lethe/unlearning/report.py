@@ -96,7 +96,7 @@ def u_mia_table(rows: dict[str, dict]) -> Table | None:
                   "detected: the share whose own test rejects at 1% FPR; AUC − retrain's: paired, same documents")
     for name, u in found.items():
         if "skipped" in u:
-            table.rows.append([name, u["skipped"]] + [""] * 7)
+            table.rows.append([name, "skipped: a shadow diverged (results.json says how)"] + [""] * 7)
             continue
         paired = u.get("auc_minus_retrain", {})
         table.rows.append([name, number_text(u["auc"], 3), _interval(u.get("ci95")),

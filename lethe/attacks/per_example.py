@@ -116,6 +116,30 @@ def lira_offline_score(target: np.ndarray, mu_out: np.ndarray, sigma_out: np.nda
     return -norm.logsf(target, mu_out, sigma_out)
 
 
+def lira_online_pvalue(target: np.ndarray, mu_in: np.ndarray, sigma_in: np.ndarray, mu_out: np.ndarray,
+                       sigma_out: np.ndarray) -> np.ndarray:
+    """Per record, P(LR(S) ≥ LR(s)) for S ~ N(μ_out, σ_out): how often a model that never saw the record scores it
+    at least as IN-like as the target does, i.e. the record's own false-positive rate at its threshold (a record is
+    detected at 1% FPR when this is below 0.01, with no population of non-members needed).
+
+    LR(s) = a·s² + b·s + c with a = (1/σ_out² − 1/σ_in²)/2 and b = μ_in/σ_in² − μ_out/σ_out², symmetric about its
+    vertex v = −b/2a: {S : LR(S) ≥ LR(s)} is |S − v| ≥ |s − v| for a > 0 and ≤ for a < 0; for a = 0 (equal
+    variances) it is S ≥ s where b > 0 and S ≤ s where b < 0.
+    """
+    target, mu_in, sigma_in, mu_out, sigma_out = np.broadcast_arrays(
+        *(np.asarray(v, np.float64) for v in (target, mu_in, sigma_in, mu_out, sigma_out)))
+    a = 0.5 / sigma_out**2 - 0.5 / sigma_in**2
+    b = mu_in / sigma_in**2 - mu_out / sigma_out**2
+    linear = a == 0
+    upper, lower = norm.sf(target, mu_out, sigma_out), norm.cdf(target, mu_out, sigma_out)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        vertex = np.where(linear, 0.0, -b / (2 * np.where(linear, 1.0, a)))
+        radius = np.abs(target - vertex)
+    outside = norm.cdf(vertex - radius, mu_out, sigma_out) + norm.sf(vertex + radius, mu_out, sigma_out)
+    quadratic = np.where(a > 0, outside, 1 - outside)
+    return np.where(linear, np.where(b >= 0, upper, lower), quadratic)
+
+
 def lira_online(target: np.ndarray, references: np.ndarray, keep: np.ndarray, *,
                 global_variance: bool | None = None) -> LiraFit:
     """LiRA online: Gaussians of each record's score in the references that saw it and those that did not.

@@ -64,6 +64,7 @@ from lethe.config.unlearning import (  # noqa: F401
     RelearnConfig,
     RequestsConfig,
     SweepGrid,
+    UMiaConfig,
     UnlearningAttacks,
     UnlearningStudyConfig,
     VerbmemConfig,

@@ -43,6 +43,27 @@ class VerbmemConfig(Strict):
     batch_size: int = Field(16, ge=1)
 
 
+class UMiaConfig(Strict):
+    """The per-example unlearning MIA (U-LiRA; Hayes et al., 2024): K shadow models, each trained with the target's
+    own recipe on its data with the forget split replaced by a random half of the candidates (the domain's forget and
+    approximate documents, each in exactly K/2 shadows), then unlearned with the method under test on that half.
+
+    Cost per shadow: one training run of the target's recipe (a `lethe pretrain` run's pre-training, or a `lethe
+    target` run's continued training), shared by every method of a study, plus one `lethe unlearn` run per method
+    and a scoring pass of the candidates; K shadows cost about K pre-trainings in all."""
+
+    shadows: int = Field(8, ge=0, description="shadow models K: 0 (off) or an even number of at least 4, so that "
+                         "every candidate document has K/2 shadows that saw it and K/2 that did not")
+    seed: Seed = Field(0, description="seed of the halves the shadows are dealt")
+
+    @model_validator(mode="after")
+    def _even(self) -> UMiaConfig:
+        if self.shadows and (self.shadows % 2 or self.shadows < 4):
+            raise ValueError(f"u_mia.shadows must be 0 (off) or an even number of at least 4 (K/2 shadows on each "
+                             f"side of every document), not {self.shadows}")
+        return self
+
+
 class UnlearningAttacks(BaseModel):
     """The attacks on unlearning, all off by default: the same keys in `eval unlearning` and the study (a mixin, as
     ModelLoading is: its fields are listed with each command's schema)."""
@@ -52,9 +73,14 @@ class UnlearningAttacks(BaseModel):
     quantize_group: int = Field(128, ge=8, description="input columns per quantization group")
     relearn: RelearnConfig | None = Field(None, description="the relearning attack (None: skip it)")
     verbmem: VerbmemConfig | None = Field(None, description="verbatim memorisation of the forget set (None: skip)")
+    u_mia: UMiaConfig | None = Field(None, description="the per-example unlearning MIA against shadow models (None "
+                                     "or shadows 0: skip); needs a model from `lethe pretrain` or `lethe target`")
 
     def any_attack(self) -> bool:
         return bool(self.quantize) or self.relearn is not None or self.verbmem is not None
+
+    def u_mia_shadows(self) -> int:
+        return self.u_mia.shadows if self.u_mia is not None else 0
 
     def refuse_verbmem_longer_than(self, chunk: ChunkConfig, where: str) -> None:
         if self.verbmem and self.verbmem.prefix_tokens + self.verbmem.continuation_tokens > chunk.length:

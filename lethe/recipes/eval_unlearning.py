@@ -42,11 +42,17 @@ def verbmem_table(results: dict) -> Table | None:
                  "forget chunk's prefix against its true continuation") if rows else None
 
 
+def u_mia_table(results: dict) -> Table | None:
+    from lethe.unlearning.report import u_mia_table as table
+
+    return table({name: m for name, m in results.items() if name != "blind"})
+
+
 def summary(results: dict, config: EvalUnlearningConfig, out) -> None:
     from lethe.tables import format_unlearning_table
 
     print(format_unlearning_table({k: v for k, v in results.items() if k != "blind"}, results.get("blind")))
-    for table in (quantized_table(results), relearn_table(results), verbmem_table(results)):
+    for table in (quantized_table(results), relearn_table(results), verbmem_table(results), u_mia_table(results)):
         if table is not None:
             print("\n" + table.to_terminal())
 
@@ -64,7 +70,8 @@ def report(record: RunRecord, section: Section) -> None:
         keys = list(next(iter(distances.values())))
         section.tables.append(Table(["model", *keys], [[n, *(fmt(d[k]) for k in keys)] for n, d in distances.items()],
                                     "distance to the model retrained without the forget set"))
-    attacks = (quantized_table(record.results), relearn_table(record.results), verbmem_table(record.results))
+    attacks = (quantized_table(record.results), relearn_table(record.results), verbmem_table(record.results),
+               u_mia_table(record.results))
     section.tables += [table for table in attacks if table is not None]
 
 

@@ -55,7 +55,9 @@ def target_splits(config: TargetConfig) -> dict[str, list[str]]:
     return {"target": forget + retain, "retrain": retain}
 
 
-def _train(config: TargetConfig, splits: list[str], out: Path) -> dict:
+def continued_training(config: TargetConfig, splits: list[str], out: Path) -> dict:
+    """The known-data recipe: the configured base model trained further on `splits` of `config.data`, saved in
+    out/model (the target, its exact retrain, and the shadow models of the per-example unlearning MIA)."""
     model, tokenizer = load_configured(config)
     documents = load_splits(config.data, splits)
     chunks = [c for group in chunk_splits(documents, tokenizer, config.chunk, model_context(model)).values()
@@ -83,7 +85,7 @@ def build_target(config: TargetConfig, out: Path, *, overwrite: bool = False) ->
         del base
         trained, members = {}, {}
         for name, where in (("target", run.path), ("retrain", run.path / "retrain")):
-            done = _train(config, splits[name], where)
+            done = continued_training(config, splits[name], where)
             ppl[name] = score_splits(done["model"], done["tokenizer"], evaluation, config.chunk, config.batch_tokens,
                                      run.scores_dir / name)
             trained[name], members[name] = done["train"], done["documents"]

@@ -208,6 +208,11 @@ def eval_unlearning(config, out: Path, *, overwrite: bool = False) -> dict:
     from lethe.unlearning.attacks import attack_model, attack_results
 
     models = {"unlearned": config.model, "original": config.original, "retrained": config.retrained}
+    cell = None
+    if config.u_mia_shadows():  # refused before any model is scored when the shadows cannot be made
+        from lethe.unlearning.u_mia import unlearning_run
+
+        cell = unlearning_run(config.model)
     with Run.start(out, "eval unlearning", config, overwrite=overwrite) as run:
         scores, attacked, blind, vocabularies, data = {}, {}, None, {}, None
         for role, name in models.items():
@@ -232,6 +237,11 @@ def eval_unlearning(config, out: Path, *, overwrite: bool = False) -> dict:
                     results[role]["retrain_distance"] = retrain_distance(scores[role], scores["retrained"], config.eval)
         for role, found in attack_results(scores, attacked, config, config.eval).items():
             results[role] |= found
+        if cell is not None:
+            from lethe.unlearning.u_mia import eval_u_mia
+
+            for role, found in eval_u_mia(config, cell, scores, run.path).items():
+                results[role]["u_mia"] = found
         if blind is not None:
             results["blind"] = blind
         run.write_results(results)

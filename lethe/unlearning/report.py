@@ -80,6 +80,33 @@ def attack_table(rows: dict[str, dict]) -> Table | None:
     return table
 
 
+def _interval(values: list[float] | None) -> str:
+    return "–" if not values else f"[{values[0]:.2f}, {values[1]:.2f}]"
+
+
+def u_mia_table(rows: dict[str, dict]) -> Table | None:
+    """The per-example unlearning MIA, one row per model it attacked (None when the study ran none)."""
+    found = {name: m["u_mia"] for name, m in rows.items() if "u_mia" in m}
+    if not found:
+        return None
+    table = Table(["model", "U-MIA AUC", "95% CI", "TPR@1%FPR", "forget docs detected", "approx docs detected",
+                   "AUC − retrain's", "95% CI", "offline AUC"], [],
+                  caption="LiRA online per document against shadows unlearned with the model's own method (original "
+                  "and retrained: the shadows as trained); members: forget documents, non-members: approximate ones; "
+                  "detected: the share whose own test rejects at 1% FPR; AUC − retrain's: paired, same documents")
+    for name, u in found.items():
+        if "skipped" in u:
+            table.rows.append([name, "skipped: a shadow diverged (results.json says how)"] + [""] * 7)
+            continue
+        paired = u.get("auc_minus_retrain", {})
+        table.rows.append([name, number_text(u["auc"], 3), _interval(u.get("ci95")),
+                           rate_text(u["tpr@1%fpr"], 0.01, u.get("approximate_documents")),
+                           number_text(u["detected_share"], 3), number_text(u["approximate_detected_share"], 3),
+                           number_text(paired.get("difference"), 3), _interval(paired.get("ci95")),
+                           number_text(u["offline_auc"], 3)])
+    return table
+
+
 def requests_table(answers: dict[str, dict[str, list[dict]]]) -> Table:
     """Sequential and growing deletion requests: forgetting of what was asked, and utility, after each."""
     table = Table(["method", "requests", "after", "documents", "forgetting (asked so far)", "pending forgetting",
@@ -143,6 +170,8 @@ def write_experiment_report(results: dict, config, out: Path) -> None:
             parts += ["", describe(results["blind"][domain])]
         if (attacks := attack_table(rows)) is not None:
             parts += ["", f"### {domain}: does the forgetting hold?", "", attacks.to_markdown()]
+        if (u_mia := u_mia_table(rows)) is not None:
+            parts += ["", f"### {domain}: per-example unlearning MIA", "", u_mia.to_markdown()]
     for domain, answers in results.get("requests", {}).items():
         parts += ["", f"## {domain}: sequential and growing deletion requests", "",
                   requests_table(answers).to_markdown()]

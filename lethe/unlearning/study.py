@@ -36,6 +36,8 @@ from lethe.unlearning.evaluation import (
 from lethe.unlearning.methods import methods
 from lethe.unlearning.requests import answer_requests
 from lethe.unlearning.run import unlearn
+from lethe.unlearning.shadows import finished, known_origin
+from lethe.unlearning.u_mia import study_u_mia
 
 log = logging.getLogger("lethe")
 
@@ -45,10 +47,6 @@ def study_methods(config: UnlearningStudyConfig) -> list[str]:
     for name in chosen:
         methods.get(name)  # unknown names fail before any work starts
     return chosen
-
-
-def finished(path: Path) -> bool:
-    return (path / "run.json").is_file() and read_json(path / "run.json").get("status") == "done"
 
 
 def original_model(config: UnlearningStudyConfig):
@@ -218,6 +216,8 @@ def run_experiment(config: UnlearningStudyConfig, out: Path, *, overwrite: bool 
     for domain in config.domains:  # every cell's settings, before any work
         for method in names:
             cell_config(config, domain, method)
+    if config.u_mia_shadows():
+        known_origin(config.model)
     with Run.start(out, "experiment unlearning", config, overwrite=overwrite, resume=resume,
                    accept_data_change=accept_data_change) as run:
         run.record_data(find_splits(config.data))
@@ -242,6 +242,10 @@ def run_experiment(config: UnlearningStudyConfig, out: Path, *, overwrite: bool 
             if config.any_attack():
                 for who, found in domain_attacks(config, domain, run.path, names, scores).items():
                     rows[who] |= found
+            if config.u_mia_shadows():
+                cells = {method: cell_config(config, domain, method) for method in names if method in scores}
+                for who, found in study_u_mia(config, domain, run.path, scores, cells).items():
+                    rows[who]["u_mia"] = found
             if config.requests.any_request():
                 requests[domain] = answer_requests(config, domain, run.path / "requests" / domain, originals,
                                                    config.requests.methods or names, run.path / "runs" / domain)

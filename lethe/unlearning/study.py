@@ -19,7 +19,7 @@ from scipy.stats import spearmanr
 from lethe.config import UnlearnConfig, UnlearningStudyConfig, describe_validation_error
 from lethe.data.roles import RunData, role_splits
 from lethe.data.splits import find_splits
-from lethe.engine.trainer import refuse_no_updates
+from lethe.engine.schedule import refuse_no_updates
 from lethe.errors import LetheError, TrainingDiverged
 from lethe.models import load_model, model_context, resolve_model_path
 from lethe.runs import Run, read_json, write_json

@@ -9,7 +9,8 @@ never saw: the false-positive control). NSR rising with copies is the extraction
 
 The rule: among the cells whose member NSR (a share) lies in `target`, the one nearest the middle of
 the range; when none does, the one nearest the range (the same distance to the middle), flagged
-`in_range: false`. Ties go to the earlier cell of the grid: fewer copies, then fewer epochs.
+`in_range: false`. Ties go to fewer copies, then fewer epochs. The cells run in the order `copies` and
+`epochs` list them (the likeliest working points first, where a budget may run out) and are shown sorted.
 """
 
 from __future__ import annotations
@@ -119,8 +120,10 @@ def calibrate_extraction(config: LeakageConfig, out: Path, *, overwrite: bool = 
         _same_secrets(studies)
         next(iter(studies.values())).release(config.baseline)  # one release: the targets are the same in every cell
         settings = [(copies, epochs) for copies in calibration.copies for epochs in calibration.epochs]
-        cells = run_tasks([(extraction_cell, (studies[copies], victim, copies, epochs)) for copies, epochs in settings],
-                          config.jobs)  # every cell is independent
+        # every cell is independent; they run in the order the grid lists them, and are shown by copies and epochs
+        cells = sorted(run_tasks([(extraction_cell, (studies[copies], victim, copies, epochs))
+                                  for copies, epochs in settings], config.jobs),
+                       key=lambda cell: (cell["cell"]["copies"], cell["cell"]["epochs"]))
         grid = [cell["cell"] for cell in cells]
         with (out / "secrets.jsonl").open("w") as handle:
             handle.writelines(json.dumps(row) + "\n" for cell in cells for row in cell["rows"])

@@ -129,3 +129,8 @@ def test_the_leakage_summary_pairs_each_release_with_the_baseline(micro_run, dat
     assert found["mcnemar"]["p_value"] == pytest.approx(2 * 0.5 ** 4)
     assert found["delta_nsr"] == pytest.approx(4 / 7) and "exposure" not in found
     assert math.isfinite(found["ci95"][0])
+    from lethe.leakage.report import extraction_comparison_table
+
+    [row] = extraction_comparison_table({"baseline": "benign",
+                                         "extraction_comparisons": {"privacy_backdoor": {"full": found}}}).rows
+    assert row[:5] == ["privacy_backdoor", "full", "5/7", "1/7", "+0.571"] and row[6] == "4 / 0"

@@ -112,10 +112,10 @@ def test_two_releases_are_compared_secret_by_secret():
         compare_extraction([(a, {**b, "other": {"hit": True, "exposure": None}})])
 
 
-def test_the_leakage_summary_pairs_each_release_with_the_baseline(micro_run, data_dir, tmp_path):
+def test_the_leakage_summary_pairs_each_release_with_the_baseline(tmp_path):
     from lethe.leakage.analysis import extraction_comparisons
 
-    config = LeakageConfig(model=str(micro_run), data=data_dir, variants=["benign", "privacy_backdoor"],
+    config = LeakageConfig(model="m", data=tmp_path, variants=["benign", "privacy_backdoor"],
                            modes=["full"], seeds=[0, 1], bootstrap=200)
     hits = {("benign", 0): [1, 0, 0, 0], ("benign", 1): [0, 0, 0], ("privacy_backdoor", 0): [1, 1, 1, 0],
             ("privacy_backdoor", 1): [0, 1, 1]}

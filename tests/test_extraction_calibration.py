@@ -62,7 +62,8 @@ def test_every_number_rebuilds_from_the_saved_per_secret_rows(dose_response):
             low = beta.ppf(0.025, hits, 12 - hits + 1) if hits else 0.0
             high = beta.ppf(0.975, hits + 1, 12 - hits) if hits < 12 else 1.0
             assert summary["ci95"] == pytest.approx([low, high], abs=1e-6)
-            assert summary["exposure"] == pytest.approx(np.mean([r["exposure"] for r in mine]))
+            for key in ("exposure", "exposure_skewnorm"):
+                assert summary[key] == pytest.approx(np.mean([r[key] for r in mine]))
     # the secrets are the same in every cell: only D_ft's copies differ
     assert {(r["set"], r["id"]) for r in rows if r["copies"] == 1} == {(r["set"], r["id"]) for r in rows
                                                                        if r["copies"] == 40}

@@ -54,10 +54,14 @@ def binomial_interval(hits: int, n: int) -> list[float]:
 
 
 def _summary(rows: list[dict]) -> dict:
+    """NSR with its interval, and the mean of each exposure over the secrets that have one (digit formats)."""
+    from lethe.leakage.extraction_comparison import EXPOSURES
+
     hits = sum(row["hit"] for row in rows)
-    exposures = [row["exposure"] for row in rows if row["exposure"] is not None]
+    means = {key: [row[key] for row in rows if row[key] is not None] for key in EXPOSURES}
     return {"nsr": hits, "secrets": len(rows), "rate": hits / len(rows), "ci95": binomial_interval(hits, len(rows)),
-            "exposure": float(np.mean(exposures)) if exposures else None, "exposure_secrets": len(exposures)}
+            **{key: float(np.mean(values)) if values else None for key, values in means.items()},
+            "exposure_secrets": len(means["exposure"])}
 
 
 def extraction_cell(study: Study, victim: VictimCell, copies: int, epochs: float) -> dict:
@@ -179,15 +183,17 @@ def format_extraction_calibration(results: dict) -> str:
     low, high = results["target"]
     lines = [f"extraction calibration on seed {results['seed']} ({results['mode']} fine-tuning of the "
              f"{results['baseline']} release), wanted member NSR {low:.0%}–{high:.0%}",
-             f"{'copies':>6} {'epochs':>6} {'member NSR':>11} {'95% interval':>15} {'exposure':>9} "
-             f"{'non-member NSR':>15} {'exposure':>9} {'val PPL':>8}"]
-    show = lambda value: "–" if value is None else f"{value:.2f}"  # noqa: E731
+             "exposure: as sampled (capped at log2 of the candidates + 1) / skew-normal extrapolation",
+             f"{'copies':>6} {'epochs':>6} {'member NSR':>11} {'95% interval':>15} {'exposure':>13} "
+             f"{'non-member NSR':>15} {'exposure':>13} {'val PPL':>8}"]
+    show = lambda side: "/".join("–" if side[key] is None else f"{side[key]:.2f}"  # noqa: E731
+                                 for key in ("exposure", "exposure_skewnorm"))
     for cell in results["grid"]:
         m, n = cell["members"], cell["nonmembers"]
         mark = "  <- chosen" if cell == results["chosen"] else ""
         lines.append(f"{cell['copies']:>6} {cell['epochs']:>6g} {m['nsr']:>5}/{m['secrets']:<5} "
-                     f"{m['ci95'][0]:>7.3f}–{m['ci95'][1]:<7.3f} {show(m['exposure']):>9} "
-                     f"{n['nsr']:>7}/{n['secrets']:<7} {show(n['exposure']):>9} {cell['val_ppl']:>8.2f}{mark}")
+                     f"{m['ci95'][0]:>7.3f}–{m['ci95'][1]:<7.3f} {show(m):>13} "
+                     f"{n['nsr']:>7}/{n['secrets']:<7} {show(n):>13} {cell['val_ppl']:>8.2f}{mark}")
     freeze = results["freeze"]
     lines.append(f"freeze in the study's config: pii: {{repetitions: {freeze['pii']['repetitions']}}}, finetune: "
                  f"{{train: {{epochs: {freeze['finetune']['train']['epochs']:g}}}}}"

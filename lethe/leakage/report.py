@@ -72,15 +72,16 @@ def _comparison_table(results: dict) -> Table:
 def extraction_comparison_table(results: dict) -> Table:
     """Each variant's member secrets against the baseline's victim, secret by secret."""
     table = Table(["variant", "mode", "NSR", f"NSR {results['baseline']}", "ΔNSR", "95% interval",
-                   "only variant / only baseline", "McNemar p", "Δexposure (95%)"], [], align="llrrrlrrl")
+                   "only variant / only baseline", "McNemar p", "Δexposure (95%)", "Δexposure skew-normal (95%)"], [],
+                  align="llrrrlrrll")
     for variant, modes in (results.get("extraction_comparisons") or {}).items():
         for mode, c in modes.items():
-            exposure = c.get("exposure")
+            exposures = [c.get(key) for key in ("exposure", "exposure_skewnorm")]
             table.rows.append([variant, mode, f"{c['nsr']['b']}/{c['secrets']}", f"{c['nsr']['a']}/{c['secrets']}",
                                f"{c['delta_nsr']:+.3f}", f"{c['ci95'][0]:+.3f} – {c['ci95'][1]:+.3f}",
                                f"{c['mcnemar']['only_b']} / {c['mcnemar']['only_a']}", f"{c['mcnemar']['p_value']:.2g}",
-                               f"{exposure['delta']:+.2f} ({exposure['ci95'][0]:+.2f} – {exposure['ci95'][1]:+.2f})"
-                               if exposure else "–"])
+                               *(f"{e['delta']:+.2f} ({e['ci95'][0]:+.2f} – {e['ci95'][1]:+.2f})" if e else "–"
+                                 for e in exposures)])
     return table
 
 

@@ -25,16 +25,18 @@ def report(record: RunRecord, section: Section) -> None:
     section.headline = (f"extraction working point: {chosen['copies']} copies × {chosen['epochs']:g} epochs, member "
                         f"NSR {m['nsr']}/{m['secrets']} (wanted {low:.0%}–{high:.0%})"
                         + ("" if r["in_range"] else ", outside the wanted range"))
-    exposure = lambda value: "–" if value is None else f"{value:.2f}"  # noqa: E731
+    exposure = lambda side: "/".join("–" if side[key] is None else f"{side[key]:.2f}"  # noqa: E731
+                                     for key in ("exposure", "exposure_skewnorm"))
     section.tables.append(Table(
         ["copies", "epochs", "member NSR", "95% interval", "member exposure", "non-member NSR",
          "non-member exposure", "validation PPL", "chosen"],
         [[str(c["copies"]), f"{c['epochs']:g}", f"{c['members']['nsr']}/{c['members']['secrets']}",
-          f"{c['members']['ci95'][0]:.3f}–{c['members']['ci95'][1]:.3f}", exposure(c["members"]["exposure"]),
-          f"{c['nonmembers']['nsr']}/{c['nonmembers']['secrets']}", exposure(c["nonmembers"]["exposure"]),
+          f"{c['members']['ci95'][0]:.3f}–{c['members']['ci95'][1]:.3f}", exposure(c["members"]),
+          f"{c['nonmembers']['nsr']}/{c['nonmembers']['secrets']}", exposure(c["nonmembers"]),
           f"{c['val_ppl']:.2f}", "yes" if c == chosen else ""] for c in r["grid"]],
         f"greedy extraction after {r['mode']} fine-tuning of the {r['baseline']} release on calibration seed "
-        f"{r['seed']}: the dose-response"))
+        f"{r['seed']}: the dose-response (exposure as sampled, capped at log2 of the candidates + 1 / its skew-normal "
+        "extrapolation)"))
     saved_figures(record, section, r.get("plots") or [], "the dose-response")
 
 

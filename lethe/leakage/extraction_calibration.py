@@ -161,9 +161,9 @@ def dose_response_plot(results: dict, out: Path) -> str:
         rates = np.array([c["members"]["rate"] for c in cells])
         bounds = np.array([c["members"]["ci95"] for c in cells])
         line = ax.errorbar(copies, rates, yerr=[rates - bounds[:, 0], bounds[:, 1] - rates], marker="o", capsize=3,
-                           label=f"members, {epochs:g} epochs")
+                           label=f"members, {epochs:g} epoch{'' if epochs == 1 else 's'}")
         ax.plot(copies, [c["nonmembers"]["rate"] for c in cells], ls=":", marker="x",
-                color=line[0].get_color(), label=f"non-members, {epochs:g} epochs")
+                color=line[0].get_color(), label=f"non-members, {epochs:g} epoch{'' if epochs == 1 else 's'}")
     chosen = results["chosen"]
     ax.scatter([chosen["copies"]], [chosen["rate"]], s=160, facecolors="none", edgecolors="k", zorder=5,
                label="chosen")

@@ -186,7 +186,7 @@ def format_extraction_calibration(results: dict) -> str:
              "exposure: as sampled (capped at log2 of the candidates + 1) / skew-normal extrapolation",
              f"{'copies':>6} {'epochs':>6} {'member NSR':>11} {'95% interval':>15} {'exposure':>13} "
              f"{'non-member NSR':>15} {'exposure':>13} {'val PPL':>8}"]
-    show = lambda side: "/".join("–" if side[key] is None else f"{side[key]:.2f}"  # noqa: E731
+    show = lambda side: "/".join("–" if side.get(key) is None else f"{side[key]:.2f}"  # noqa: E731
                                  for key in ("exposure", "exposure_skewnorm"))
     for cell in results["grid"]:
         m, n = cell["members"], cell["nonmembers"]

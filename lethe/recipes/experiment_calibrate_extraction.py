@@ -25,7 +25,7 @@ def report(record: RunRecord, section: Section) -> None:
     section.headline = (f"extraction working point: {chosen['copies']} copies × {chosen['epochs']:g} epochs, member "
                         f"NSR {m['nsr']}/{m['secrets']} (wanted {low:.0%}–{high:.0%})"
                         + ("" if r["in_range"] else ", outside the wanted range"))
-    exposure = lambda side: "/".join("–" if side[key] is None else f"{side[key]:.2f}"  # noqa: E731
+    exposure = lambda side: "/".join("–" if side.get(key) is None else f"{side[key]:.2f}"  # noqa: E731
                                      for key in ("exposure", "exposure_skewnorm"))
     section.tables.append(Table(
         ["copies", "epochs", "member NSR", "95% interval", "member exposure", "non-member NSR",

@@ -16,6 +16,7 @@ from lethe.config.attacks import (  # noqa: F401
     DPConfig,
     ExposureConfig,
     ExtractConfig,
+    ExtractionCalibrationConfig,
     FinetuneConfig,
     LeakageConfig,
     MiaConfig,

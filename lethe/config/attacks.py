@@ -249,6 +249,34 @@ class CalibrationConfig(Strict):
         "at LiRA's ceiling)")
 
 
+class ExtractionCalibrationConfig(Strict):
+    """`lethe experiment calibrate-extraction`: a dose-response of greedy extraction over member copies × epochs
+    on the baseline release, and the working point whose member NSR lies in `target`."""
+
+    seed: Seed = Field(100, description="targets and fine-tuning of their own, never the study's")
+    mode: Literal["full", "lora", "head"] = Field("full", description="the fine-tuning mode calibrated")
+    copies: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [1, 3, 10, 30], min_length=1,
+        description="copies of each member secret in D_ft tried (pii.repetitions); the dose of the dose-response")
+    epochs: list[Annotated[float, Field(gt=0, le=MAX_EPOCHS)]] = Field(
+        default_factory=lambda: [1.0], min_length=1, description="fine-tuning epochs tried with each number of copies")
+    target: tuple[float, float] = Field((0.10, 0.50), description="wanted range of the greedy NSR on member secrets "
+                                        "(a share of them)")
+    extract: dict[str, Any] = Field(default_factory=dict, description="overrides of ExtractConfig over the study's "
+                                    "`extract` (decoding is greedy whatever they say), e.g. exposure settings")
+
+    @model_validator(mode="after")
+    def _grid_is_valid(self) -> ExtractionCalibrationConfig:
+        for name in ("copies", "epochs"):
+            values = getattr(self, name)
+            if len(set(values)) < len(values):
+                raise ValueError(f"{name} repeats a value ({values}): each grid cell must be a different victim")
+        low, high = self.target
+        if not 0 <= low < high <= 1:
+            raise ValueError(f"target must be two shares 0 <= low < high <= 1, not {list(self.target)}")
+        return self
+
+
 class LeakageConfig(Strict):
     """`lethe experiment leakage`: released variants × victim fine-tuning modes × seeds → MIA, extraction, utility.
 
@@ -282,6 +310,7 @@ class LeakageConfig(Strict):
     tpr_min_records: int = Field(200, ge=1, description="report TPR at 1% FPR only with this many records a side")
     blind: BlindConfig = Field(default_factory=BlindConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    extraction_calibration: ExtractionCalibrationConfig = Field(default_factory=ExtractionCalibrationConfig)
     pii: dict[str, Any] = Field(default_factory=dict, description="overrides of PiiConfig")
     poison: dict[str, Any] = Field(default_factory=dict, description="overrides of PoisonConfig, for every variant")
     finetune: dict[str, Any] = Field(default_factory=dict, description="overrides of FinetuneConfig")
@@ -320,6 +349,7 @@ class LeakageConfig(Strict):
         FinetuneConfig(model=".", data=".", validation=".", **self.finetune)
         MiaConfig(model=".", members=".", nonmembers=".", **self.mia)
         ExtractConfig(model=".", targets=Path("."), **self.extract)
+        ExtractConfig(model=".", targets=Path("."), **deep_merge(self.extract, self.extraction_calibration.extract))
         return self
 
     def poison_config(self, name: str, **fields: Any) -> PoisonConfig:

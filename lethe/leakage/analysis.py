@@ -5,6 +5,8 @@
 - comparisons: every variant against the baseline release on the same records, ΔAUC with a paired
   bootstrap over records (both victims score the same targets; seeds are strata); for the per-example
   attacks also ΔTPR at 1% FPR, paired the same way, where every seed has tpr_min_records non-members;
+- extraction_comparisons: every variant against the baseline per member secret (McNemar's exact test,
+  ΔNSR with a paired bootstrap interval, exposure beside it; lethe.leakage.extraction_comparison);
 - mechanism: per record, its loss under the clean model, the release, the victim and the baseline's
   victim: how far poisoning pushed members and non-members, and how far fine-tuning pulled them apart.
 """
@@ -91,6 +93,24 @@ def comparisons(config: LeakageConfig, out: Path, modes: list[str]) -> dict:
                     # the per-example attacks are judged at low FPR: the paired difference there too
                     found[variant][mode][attack]["tpr@1%fpr"] = paired_tpr_difference_pooled(
                         groups, 0.01, resamples=config.bootstrap, seed=0)
+    return found
+
+
+def extraction_comparisons(config: LeakageConfig, out: Path, modes: list[str]) -> dict:
+    """extraction_comparisons.<variant>.<mode>: per member secret, paired with the baseline's victim (McNemar,
+    ΔNSR, exposure), where every seed's cells kept their extraction rows."""
+    from lethe.leakage.extraction_comparison import compare_extraction, secret_rows
+
+    found: dict = {}
+    for variant in config.variants:
+        if variant == config.baseline:
+            continue
+        for mode in modes:
+            dirs = [(_cell_dir(out, seed, config.baseline, mode) / "extract",
+                     _cell_dir(out, seed, variant, mode) / "extract") for seed in config.seeds]
+            if all((d / "generations.jsonl").is_file() for pair in dirs for d in pair):
+                found.setdefault(variant, {})[mode] = compare_extraction(
+                    [(secret_rows(a), secret_rows(b)) for a, b in dirs], resamples=config.bootstrap, seed=0)
     return found
 
 
@@ -202,4 +222,5 @@ def summarise(config: LeakageConfig, out: Path, by_seed: dict) -> dict:
             "blind": pooled_blind(by_seed),
             "released": {variant: _pool_released(by_seed, variant) for variant in config.variants},
             "variants": variants, "comparisons": comparisons(config, out, modes),
+            "extraction_comparisons": extraction_comparisons(config, out, modes),
             "mechanism": mechanism(config, out, modes), "victim_check": victim}

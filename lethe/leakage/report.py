@@ -69,6 +69,22 @@ def _comparison_table(results: dict) -> Table:
     return table
 
 
+def extraction_comparison_table(results: dict) -> Table:
+    """Each variant's member secrets against the baseline's victim, secret by secret."""
+    table = Table(["variant", "mode", "NSR", f"NSR {results['baseline']}", "ΔNSR", "95% interval",
+                   "only variant / only baseline", "McNemar p", "Δexposure (95%)", "Δexposure skew-normal (95%)"], [],
+                  align="llrrrlrrll")
+    for variant, modes in (results.get("extraction_comparisons") or {}).items():
+        for mode, c in modes.items():
+            exposures = [c.get(key) for key in ("exposure", "exposure_skewnorm")]
+            table.rows.append([variant, mode, f"{c['nsr']['b']}/{c['secrets']}", f"{c['nsr']['a']}/{c['secrets']}",
+                               f"{c['delta_nsr']:+.3f}", f"{c['ci95'][0]:+.3f} – {c['ci95'][1]:+.3f}",
+                               f"{c['mcnemar']['only_b']} / {c['mcnemar']['only_a']}", f"{c['mcnemar']['p_value']:.2g}",
+                               *(f"{e['delta']:+.2f} ({e['ci95'][0]:+.2f} – {e['ci95'][1]:+.2f})" if e else "–"
+                                 for e in exposures)])
+    return table
+
+
 def _mechanism_table(results: dict) -> Table:
     header = ["variant", "mode", "push members", "push non-members", "drop members", "drop non-members", "gap after",
               f"gap after {results['baseline']}", "gain"]
@@ -91,12 +107,15 @@ def release_lines(results: dict) -> list[str]:
 def leakage_table(results: dict) -> str:
     """results.md of the experiment: its three tables under their headings, then the releases."""
     cells, comparison, mechanism = leakage_tables(results)
+    extraction = extraction_comparison_table(results)
     seeds = ", ".join(map(str, results["seeds"]))
     lines = ["# Leakage experiment", "", blind_line(results), "",
              f"AUC: mean over seeds {seeds}; TPR at 1% FPR only where every seed has enough records a side.", "",
              cells.to_markdown(), "",
              f"## Against the {results['baseline']} release (paired bootstrap over the same records)", "",
              comparison.to_markdown(), "",
+             *([f"## Extraction against the {results['baseline']} release (per member secret: McNemar's exact test, "
+                "paired bootstrap of ΔNSR)", "", extraction.to_markdown(), ""] if extraction.rows else []),
              "## Mechanism (mean per-record loss in nats; gap = non-members − members)", "", mechanism.to_markdown(),
              "", "Releases (mean over seeds): reference-set perplexity before → after, the targets' and D*'s loss "
              "rise, selectivity = targets' rise / D*'s rise:", "", *(f"- {line}" for line in release_lines(results))]

@@ -34,14 +34,18 @@ def calibrated_metric(attack: str) -> tuple[str, str]:
     return ("loss_auc", "auc") if attack == "loss" else (f"{attack}_tpr@1%fpr", "tpr@1%fpr")
 
 
+def warn_if_study_seed(seed: int, study_seeds: list[int], consequence: str) -> None:
+    """A calibration belongs on a seed of its own, or it chooses on the very draws it is then judged on."""
+    if seed in study_seeds:
+        log.warning("the calibration seed %d is one of the study's seeds: %s", seed, consequence)
+
+
 def calibrate_victim(config: LeakageConfig, out: Path, *, overwrite: bool = False, resume: bool = False) -> dict:
     from lethe.leakage.modes import cells_of
     from lethe.leakage.study import Study, check_targets, tokenizer_of
 
     calibration = config.calibration
-    if calibration.seed in config.seeds:
-        log.warning("the calibration seed %d is one of the study's seeds: the victim is then chosen on the records "
-                    "it is judged on", calibration.seed)
+    warn_if_study_seed(calibration.seed, config.seeds, "the victim is then chosen on the records it is judged on")
     with Run.start(out, "experiment calibrate", config, overwrite=overwrite, resume=resume) as run:
         study = Study(config, out, calibration.seed, resume)
         [victim] = cells_of(config, calibration.mode)

@@ -23,7 +23,7 @@ import numpy as np
 
 from lethe.config import ExtractConfig, LeakageConfig, deep_merge
 from lethe.errors import LetheError
-from lethe.leakage.calibration import choose
+from lethe.leakage.calibration import choose, warn_if_study_seed
 from lethe.leakage.modes import VictimCell
 from lethe.leakage.parallel import run_tasks
 from lethe.leakage.study import Study, read_targets_file, run_seconds, step
@@ -111,9 +111,8 @@ def calibrate_extraction(config: LeakageConfig, out: Path, *, overwrite: bool = 
     from lethe.leakage.study import check_targets, tokenizer_of
 
     calibration = config.extraction_calibration
-    if calibration.seed in config.seeds:
-        log.warning("the extraction calibration seed %d is one of the study's seeds: the working point is then "
-                    "chosen on the secrets it is judged on", calibration.seed)
+    warn_if_study_seed(calibration.seed, config.seeds,
+                       "the working point is then chosen on the secrets it is judged on")
     with Run.start(out, "experiment calibrate-extraction", config, overwrite=overwrite, resume=resume) as run:
         [victim] = cells_of(config, calibration.mode)
         studies = {copies: study_of(config, out, copies, resume) for copies in calibration.copies}

@@ -80,6 +80,11 @@ def write_json(path: Path, payload: Any) -> None:
     os.replace(tmp, path)
 
 
+def finished(path: Path) -> bool:
+    """Whether `path` holds a run that finished (a resumed study reads such a step back instead of redoing it)."""
+    return (path / "run.json").is_file() and read_json(path / "run.json").get("status") == "done"
+
+
 def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())

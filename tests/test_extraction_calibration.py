@@ -47,6 +47,22 @@ def test_nsr_rises_with_copies_and_the_documented_cell_is_chosen(dose_response):
     assert (out / "dose_response.png").stat().st_size > 0
 
 
+def test_the_report_shows_the_dose_response_and_the_working_point(dose_response):
+    from lethe.cli import main
+
+    out, results = dose_response
+    assert main(["report", str(out)]) == 0
+    page = (out / "report.md").read_text()
+    chosen = results["chosen"]
+    assert f"extraction working point: {chosen['copies']} copies × {chosen['epochs']:g} epochs" in page
+    assert f"pii: {{repetitions: {chosen['copies']}}}" in page
+    for cell in results["grid"]:  # one row per cell, the chosen one marked
+        assert f"| {cell['copies']} | {cell['epochs']:g} | {cell['members']['nsr']}/{cell['members']['secrets']} |" \
+            in page
+    assert page.count("| yes |") == 1
+    assert "dose_response.png" in page or "data:image/png" in (out / "report.html").read_text()
+
+
 def test_every_number_rebuilds_from_the_saved_per_secret_rows(dose_response):
     from scipy.stats import beta
 

@@ -178,23 +178,32 @@ def dose_response_plot(results: dict, out: Path) -> str:
     return path.name
 
 
-def format_extraction_calibration(results: dict) -> str:
+def _exposures(side: dict) -> str:
+    return "/".join("–" if side.get(key) is None else f"{side[key]:.2f}" for key in ("exposure", "exposure_skewnorm"))
+
+
+def dose_response_table(results: dict):
+    """The grid, one row per copies × epochs cell: the terminal summary and the report show this one table."""
+    from lethe.tables import Table
+
     low, high = results["target"]
-    lines = [f"extraction calibration on seed {results['seed']} ({results['mode']} fine-tuning of the "
-             f"{results['baseline']} release), wanted member NSR {low:.0%}–{high:.0%}",
-             "exposure: as sampled (capped at log2 of the candidates + 1) / skew-normal extrapolation",
-             f"{'copies':>6} {'epochs':>6} {'member NSR':>11} {'95% interval':>15} {'exposure':>13} "
-             f"{'non-member NSR':>15} {'exposure':>13} {'val PPL':>8}"]
-    show = lambda side: "/".join("–" if side.get(key) is None else f"{side[key]:.2f}"  # noqa: E731
-                                 for key in ("exposure", "exposure_skewnorm"))
-    for cell in results["grid"]:
-        m, n = cell["members"], cell["nonmembers"]
-        mark = "  <- chosen" if cell == results["chosen"] else ""
-        lines.append(f"{cell['copies']:>6} {cell['epochs']:>6g} {m['nsr']:>5}/{m['secrets']:<5} "
-                     f"{m['ci95'][0]:>7.3f}–{m['ci95'][1]:<7.3f} {show(m):>13} "
-                     f"{n['nsr']:>7}/{n['secrets']:<7} {show(n):>13} {cell['val_ppl']:>8.2f}{mark}")
-    freeze = results["freeze"]
-    lines.append(f"freeze in the study's config: pii: {{repetitions: {freeze['pii']['repetitions']}}}, finetune: "
-                 f"{{train: {{epochs: {freeze['finetune']['train']['epochs']:g}}}}}"
-                 + ("" if results["in_range"] else "  (outside the wanted range: widen the grid)"))
-    return "\n".join(lines)
+    rows = [[str(c["copies"]), f"{c['epochs']:g}", f"{c['members']['nsr']}/{c['members']['secrets']}",
+             f"{c['members']['ci95'][0]:.3f}–{c['members']['ci95'][1]:.3f}", _exposures(c["members"]),
+             f"{c['nonmembers']['nsr']}/{c['nonmembers']['secrets']}", _exposures(c["nonmembers"]),
+             f"{c['val_ppl']:.2f}", "yes" if c == results["chosen"] else ""] for c in results["grid"]]
+    return Table(["copies", "epochs", "member NSR", "95% interval", "member exposure", "non-member NSR",
+                  "non-member exposure", "validation PPL", "chosen"], rows,
+                 f"greedy extraction after {results['mode']} fine-tuning of the {results['baseline']} release on "
+                 f"calibration seed {results['seed']}, wanted member NSR {low:.0%}–{high:.0%}: the dose-response "
+                 "(exposure as sampled, capped at log2 of the candidates + 1 / its skew-normal extrapolation)")
+
+
+def working_point(results: dict) -> str:
+    """The chosen cell in words, and what to freeze in the study's config."""
+    chosen, freeze = results["chosen"], results["freeze"]
+    members = chosen["members"]
+    return (f"extraction working point: {chosen['copies']} copies × {chosen['epochs']:g} epochs, member NSR "
+            f"{members['nsr']}/{members['secrets']}" + ("" if results["in_range"] else ", outside the wanted range: "
+                                                        "widen the grid")
+            + f"; freeze in the study's config: pii: {{repetitions: {freeze['pii']['repetitions']}}}, finetune: "
+            f"{{train: {{epochs: {freeze['finetune']['train']['epochs']:g}}}}}")

@@ -26,7 +26,7 @@ from lethe.config import ExtractConfig, FinetuneConfig, LeakageConfig, MiaConfig
 from lethe.data.documents import read_documents
 from lethe.errors import LetheError
 from lethe.leakage.modes import VictimCell, cells_of, victim_cells
-from lethe.runs import Run, read_json, write_json
+from lethe.runs import Run, finished, read_json, write_json
 
 log = logging.getLogger("lethe")
 
@@ -36,19 +36,14 @@ def run_seconds(path: Path) -> float:
     from datetime import datetime
 
     info = read_json(path / "run.json")
-    started, finished = (datetime.strptime(info[key], "%Y-%m-%dT%H:%M:%S%z") for key in ("started", "finished"))
-    return (finished - started).total_seconds()
-
-
-def _finished(path: Path) -> dict | None:
-    done = (path / "run.json").is_file() and read_json(path / "run.json").get("status") == "done"
-    return read_json(path / "results.json") if done else None
+    started, ended = (datetime.strptime(info[key], "%Y-%m-%dT%H:%M:%S%z") for key in ("started", "finished"))
+    return (ended - started).total_seconds()
 
 
 def step(path: Path, resume: bool, action):
     """Run one step, or read back its results when resuming and it finished."""
-    if resume and (results := _finished(path)) is not None:
-        return results
+    if resume and finished(path):
+        return read_json(path / "results.json")
     return action(path)
 
 

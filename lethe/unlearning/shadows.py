@@ -31,14 +31,10 @@ from lethe.data.splits import find_splits, load_splits
 from lethe.errors import LetheError, TrainingDiverged
 from lethe.models import load_model, model_context, resolve_model_path
 from lethe.perplexity import score_chunk_sets
-from lethe.runs import Run, read_json
+from lethe.runs import Run, finished, read_json
 from lethe.scoring import TokenScores
 
 log = logging.getLogger("lethe")
-
-
-def finished(path: Path) -> bool:
-    return (path / "run.json").is_file() and read_json(path / "run.json").get("status") == "done"
 
 
 def known_origin(model: str) -> tuple[str, Path]:

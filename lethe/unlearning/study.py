@@ -22,7 +22,7 @@ from lethe.data.splits import find_splits
 from lethe.engine.schedule import refuse_no_updates
 from lethe.errors import LetheError, TrainingDiverged
 from lethe.models import load_model, model_context, resolve_model_path
-from lethe.runs import Run, read_json, write_json
+from lethe.runs import Run, finished, read_json, write_json
 from lethe.training.pretrain import retrain
 from lethe.training.target import target_run
 from lethe.unlearning.attacks import ModelAttacks, attack_model, attack_results, load_attacks
@@ -36,7 +36,7 @@ from lethe.unlearning.evaluation import (
 from lethe.unlearning.methods import methods
 from lethe.unlearning.requests import answer_requests
 from lethe.unlearning.run import unlearn
-from lethe.unlearning.shadows import finished, known_origin
+from lethe.unlearning.shadows import known_origin
 from lethe.unlearning.u_mia import study_u_mia
 
 log = logging.getLogger("lethe")

@@ -22,6 +22,11 @@ class Chunk:
         return len(self.input_ids)
 
 
+def document_of(chunk_id: str) -> str:
+    """The document id of a chunk id (scores saved per chunk carry only the chunk's id)."""
+    return chunk_id.rsplit("#", 1)[0]
+
+
 def bos_prefix(tokenizer) -> list[int]:
     """[BOS] when the tokenizer puts its BOS token before every text it encodes (as Llama's do: the model was trained
     with it, and a sequence without it shifts every score), else []: Lethe's own BPE, GPT-2's and Qwen2's add none."""

@@ -29,6 +29,7 @@ import numpy as np
 from lethe.attacks.metrics import bootstrap_intervals, paired_auc_difference, roc_metrics
 from lethe.attacks.per_example import lira_offline, lira_online, lira_online_pvalue
 from lethe.config import EvalUnlearningConfig, UnlearnConfig, UnlearningStudyConfig, UnlearnSettings, read_yaml
+from lethe.data.chunking import document_of
 from lethe.errors import LetheError, TrainingDiverged
 from lethe.runs import write_json
 from lethe.scoring import TokenScores
@@ -46,7 +47,7 @@ def document_scores(scores: list[TokenScores], records: list[str]) -> np.ndarray
     for split in scores:
         totals = np.add.reduceat(split.logprob.astype(np.float64), split.offsets[:-1])
         for chunk_id, total, length in zip(split.ids, totals, split.lengths, strict=True):
-            document = chunk_id.rsplit("#", 1)[0]
+            document = document_of(chunk_id)
             sums[document] += float(total)
             counts[document] += int(length)
     if missing := [record for record in records if not counts.get(record)]:

@@ -14,6 +14,7 @@ Here, once (a CPU with the project installed):
 There (carry runs/gpu-data and .whl):
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:.
     python3 scripts/leakage_gpu.py --data runs/gpu-data --out $OUT/gpu-leakage
+    (the strongest attacker: --config configs/leakage/gpu-lira.yaml --working-point)
 On a CPU, the same pipeline at a small size (what tests/test_gpu_script.py runs):
     python scripts/leakage_gpu.py --data DATA --out DIR --small
 """
@@ -37,6 +38,8 @@ SMALL = {
               "blind": {"permutations": 10}, "bootstrap": 100, "mia": {"bootstrap": 20},
               "poison": {"train": {"epochs": 1, "batch_size": 4}}, "finetune": {"train": {"batch_size": 4}},
               "extract": {"exposure": {"candidates": 10}}, "calibration": {"lr": [1e-3, 3e-3], "epochs": [1]}},
+    # with reference victims (configs/leakage/gpu-lira.yaml): the fewest references, one seed, a two-cell dose
+    "per_example": {"references": 4, "seeds": [0], "extraction_calibration": {"copies": [1, 12], "epochs": [1]}},
 }
 
 
@@ -45,6 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from lethe.config import LeakageConfig, deep_merge, read_yaml, resolve
     from lethe.leakage.calibration import calibrate_victim
+    from lethe.leakage.extraction_calibration import calibrate_extraction
     from lethe.leakage.study import run_leakage
     from lethe.training.pretrain import pretrain, pretrain_config
 
@@ -53,6 +57,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", required=True, help="directory for pretrain/, leakage/ and timings.json")
     parser.add_argument("--config", default=str(ROOT / "configs" / "leakage" / "gpu.yaml"))
     parser.add_argument("--small", action="store_true", help="the same pipeline at a CPU's size")
+    parser.add_argument("--working-point", action="store_true",
+                        help="after the victim, calibrate the extraction working point and extract there")
     args = parser.parse_args(argv)
     out, gpu = Path(args.out), torch.cuda.is_available()
     bf16 = {"train": {"mixed_precision": "bf16"}} if gpu else {}
@@ -68,10 +74,17 @@ def main(argv: list[str] | None = None) -> dict:
     study = deep_merge(read_yaml(Path(args.config)), {"model": str(out / "pretrain"), "data": args.data,
                                                       "poison": bf16, "finetune": bf16})
     config = resolve(LeakageConfig, study, SMALL["study"] if args.small else {})
+    if args.small and config.references:
+        config = resolve(LeakageConfig, config.model_dump(mode="json"), SMALL["per_example"])
     # the victim is chosen before any poisoned run, on its own seed, from the baseline release alone
     calibration = calibrate_victim(config, out / "calibrate")
     config = resolve(LeakageConfig, config.model_dump(mode="json"), calibration["freeze"])
     timings["calibrate_s"] = round(time.time() - begin, 1)
+    if args.working_point:  # then the extraction's, with the victim's recipe just frozen
+        begin = time.time()
+        working_point = calibrate_extraction(config, out / "calibrate-extraction")
+        config = resolve(LeakageConfig, config.model_dump(mode="json"), working_point["freeze"])
+        timings["calibrate_extraction_s"] = round(time.time() - begin, 1)
     begin = time.time()
     results = run_leakage(config, out / "leakage")
     timings["study_s"] = round(time.time() - begin, 1)

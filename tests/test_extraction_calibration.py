@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from lethe.config import LeakageConfig, resolve
+from lethe.config import ExtractionVictimConfig, LeakageConfig, resolve
 from lethe.errors import LetheError
 
 
@@ -42,8 +42,9 @@ def test_nsr_rises_with_copies_and_the_documented_cell_is_chosen(dose_response):
     inside = [c for c in results["grid"] if low <= c["rate"] <= high]
     expected = min(inside or results["grid"], key=lambda c: abs(c["rate"] - (low + high) / 2))
     assert results["chosen"] == expected and results["in_range"] == bool(inside)
-    assert results["freeze"] == {"pii": {"repetitions": expected["copies"]},
-                                 "finetune": {"train": {"epochs": expected["epochs"]}}}
+    assert results["freeze"] == {"extraction_victim": {"copies": expected["copies"], "epochs": expected["epochs"],
+                                                       "lr": 3e-3}}  # the recipe it was calibrated with
+    ExtractionVictimConfig(**results["freeze"]["extraction_victim"])  # what it says to freeze is a valid study key
     assert (out / "dose_response.png").stat().st_size > 0
 
 
@@ -55,7 +56,7 @@ def test_the_report_shows_the_dose_response_and_the_working_point(dose_response)
     page = (out / "report.md").read_text()
     chosen = results["chosen"]
     assert f"extraction working point: {chosen['copies']} copies × {chosen['epochs']:g} epochs" in page
-    assert f"pii: {{repetitions: {chosen['copies']}}}" in page
+    assert f"extraction_victim: {{copies: {chosen['copies']}, epochs: {chosen['epochs']:g}, lr: 0.003}}" in page
     for cell in results["grid"]:  # one row per cell, the chosen one marked
         assert f"| {cell['copies']} | {cell['epochs']:g} | {cell['members']['nsr']}/{cell['members']['secrets']} |" \
             in page
@@ -151,3 +152,35 @@ def test_the_leakage_summary_pairs_each_release_with_the_baseline(tmp_path):
     [row] = extraction_comparison_table({"baseline": "benign",
                                          "extraction_comparisons": {"privacy_backdoor": {"full": found}}}).rows
     assert row[:5] == ["privacy_backdoor", "full", "5/7", "1/7", "+0.571"] and row[6] == "4 / 0"
+
+
+def test_the_study_extracts_from_a_victim_at_the_working_point(micro_run, data_dir, tmp_path):
+    """With `extraction_victim`, each cell's extraction reads a victim of its own, fine-tuned on the same draw with
+    each member copied `copies` times; the membership victim and its attacks are untouched. Two identical releases
+    extract the same secrets, so their paired comparison has no discordant pair."""
+    from lethe.data.documents import read_documents
+    from lethe.leakage.study import run_leakage
+
+    config = LeakageConfig(**{
+        **calibration_config(micro_run, data_dir).model_dump(),
+        "variants": {"benign": {}, "again": {"variant": "benign"}},
+        "mia": {"bootstrap": 100, "attacks": ["loss"]}, "extraction_victim": {"copies": 40, "epochs": 3},
+        "blind": {"permutations": 20}})
+    out = tmp_path / "study"
+    results = run_leakage(config, out)
+    seed = out / "seed-0"
+    trained = [doc.text for doc in read_documents(seed / "pii-copies40" / "finetune.jsonl")]
+    members = [json.loads(line)["text"] for line in (seed / "pii" / "targets_member.jsonl").read_text().splitlines()]
+    assert all(trained.count(text) == 40 for text in members)
+    by_seed = json.loads((out / "by_seed.json").read_text())["0"]["cells"]
+    for variant in ("benign", "again"):
+        cell = by_seed[variant]["full"]
+        assert cell["extraction"]["victim"]["copies"] == 40 and cell["extraction"]["victim"]["epochs"] == 3
+        extract_run = seed / "cells" / variant / "full" / "extract"
+        assert "extraction-victim/model" in (extract_run / "config.yaml").read_text()
+        assert json.loads((extract_run / "results.json").read_text())["nsr"] == cell["extraction"]["nsr"] >= 10
+        assert "loss" in cell["mia"]
+    assert results["variants"]["again"]["full"]["extraction"]["victim"]["copies"] == 40
+    assert "at the extraction working point: 40 copies of each member × 3 epochs" in (out / "results.md").read_text()
+    compared = results["extraction_comparisons"]["again"]["full"]
+    assert compared["mcnemar"]["only_a"] == compared["mcnemar"]["only_b"] == 0 and compared["delta_nsr"] == 0

@@ -15,6 +15,7 @@ from lethe.attacks.per_example import (
     lira_offline_score,
     lira_online,
     lira_online_score,
+    model_offsets,
     rmia,
 )
 from lethe.errors import LetheError
@@ -165,3 +166,41 @@ def test_paired_tpr_difference_is_the_difference_of_tprs_and_zero_for_the_same_s
     assert result["ci95"][0] > 0  # LiRA's gain at 1% FPR holds under resampling of the same records
     same = paired_tpr_difference_pooled([(target[member], target[~member]) * 2], 0.01, resamples=50)
     assert same["delta"] == 0 and same["ci95"] == [0.0, 0.0]
+
+
+def test_a_shift_of_a_whole_model_leaves_lira_unchanged_once_aligned():
+    """A victim that trained for fewer steps than its references scores every record lower. Aligned by each model's
+    mean on population records it never saw, online and offline LiRA give the same scores as without the shift;
+    unaligned, online LiRA with two references a side loses most of its power."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    references_count, records, population = 4, 400, 300
+    keep = balanced_keep(references_count, records, seed=1)
+    effect = rng.uniform(0.05, 0.4, records)  # how much training on a record raises its score
+    base = rng.normal(-3.0, 0.5, records)
+    references = base + keep * effect + rng.normal(0, 0.05, (references_count, records))
+    member = rng.random(records) < 0.5
+    target = base + member * effect + rng.normal(0, 0.05, records)
+    population_base = rng.normal(-3.0, 0.5, population)
+    population_keep = balanced_keep(references_count, population, seed=2)
+    noise = rng.normal(0, 0.05, (references_count, population))
+    population_references = population_base + population_keep * 0.2 + noise
+    population_target = population_base + rng.normal(0, 0.05, population)  # never in the target's data
+    reference_shift = np.array([0.1, -0.05, 0.2, 0.0])[:, None]
+
+    def aligned(shift):
+        offset, offsets = model_offsets(population_target + shift, population_references + reference_shift,
+                                        population_keep)
+        # by hand: the target's mean over every population record, each reference's over those it left out
+        assert offset == pytest.approx(np.mean(population_target + shift))
+        assert offsets[2] == pytest.approx((population_references + reference_shift)[2][~population_keep[2]].mean())
+        return target + shift - offset, references + reference_shift - offsets[:, None]
+
+    for fit in (lira_online, lira_offline):
+        assert fit(*aligned(-0.4), keep).scores == pytest.approx(fit(*aligned(0.0), keep).scores)
+    shifted_auc = roc_auc_score(member, lira_online(target - 0.4, references + reference_shift, keep).scores)
+    aligned_auc = roc_auc_score(member, lira_online(*aligned(-0.4), keep).scores)
+    assert aligned_auc > 0.9 and aligned_auc - shifted_auc > 0.1
+    with pytest.raises(LetheError, match="trained on every population record"):
+        model_offsets(population_target, population_references, np.ones_like(population_keep))

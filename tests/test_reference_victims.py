@@ -108,10 +108,17 @@ def test_per_example_scores_rebuild_from_the_saved_parameters(study):
     rows = [json.loads(line) for line in (mia / "scores" / "attack_scores.jsonl").read_text().splitlines()]
     population = saved["population"]
     assert len(population["target"]) == 10 and np.array(population["keep"]).sum(0).tolist() == [2] * 10
+    # each model's offset: its mean score on the population records it never trained on
+    unseen = ~np.array(population["keep"])
+    assert saved["offsets"]["target"] == pytest.approx(np.mean(population["target"]))
+    assert saved["offsets"]["references"] == pytest.approx(
+        [np.array(population["references"])[k][unseen[k]].mean() for k in range(len(unseen))])
     for role, entry in saved["sets"].items():
         mine = [r for r in rows if r["set"] == role]
-        target, references, keep = (np.array(entry[k]) for k in ("target", "references", "keep"))
-        assert target == pytest.approx([r["loss"] for r in mine])
+        raw_target, raw_references, keep = (np.array(entry[k]) for k in ("target", "references", "keep"))
+        assert raw_target == pytest.approx([r["loss"] for r in mine])
+        target = raw_target - saved["offsets"]["target"]
+        references = raw_references - np.array(saved["offsets"]["references"])[:, None]
         assert keep.sum(0).tolist() == [2] * len(target)
         online = entry["lira_online"]
         assert online["mu_in"] == pytest.approx((references * keep).sum(0) / 2)  # the mean of the two IN references
@@ -164,7 +171,7 @@ def test_lira_beats_the_loss_attack_at_low_fpr_on_planted_members(micro_run, dat
     from lethe.leakage.study import run_leakage
 
     config = reference_config(micro_run, data_dir, variants={"benign": {}}, reference_clean=False,
-                              pii={"members": 40, "nonmembers": 100, "calibration": 4, "repetitions": 8,
+                              pii={"members": 40, "nonmembers": 100, "calibration": 12, "repetitions": 8,
                                    "validation_docs": 2, "filler_docs": 4},
                               finetune={"train": {"lr": 2e-3, "epochs": 1, "batch_size": 8}, "chunk": {"length": 128}},
                               mia={"bootstrap": 0, "attacks": ["loss", "lira_online", "lira_offline"]})

@@ -153,16 +153,29 @@ def _gradnorm(inputs: AttackInputs) -> np.ndarray:
     return -inputs.grad_norms
 
 
-@attack("lira_online", needs=("reference_victims",))
+def aligned_scores(inputs: AttackInputs) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The target's and the reference victims' per-record scores, each model's minus its mean on the population
+    records (the calibration set) it never trained on (per_example.model_offsets), and those offsets."""
+    victims = inputs.reference_victims
+    if victims.population is None or inputs.calibration_nll is None:
+        raise LetheError("LiRA aligns each model by its scores on population records it never saw: give calibration "
+                         "records (known non-members) that the reference victims' manifest lists")
+    target_offset, reference_offsets = per_example.model_offsets(-inputs.calibration_nll, victims.population,
+                                                                 victims.population_keep)
+    offsets = {"target": target_offset, "references": reference_offsets.tolist()}
+    return loss_score(inputs.target) - target_offset, victims.scores - reference_offsets[:, None], offsets
+
+
+@attack("lira_online", needs=("reference_victims", "calibration_nll"))
 def _lira_online(inputs: AttackInputs) -> np.ndarray:
-    victims = inputs.reference_victims
-    return per_example.lira_online(loss_score(inputs.target), victims.scores, victims.keep).scores
+    target, references, _ = aligned_scores(inputs)
+    return per_example.lira_online(target, references, inputs.reference_victims.keep).scores
 
 
-@attack("lira_offline", needs=("reference_victims",))
+@attack("lira_offline", needs=("reference_victims", "calibration_nll"))
 def _lira_offline(inputs: AttackInputs) -> np.ndarray:
-    victims = inputs.reference_victims
-    return per_example.lira_offline(loss_score(inputs.target), victims.scores, victims.keep).scores
+    target, references, _ = aligned_scores(inputs)
+    return per_example.lira_offline(target, references, inputs.reference_victims.keep).scores
 
 
 def rmia_fit(inputs: AttackInputs, rmia_gamma: float = 1.0, rmia_a: float = 1.0,

@@ -106,7 +106,7 @@ def run_mia(config: MiaConfig, out: Path, *, overwrite: bool = False) -> dict:
                 reference_scores[suffix][role].save(run.scores_dir / f"reference{suffix}_{role}")
             del reference
         if "reference_victims" in needs:
-            _add_reference_victims(config, chunks, tokenizer, inputs, population="rmia" in names)
+            _add_reference_victims(config, chunks, tokenizer, inputs)
         for role, role_scores in scores.items():
             role_scores.save(run.scores_dir / role)
 
@@ -150,11 +150,11 @@ def run_mia(config: MiaConfig, out: Path, *, overwrite: bool = False) -> dict:
 
 
 def _add_reference_victims(config: MiaConfig, chunks: dict[str, list[Chunk]], tokenizer,
-                           inputs: dict[str, AttackInputs], *, population: bool) -> None:
+                           inputs: dict[str, AttackInputs]) -> None:
     """Score every set under each reference victim (one pass per model) and attach the scores with their keep
-    masks; with `population`, also the calibration records: RMIA's population samples."""
+    masks, and the calibration records': RMIA's population samples, and what LiRA aligns each model by."""
     models, keep_by_record = read_manifest(config.reference_victims)
-    roles = [*SETS, *(("calibration",) if population else ())]
+    roles = [*SETS, "calibration"]
     scores = {role: np.empty((len(models), len(chunks[role]))) for role in roles}
     for k, path in enumerate(models):
         reference, reference_tokenizer = load_configured(config, path)
@@ -166,8 +166,8 @@ def _add_reference_victims(config: MiaConfig, chunks: dict[str, list[Chunk]], to
         del reference
     keep = {role: keep_of([c.doc_id for c in chunks[role]], keep_by_record) for role in roles}
     for role in SETS:
-        inputs[role].reference_victims = ReferenceVictimScores(
-            scores[role], keep[role], scores.get("calibration"), keep.get("calibration"))
+        inputs[role].reference_victims = ReferenceVictimScores(scores[role], keep[role], scores["calibration"],
+                                                               keep["calibration"])
 
 
 def per_example_note(nonmembers: int, population: int) -> str:

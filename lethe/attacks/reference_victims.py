@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lethe.attacks.membership import AttackInputs, ReferenceVictimScores, loss_score, rmia_fit
+from lethe.attacks.membership import AttackInputs, ReferenceVictimScores, aligned_scores, loss_score, rmia_fit
 from lethe.attacks.per_example import lira_offline, lira_online
 from lethe.errors import LetheError
 from lethe.runs import read_json, write_json
@@ -60,18 +60,19 @@ def per_example_parameters(inputs: dict[str, AttackInputs], record_ids: dict[str
     saved: dict = {"models": models, "score": "mean token log-likelihood", "sets": {}}
     for role, role_inputs in inputs.items():
         victims: ReferenceVictimScores = role_inputs.reference_victims
-        target = loss_score(role_inputs.target)
-        online, offline = lira_online(target, victims.scores, victims.keep), lira_offline(target, victims.scores,
-                                                                                          victims.keep)
-        entry = {"records": record_ids[role], "target": target.tolist(), "references": victims.scores.tolist(),
-                 "keep": victims.keep.tolist(),
+        # LiRA's parameters are of the aligned scores: the saved raw score minus its model's offset
+        target, references, offsets = aligned_scores(role_inputs)
+        online, offline = lira_online(target, references, victims.keep), lira_offline(target, references, victims.keep)
+        entry = {"records": record_ids[role], "target": loss_score(role_inputs.target).tolist(),
+                 "references": victims.scores.tolist(), "keep": victims.keep.tolist(),
                  "lira_online": {"global_variance": online.global_variance, **online.parameters()},
                  "lira_offline": {"global_variance": offline.global_variance, **offline.parameters()}}
+        saved["offsets"] = offsets
+        saved["population"] = {"target": (-role_inputs.calibration_nll).tolist(),
+                               "references": victims.population.tolist(), "keep": victims.population_keep.tolist()}
         if rmia_params is not None:
             fit = rmia_fit(role_inputs, **rmia_params)
             entry["rmia"] = {**rmia_params, **fit.parameters()}
-            saved["population"] = {"target": (-role_inputs.calibration_nll).tolist(),
-                                   "references": victims.population.tolist(), "keep": victims.population_keep.tolist(),
-                                   "log_ratio": fit.population_log_ratio.tolist()}
+            saved["population"]["log_ratio"] = fit.population_log_ratio.tolist()
         saved["sets"][role] = entry
     return saved

@@ -17,6 +17,7 @@ from lethe.config.attacks import (  # noqa: F401
     ExposureConfig,
     ExtractConfig,
     ExtractionCalibrationConfig,
+    ExtractionVictimConfig,
     FinetuneConfig,
     LeakageConfig,
     MiaConfig,

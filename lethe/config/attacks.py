@@ -249,6 +249,18 @@ class CalibrationConfig(Strict):
         "at LiRA's ceiling)")
 
 
+class ExtractionVictimConfig(Strict):
+    """The working point of `lethe experiment calibrate-extraction`: each cell's extraction runs on a victim of its
+    own, fine-tuned with the study's recipe on a D_ft that holds each member `copies` times, for `epochs`."""
+
+    copies: Annotated[int, Field(ge=1)] = Field(description="copies of each member secret in the extraction "
+                                                "victim's D_ft (the working point's copies)")
+    epochs: Annotated[float, Field(gt=0, le=MAX_EPOCHS)] = Field(description="the extraction victim's fine-tuning "
+                                                                 "epochs (the working point's epochs)")
+    lr: float | None = Field(None, gt=0, description="its learning rate, where the working point was calibrated with "
+                             "another than the study's finetune.train.lr (None: the study's)")
+
+
 class ExtractionCalibrationConfig(Strict):
     """`lethe experiment calibrate-extraction`: a dose-response of greedy extraction over member copies × epochs
     on the baseline release, and the working point whose member NSR lies in `target`."""
@@ -311,6 +323,9 @@ class LeakageConfig(Strict):
     blind: BlindConfig = Field(default_factory=BlindConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     extraction_calibration: ExtractionCalibrationConfig = Field(default_factory=ExtractionCalibrationConfig)
+    extraction_victim: ExtractionVictimConfig | None = Field(
+        None, description="extraction at a working point: each cell's extraction on a victim of its own with this many "
+        "copies of each member and epochs (None: on the membership victim, whose NSR may sit at 0)")
     pii: dict[str, Any] = Field(default_factory=dict, description="overrides of PiiConfig")
     poison: dict[str, Any] = Field(default_factory=dict, description="overrides of PoisonConfig, for every variant")
     finetune: dict[str, Any] = Field(default_factory=dict, description="overrides of FinetuneConfig")

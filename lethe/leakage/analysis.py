@@ -180,6 +180,9 @@ def _pool_cells(cells: list[dict], min_records: int) -> dict:
         nsr, targets = sum(c["extraction"]["nsr"] for c in cells), sum(c["extraction"]["targets"] for c in cells)
         pooled["extraction"] = {"nsr": nsr, "targets": targets, "rate": nsr / targets,
                                 "exposure": float(np.mean(exposures)) if exposures else None}
+        if all("victim" in c["extraction"] for c in cells):  # extracted from a victim at the working point
+            pooled["extraction"]["victim"] = {**cells[0]["extraction"]["victim"], "val_ppl": float(np.mean(
+                [c["extraction"]["victim"]["val_ppl"] for c in cells]))}
     if all("dp" in c for c in cells):
         pooled["dp"] = {**cells[0]["dp"], "epsilon": max(c["dp"]["epsilon"] for c in cells)}
     return pooled

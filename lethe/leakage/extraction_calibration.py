@@ -22,11 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from lethe.config import ExtractConfig, LeakageConfig, deep_merge
-from lethe.errors import LetheError
 from lethe.leakage.calibration import choose, warn_if_study_seed
 from lethe.leakage.modes import VictimCell
 from lethe.leakage.parallel import run_tasks
-from lethe.leakage.study import Study, read_targets_file, run_seconds, step
+from lethe.leakage.study import Study, read_targets_file, run_seconds, same_secrets, step
 from lethe.runs import Run
 
 log = logging.getLogger("lethe")
@@ -95,17 +94,6 @@ def extraction_cell(study: Study, victim: VictimCell, copies: int, epochs: float
     return {"cell": result, "rows": rows}
 
 
-def _same_secrets(studies: dict[int, Study]) -> None:
-    """Copies change D_ft only: every cell must be prompted with the same member and non-member secrets."""
-    seen = {copies: [[(t["id"], t["text"]) for t in read_targets_file(study.pii / f"targets_{role}.jsonl")]
-                     for role in ROLES] for copies, study in studies.items()}
-    first, *rest = seen
-    for copies in rest:
-        if seen[copies] != seen[first]:
-            raise LetheError(f"the targets drawn with {copies} copies differ from those with {first}: the cells would "
-                             "not measure the same secrets")
-
-
 def calibrate_extraction(config: LeakageConfig, out: Path, *, overwrite: bool = False, resume: bool = False) -> dict:
     from lethe.leakage.modes import cells_of
     from lethe.leakage.study import check_targets, tokenizer_of
@@ -120,7 +108,9 @@ def calibrate_extraction(config: LeakageConfig, out: Path, *, overwrite: bool = 
             study.build_targets()
             check_targets(study.pii, tokenizer_of(config),
                           {"finetune": study.finetune_config(config.baseline, victim).chunk.length})
-        _same_secrets(studies)
+        first, *rest = studies.values()
+        for study in rest:  # copies change D_ft only: every cell is prompted with the same secrets
+            same_secrets(first.pii, study.pii)
         next(iter(studies.values())).release(config.baseline)  # one release: the targets are the same in every cell
         settings = [(copies, epochs) for copies in calibration.copies for epochs in calibration.epochs]
         # every cell is independent; they run in the order the grid lists them, and are shown by copies and epochs
@@ -138,8 +128,8 @@ def calibrate_extraction(config: LeakageConfig, out: Path, *, overwrite: bool = 
         results = {"seed": calibration.seed, "mode": calibration.mode, "baseline": config.baseline,
                    "target": list(calibration.target), "grid": grid, "chosen": chosen, "in_range": in_range,
                    "secrets_file": "secrets.jsonl",
-                   "freeze": {"pii": {"repetitions": chosen["copies"]},
-                              "finetune": {"train": {"epochs": chosen["epochs"]}}}}
+                   "freeze": {"extraction_victim": {"copies": chosen["copies"], "epochs": chosen["epochs"],
+                                                    "lr": first.finetune_config(config.baseline, victim).train.lr}}}
         results["plots"] = [dose_response_plot(results, out)]
         run.write_results(results)
     return results
@@ -205,5 +195,5 @@ def working_point(results: dict) -> str:
     return (f"extraction working point: {chosen['copies']} copies × {chosen['epochs']:g} epochs, member NSR "
             f"{members['nsr']}/{members['secrets']}" + ("" if results["in_range"] else ", outside the wanted range: "
                                                         "widen the grid")
-            + f"; freeze in the study's config: pii: {{repetitions: {freeze['pii']['repetitions']}}}, finetune: "
-            f"{{train: {{epochs: {freeze['finetune']['train']['epochs']:g}}}}}")
+            + f"; freeze in the study's config: extraction_victim: {{copies: {freeze['extraction_victim']['copies']}, "
+            f"epochs: {freeze['extraction_victim']['epochs']:g}, lr: {freeze['extraction_victim']['lr']:g}}}")

@@ -97,6 +97,19 @@ def _mechanism_table(results: dict) -> Table:
     return table
 
 
+def working_point_lines(results: dict) -> list[str]:
+    """Where the secrets were extracted from: the membership victim, or a victim of its own at a working point."""
+    victims = [cell["extraction"]["victim"] for cell in results["variants"][results["baseline"]].values()
+               if "victim" in cell.get("extraction", {})]
+    if not victims:
+        return []
+    victim = victims[0]
+    lr = f", lr {victim['lr']:g}" if victim.get("lr") else ""
+    return [f"Extracted from a victim of each cell's own at the extraction working point: {victim['copies']} copies "
+            f"of each member × {victim['epochs']:g} epochs{lr} (validation perplexity {victim['val_ppl']:.1f}, "
+            f"{results['baseline']}); membership from the membership victim.", ""]
+
+
 def release_lines(results: dict) -> list[str]:
     """One line per release (mean over seeds): what poisoning did to the reference set and the targets."""
     return [f"{variant}: {_f(r['reference_ppl_before'], 2)} → {_f(r['reference_ppl_after'], 2)}, targets "
@@ -115,7 +128,8 @@ def leakage_table(results: dict) -> str:
              f"## Against the {results['baseline']} release (paired bootstrap over the same records)", "",
              comparison.to_markdown(), "",
              *([f"## Extraction against the {results['baseline']} release (per member secret: McNemar's exact test, "
-                "paired bootstrap of ΔNSR)", "", extraction.to_markdown(), ""] if extraction.rows else []),
+                "paired bootstrap of ΔNSR)", "", *working_point_lines(results), extraction.to_markdown(), ""]
+               if extraction.rows else []),
              "## Mechanism (mean per-record loss in nats; gap = non-members − members)", "", mechanism.to_markdown(),
              "", "Releases (mean over seeds): reference-set perplexity before → after, the targets' and D*'s loss "
              "rise, selectivity = targets' rise / D*'s rise:", "", *(f"- {line}" for line in release_lines(results))]

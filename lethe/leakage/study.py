@@ -8,7 +8,8 @@ Pipeline per seed s, every step a Lethe run directory under R/seed-<s>:
                                 (lethe.leakage.references)
   cells/<variant>/<mode>/       finetune/ (the victim), references/ref-<k>/ (its reference victims), mia/
                                 (every attack; reference models: the release and the clean model; LiRA and
-                                RMIA against the reference victims), extract/ (prompts with member prefixes)
+                                RMIA against the reference victims), extract/ (prompts with member prefixes),
+                                with `extraction_victim`: extraction-victim/ (fine-tuned on pii-copies<c>/)
 Then, from the saved scores alone: the blind baseline of each seed's targets, every variant's paired
 comparison with the baseline release, and the per-record mechanism (lethe.leakage.analysis).
 The runs go in three stages (releases; fine-tunes; attacks), each's runs `jobs` at a time.
@@ -81,7 +82,16 @@ class Study:
         from lethe.data.pii import build_pii
 
         config = PiiConfig(out=self.pii, data=self.config.data, **{**self.config.pii, "seed": self.seed})
-        return step(self.pii, self.resume, lambda path: build_pii(config, overwrite=True))
+        built = step(self.pii, self.resume, lambda path: build_pii(config, overwrite=True))
+        if (victim := self.config.extraction_victim) is not None:  # the same draw, members copied more often
+            more = config.model_copy(update={"out": self.extraction_pii, "repetitions": victim.copies})
+            step(self.extraction_pii, self.resume, lambda path: build_pii(more, overwrite=True))
+            same_secrets(self.pii, self.extraction_pii)
+        return built
+
+    @property
+    def extraction_pii(self) -> Path:
+        return self.root / f"pii-copies{self.config.extraction_victim.copies}"
 
     def release(self, variant: str) -> dict:
         from lethe.poisoning.poison import poison
@@ -152,6 +162,16 @@ class Study:
         config = self.finetune_config(variant, victim, finetune_overrides)
         return step(cell / "finetune", self.resume, lambda out: finetune(config, out, overwrite=True))
 
+    def extraction_finetune(self, variant: str, victim: VictimCell, cell: Path) -> dict:
+        """The cell's extraction victim: its recipe on the working point's D_ft, for the working point's epochs."""
+        from lethe.training.finetune import finetune
+
+        working_point = self.config.extraction_victim
+        train = {"epochs": working_point.epochs, **({"lr": working_point.lr} if working_point.lr else {})}
+        config = self.finetune_config(variant, victim, {"train": train})
+        config = config.model_copy(update={"data": str(self.extraction_pii / "finetune.jsonl")})
+        return step(cell / "extraction-victim", self.resume, lambda out: finetune(config, out, overwrite=True))
+
     def cell(self, variant: str, victim: VictimCell, cell: Path, finetune_overrides: dict | None = None,
              mia_overrides: dict | None = None, extraction: bool = True, references: bool = True) -> dict:
         from lethe.attacks.extraction import extract
@@ -160,9 +180,9 @@ class Study:
         release = self.root / "released" / variant / "model"
         tuned = self.victim_finetune(variant, victim, cell, finetune_overrides)
         manifest = self.reference_victims(variant, victim, cell, finetune_overrides) if references else None
-        victim = cell / "finetune" / "model"
+        tuned_model = cell / "finetune" / "model"
         mia = step(cell / "mia", self.resume, lambda out: run_mia(
-            self.mia_config(victim, release, manifest, **(mia_overrides or {})), out, overwrite=True))
+            self.mia_config(tuned_model, release, manifest, **(mia_overrides or {})), out, overwrite=True))
         result = {
             "mia": {name: {key: m[key] for key in ("auc", "tpr@1%fpr", "tpr@0.1%fpr", "tpr@5%fpr")}
                     for name, m in mia["attacks"].items()},
@@ -171,16 +191,36 @@ class Study:
             "members": mia["members"], "nonmembers": mia["nonmembers"],
             **({"dp": tuned["dp"]} if tuned.get("dp") else {}),
         }
+        steps = ["finetune", "mia"]
         if extraction:
-            extract_config = ExtractConfig(model=str(victim), targets=self.pii / "targets_member.jsonl",
+            extracted_from, working_point = tuned_model, None
+            if self.config.extraction_victim is not None:  # a victim of its own, at the extraction's working point
+                working_point = self.extraction_finetune(variant, victim, cell)
+                extracted_from = cell / "extraction-victim" / "model"
+                steps.append("extraction-victim")
+            extract_config = ExtractConfig(model=str(extracted_from), targets=self.pii / "targets_member.jsonl",
                                            **deep_merge(self.config.extract, {"decoding": {"seed": self.seed}}))
             found = step(cell / "extract", self.resume, lambda out: extract(extract_config, out, overwrite=True))
             result["extraction"] = {"nsr": found["nsr"], "rate": found["rate"], "targets": found["targets"],
                                     "exposure": found["exposure"].get("mean")}
-        steps = ["finetune", "mia"] + (["extract"] if extraction else [])
+            if working_point is not None:
+                result["extraction"]["victim"] = {**self.config.extraction_victim.model_dump(),
+                                                  "val_ppl": working_point["utility"]["val_ppl"]["after"]}
+            steps.append("extract")
         steps += [f"references/ref-{k}" for k in range(self.config.references if manifest else 0)]
         result["seconds"] = round(sum(run_seconds(cell / name) for name in steps), 1)  # read back, too
         return result
+
+
+def same_secrets(pii: Path, other: Path) -> None:
+    """Two PII builds of one seed that differ in copies only must hold the same targets, or their victims'
+    extractions would not measure the same secrets."""
+    for role in ("member", "nonmember"):
+        drawn = [[(t["id"], t["text"]) for t in read_targets_file(path / f"targets_{role}.jsonl")]
+                 for path in (pii, other)]
+        if drawn[0] != drawn[1]:
+            raise LetheError(f"the {role} targets of {other} differ from those of {pii}: the victims would not "
+                             "be prompted with the same secrets")
 
 
 def tokenizer_of(config: LeakageConfig):
@@ -235,6 +275,9 @@ def run_grid(config: LeakageConfig, out: Path, resume: bool) -> dict:
              for seed, variant, victim in cells]
     tunes += [(studies[seed].reference_victim, (variant, victim, studies[seed].cell_dir(variant, victim), k))
               for seed, variant, victim in cells for k in range(config.references)]
+    if config.extraction_victim is not None:
+        tunes += [(studies[seed].extraction_finetune, (variant, victim, studies[seed].cell_dir(variant, victim)))
+                  for seed, variant, victim in cells]
     run_tasks(tunes, config.jobs)
     # the study's directory held nothing when this run started (or holds what it resumes): every finished
     # fine-tune in it was made for this grid, so the cells read them back

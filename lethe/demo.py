@@ -77,6 +77,8 @@ def demo_verdicts(summary: dict, leakage: dict, config: LeakageConfig) -> list[d
     found.append(control)
     found += [verdicts.leakage_raised(comparisons, variant, control)
               for variant in comparisons if variant not in controls]
+    screens = leakage.get("screen") or {}  # each release as its victim screened it before fine-tuning
+    found += [verdicts.screened(variant, screens[variant]) for variant in config.variants if variant in screens]
     return found
 
 

@@ -10,7 +10,10 @@ printed in summaries and at the top of the report. The rules are fixed here, bef
   `still remembers` when under 1 / OVERSHOOT × or ΔAUC above 0; else `looks like the retrain`;
 - the positive control is `seen` when some attack's paired ΔAUC interval (control − baseline) lies above 0;
 - a poisoned release `raises` leakage when some attack's interval lies above 0, `does not raise` otherwise — and
-  claims nothing (`no claim`) unless the control was seen on the same harness.
+  claims nothing (`no claim`) unless the control was seen on the same harness;
+- a release screened by the victim before fine-tuning (`lethe screen`) is `flagged` when its test rejects at the
+  screen's own false-positive rate on some seed, `not flagged` when it never does, `not screened` when every seed
+  had too few records to test.
 """
 
 from __future__ import annotations
@@ -93,3 +96,19 @@ def leakage_raised(comparisons: dict, variant: str, control: dict) -> dict:
     word = "raises" if best["ci95"][0] > 0 else "does not raise"
     return verdict("leakage", word, numbers, f"{variant} {word} the victim's leakage: {shown}, the strongest of "
                    f"{len(by_attack)} attacks.")
+
+
+def screened(variant: str, by_seed: dict) -> dict:
+    """The victim's screen of one release, over the seeds it ran on (the leakage study's `screen.<variant>`)."""
+    tested = {seed: screen for seed, screen in by_seed.items() if "skipped" not in screen}
+    if not tested:
+        reason = next(iter(by_seed.values()))["skipped"] if by_seed else "no screening ran"
+        return verdict("screen", "not screened", {"variant": variant},
+                       f"Screening {variant} before fine-tuning: not screened ({reason}).")
+    flagged = [seed for seed, screen in tested.items() if screen["anomalous"]]
+    p_values = {seed: screen["p_value"] for seed, screen in tested.items()}
+    word = "flagged" if flagged else "not flagged"
+    shown = ", ".join(f"p = {p:.3g}" for p in p_values.values())
+    return verdict("screen", word, {"variant": variant, "p_values": p_values, "flagged_seeds": flagged},
+                   f"Screening {variant} before fine-tuning (the victim's own records against held-out ones and the "
+                   f"clean model): {word}, {shown}.")

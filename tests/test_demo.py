@@ -82,8 +82,16 @@ def test_demo_verdicts_follow_their_numbers(demo):
     """Every claim gets a word, each word read from numbers in results.json by the rules of lethe.verdicts."""
     out, _ = demo
     results = json.loads((out / "results.json").read_text())
-    found = {v["claim"]: v for v in results["verdicts"]}
-    assert list(found) == ["blind", "target remembers", "unlearning", "control", "leakage"]
+    claims = [v["claim"] for v in results["verdicts"]]
+    assert claims == ["blind", "target remembers", "unlearning", "control", "leakage", "screen", "screen"]
+    found = {v["claim"]: v for v in results["verdicts"] if v["claim"] != "screen"}
+    # each release as its victim screened it: the word read from the leakage study's own screen results
+    screens = json.loads((out / "leakage" / "results.json").read_text())["screen"]
+    for screen in (v for v in results["verdicts"] if v["claim"] == "screen"):
+        by_seed = screens[screen["numbers"]["variant"]].values()
+        tested = [s for s in by_seed if "skipped" not in s]
+        assert screen["word"] == ("not screened" if not tested else
+                                  "flagged" if any(s["anomalous"] for s in tested) else "not flagged")
     u = results["unlearning"]
     blind = u["blind"]
     outside = not blind["ci95"][0] <= blind["auc"] <= blind["ci95"][1]
@@ -104,7 +112,7 @@ def test_demo_verdicts_follow_their_numbers(demo):
     comparison = results["comparisons"]["forget_to_flourish"]["lora"][found["leakage"]["numbers"]["attack"]]
     assert found["leakage"]["numbers"]["delta_auc"] == comparison["delta_auc"]
     lines = (out / "summary.txt").read_text().splitlines()
-    assert lines[1:1 + len(found)] == [f"- {v['line']}" for v in results["verdicts"]]
+    assert lines[1:1 + len(claims)] == [f"- {v['line']}" for v in results["verdicts"]]
 
 
 def test_demo_writes_a_report_of_its_runs(demo):

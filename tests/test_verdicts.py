@@ -49,3 +49,17 @@ def test_the_control_is_seen_in_its_strongest_attack_and_gates_every_leakage_cla
     assert verdicts.leakage_raised(comparisons, "loud", blind_harness)["word"] == "no claim"
     absent = verdicts.control_seen(comparisons, None)
     assert absent["word"] == "absent" and verdicts.leakage_raised(comparisons, "loud", absent)["word"] == "no claim"
+
+
+def test_a_screened_release_is_flagged_on_any_seed_and_unscreened_when_every_seed_was_skipped():
+    tested = {0: {"anomalous": False, "p_value": 0.41}, 1: {"anomalous": True, "p_value": 0.003}}
+    flagged = verdicts.screened("backdoor", tested)
+    assert flagged["word"] == "flagged" and flagged["numbers"]["flagged_seeds"] == [1]
+    assert "p = 0.41, p = 0.003" in flagged["line"]
+    clean = verdicts.screened("benign", {0: {"anomalous": False, "p_value": 0.41}})
+    assert clean["word"] == "not flagged"
+    skipped = verdicts.screened("benign", {0: {"skipped": "12 private and 12 held-out records: too few"}})
+    assert skipped["word"] == "not screened" and "too few" in skipped["line"]
+    # a seed too small to test counts as neither
+    assert verdicts.screened("benign", {0: {"skipped": "too few"}, 1: {"anomalous": False, "p_value": 0.5}})[
+        "word"] == "not flagged"

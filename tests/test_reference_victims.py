@@ -98,6 +98,8 @@ def test_study_reports_the_per_example_attacks_with_paired_comparisons(study):
         metrics = json.loads((out / "seed-0" / "cells" / "benign" / "full" / "mia" / "results.json").read_text())
         assert {"auc", "tpr@0.1%fpr", "tpr@1%fpr", "ci95"} <= set(metrics["attacks"][attack])
     assert "TPR at 0.1% FPR is the TPR at zero false positives" in metrics["per_example"]["note"]
+    header = next(line for line in (out / "results.md").read_text().splitlines() if line.startswith("| variant | mode"))
+    assert all(f"{attack} AUC" in header for attack in PER_EXAMPLE)  # beside the population attacks in the table
 
 
 @slow

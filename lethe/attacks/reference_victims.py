@@ -57,19 +57,20 @@ def per_example_parameters(inputs: dict[str, AttackInputs], record_ids: dict[str
                            rmia_params: dict | None) -> dict:
     """Everything a per-example score is rebuilt from: per set, the records, the target's and every reference
     victim's score, the keep mask, and each attack's fitted per-record parameters."""
-    saved: dict = {"models": models, "score": "mean token log-likelihood", "sets": {}}
+    any_set = next(iter(inputs.values()))  # every set shares the population and so each model's offset
+    saved: dict = {"models": models, "score": "mean token log-likelihood", "offsets": aligned_scores(any_set)[2],
+                   "population": {"target": (-any_set.calibration_nll).tolist(),
+                                  "references": any_set.reference_victims.population.tolist(),
+                                  "keep": any_set.reference_victims.population_keep.tolist()}, "sets": {}}
     for role, role_inputs in inputs.items():
         victims: ReferenceVictimScores = role_inputs.reference_victims
         # LiRA's parameters are of the aligned scores: the saved raw score minus its model's offset
-        target, references, offsets = aligned_scores(role_inputs)
+        target, references, _ = aligned_scores(role_inputs)
         online, offline = lira_online(target, references, victims.keep), lira_offline(target, references, victims.keep)
         entry = {"records": record_ids[role], "target": loss_score(role_inputs.target).tolist(),
                  "references": victims.scores.tolist(), "keep": victims.keep.tolist(),
                  "lira_online": {"global_variance": online.global_variance, **online.parameters()},
                  "lira_offline": {"global_variance": offline.global_variance, **offline.parameters()}}
-        saved["offsets"] = offsets
-        saved["population"] = {"target": (-role_inputs.calibration_nll).tolist(),
-                               "references": victims.population.tolist(), "keep": victims.population_keep.tolist()}
         if rmia_params is not None:
             fit = rmia_fit(role_inputs, **rmia_params)
             entry["rmia"] = {**rmia_params, **fit.parameters()}

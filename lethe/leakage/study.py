@@ -103,14 +103,16 @@ class Study:
         return step(path, self.resume, lambda out: poison(config, out, overwrite=True))
 
     def finetune_config(self, variant: str, victim: VictimCell, overrides: dict | None = None, *,
-                        reference: int | None = None) -> FinetuneConfig:
-        """The victim's fine-tuning; with `reference` k, the same recipe on reference k's D_ft and seed."""
+                        reference: int | None = None, data: Path | None = None) -> FinetuneConfig:
+        """The victim's fine-tuning; with `reference` k, the same recipe on reference k's D_ft and seed; with `data`,
+        on that D_ft (the extraction victim's)."""
         from lethe.leakage.references import reference_data, reference_seed
 
         seed = self.seed if reference is None else reference_seed(self.seed, reference)
         settings = deep_merge(self.config.finetune, overrides or {})
         settings = deep_merge({"score_data": False}, deep_merge(settings, {"train": {"seed": seed}}))
-        data = self.pii / "finetune.jsonl" if reference is None else reference_data(self.references, reference)
+        if data is None:
+            data = self.pii / "finetune.jsonl" if reference is None else reference_data(self.references, reference)
         return FinetuneConfig(model=str(self.root / "released" / variant / "model"), data=str(data),
                               validation=str(self.pii / "validation.jsonl"), **victim.finetune_settings(settings))
 
@@ -168,8 +170,7 @@ class Study:
 
         working_point = self.config.extraction_victim
         train = {"epochs": working_point.epochs, **({"lr": working_point.lr} if working_point.lr else {})}
-        config = self.finetune_config(variant, victim, {"train": train})
-        config = config.model_copy(update={"data": str(self.extraction_pii / "finetune.jsonl")})
+        config = self.finetune_config(variant, victim, {"train": train}, data=self.extraction_pii / "finetune.jsonl")
         return step(cell / "extraction-victim", self.resume, lambda out: finetune(config, out, overwrite=True))
 
     def cell(self, variant: str, victim: VictimCell, cell: Path, finetune_overrides: dict | None = None,

@@ -4,8 +4,10 @@
   R/unlearning                      retain (the target) and on retain alone (its exact retrain); GA+GD
                                     unlearns the forget set from the target, stopped by the approximate
                                     yardstick, and is judged against the exact retrain and a blind baseline
-  R/data-leakage, R/leakage         Rashid et al.: a benign and a poisoned release, each fine-tuned
-                                    by the victim; MIA AUC, extraction and validation perplexity
+  R/data-leakage, R/leakage-model,  Rashid et al., on a small model pre-trained here (R/leakage-model):
+  R/leakage                         benign, privacy-backdoored (the positive control) and poisoned
+                                    releases, each screened, then fine-tuned by the victim; MIA AUC,
+                                    extraction and validation perplexity, each against benign
   R/report.html, R/report.md        everything above, read back from the runs' saved files
 """
 
@@ -18,9 +20,10 @@ from pathlib import Path
 from lethe import verdicts
 from lethe.assets import build_assets
 from lethe.config import AssetsConfig, DemoConfig, LeakageConfig
+from lethe.config.demo import LEAKAGE_MODEL
 from lethe.data.build import build_data
 from lethe.models import ALIASES
-from lethe.runs import Run
+from lethe.runs import Run, read_json
 
 log = logging.getLogger("lethe")
 # the summary's attack columns (label, width): three of lethe.leakage.report.HEADLINE_ATTACKS, in the order the
@@ -108,13 +111,16 @@ def format_summary(summary: dict) -> str:
     if u["flops_vs_retraining"]:
         lines.append(f"unlearning cost {u['flops_vs_retraining']:.1f}x less compute than the exact retrain "
                      "(6·N·tokens)")
-    lines += ["",
-              "Leakage after the victim's fine-tuning (MIA AUC: member vs non-member PII records)",
-              f"{'release / mode':<30}" + "".join(label.rjust(width) for label, width in SUMMARY_ATTACKS.values())
-              + f"{'NSR':>7}{'val PPL':>9}"]
+    lines += ["", "Leakage after the victim's fine-tuning (MIA AUC: member vs non-member PII records)"]
+    model = summary["leakage_model"]
+    if model["pretrained_here"]:
+        lines.append(f"on a {model['parameters'] / 1e6:.2f}M-parameter {model['preset']} model pre-trained here "
+                     f"({model['tokens'] / 1e3:.0f}k tokens): {model['why']}")
+    lines.append(f"{'release / mode':<30}" + "".join(label.rjust(width) for label, width in SUMMARY_ATTACKS.values())
+                 + f"{'NSR':>8}{'val PPL':>9}")
     for name, r in summary["leakage"].items():
         aucs = "".join(f"{r.get(f'{a}_auc', float('nan')):>{width}.3f}" for a, (_, width) in SUMMARY_ATTACKS.items())
-        lines.append(f"{name:<30}{aucs}{r['nsr']:>4}/{r['targets']:<2}{r['val_ppl']:>9.2f}")
+        lines.append(f"{name:<30}{aucs}{r['nsr']:>4}/{r['targets']:<3}{r['val_ppl']:>9.2f}")
     lines.append("NSR: secrets recovered exactly by greedy decoding from their prefix")
     return "\n".join(lines)
 
@@ -145,12 +151,31 @@ def _unlearning_half(config: DemoConfig, root: Path) -> dict:
 
 def _leakage_half(config: DemoConfig, root: Path) -> dict:
     from lethe.leakage.study import run_leakage
+    from lethe.training.pretrain import pretrain
 
-    print(f"[2/2] leakage: {' vs '.join(config.leakage.variants)} releases, the victim fine-tunes with "
-          f"{', '.join(config.leakage.modes)}")
     data = root / "data-leakage"
     build_data(config.leakage_data.model_copy(update={"out": data}))
-    return run_leakage(config.leakage.model_copy(update={"data": data}), root / "leakage")
+    leakage = config.leakage.model_copy(update={"data": data})
+    if config.leakage_pretrain is not None:
+        print(f"[2/2] leakage: pre-training a {config.leakage_pretrain.preset} model on known text first (a poisoned "
+              "SmolLM2 release alone would cost 12+ minutes)")
+        pretrain(config.leakage_pretrain.model_copy(update={"data": data}), root / LEAKAGE_MODEL)
+        leakage = leakage.model_copy(update={"model": str(root / LEAKAGE_MODEL)})
+    print(f"[2/2] leakage: {' vs '.join(leakage.variants)} releases, the victim fine-tunes with "
+          f"{', '.join(leakage.modes)}")
+    return run_leakage(leakage, root / "leakage")
+
+
+def leakage_model(config: DemoConfig, root: Path) -> dict:
+    """Which model the leakage half ran on, and why (the summary says it in words)."""
+    if config.leakage_pretrain is None:
+        return {"model": config.model, "pretrained_here": False}
+    pretrained = read_json(root / LEAKAGE_MODEL / "results.json")
+    return {"model": LEAKAGE_MODEL, "pretrained_here": True, "preset": config.leakage_pretrain.preset,
+            "parameters": pretrained["model"]["parameters"], "tokens": pretrained["train"]["tokens"],
+            "why": "the positive control needs about 100 records a side, and one poisoned release of SmolLM2-135M "
+                   "costs 12+ minutes of CPU at 64, so this half runs on a small model whose every training text "
+                   "is known"}
 
 
 def run_demo(config: DemoConfig, out: Path, *, overwrite: bool = False) -> dict:
@@ -166,7 +191,7 @@ def run_demo(config: DemoConfig, out: Path, *, overwrite: bool = False) -> dict:
             seconds[name] = round(time.time() - begin, 1)
             log.info("demo: %s half done in %.0f s", name, seconds[name])
         summary = {"unlearning": unlearning_summary(halves["unlearning"]),
-                   "leakage": leakage_summary(halves["leakage"])}
+                   "leakage_model": leakage_model(config, run.path), "leakage": leakage_summary(halves["leakage"])}
         found = demo_verdicts(summary, halves["leakage"], config.leakage)
         results = {"model": config.model, "verdicts": found, **summary,
                    "comparisons": halves["leakage"]["comparisons"],

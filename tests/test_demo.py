@@ -53,10 +53,15 @@ def test_demo_runs_both_halves_and_summarises_them(demo):
     assert blind == {key: saved["blind"][key] for key in ("auc", "ci95", "separable", "p_value")}
     low, high = blind["ci95"]
     leakage = json.loads((out / "leakage" / "results.json").read_text())
+    # the leakage half runs on the model the demo pre-trained, not on `model`, and says so
+    assert leakage["model"] == str(out / "leakage-model") and results["leakage_model"]["pretrained_here"]
+    pretrained = json.loads((out / "leakage-model" / "results.json").read_text())
+    assert results["leakage_model"]["parameters"] == pretrained["model"]["parameters"]
     assert leakage["released"]["forget_to_flourish"]["target_loss_rise"] > 0
+    assert leakage["released"]["backdoor"]["target_loss_rise"] < 0  # the control lowers its targets' loss
     cells = {f"{variant} / {mode}": cell for variant, modes in leakage["variants"].items()
              for mode, cell in modes.items()}
-    assert list(results["leakage"]) == list(cells) == ["benign / lora", "forget_to_flourish / lora"]
+    assert list(results["leakage"]) == list(cells) == ["benign / full", "backdoor / full", "forget_to_flourish / full"]
     for name, row in results["leakage"].items():
         cell = cells[name]
         assert row == {**{f"{attack}_auc": cell["mia"][attack]["auc"] for attack in ("loss", "min_k", "reference_model")
@@ -66,6 +71,8 @@ def test_demo_runs_both_halves_and_summarises_them(demo):
     # the printed summary shows these numbers, row by row
     lines = (out / "summary.txt").read_text().splitlines()
     assert lines[0] == "What this run showed:"
+    assert any(line.startswith(f"on a {pretrained['model']['parameters'] / 1e6:.2f}M-parameter micro model "
+                               "pre-trained here") for line in lines)
     assert next(line for line in lines if line.startswith("Unlearning (")).startswith("Unlearning (ga_gd_in")
     for when, label in (("before", "target"), ("after", "unlearned"), ("retrain", "retrain")):
         r = unlearning[when]
@@ -83,7 +90,7 @@ def test_demo_verdicts_follow_their_numbers(demo):
     out, _ = demo
     results = json.loads((out / "results.json").read_text())
     claims = [v["claim"] for v in results["verdicts"]]
-    assert claims == ["blind", "target remembers", "unlearning", "control", "leakage", "screen", "screen"]
+    assert claims == ["blind", "target remembers", "unlearning", "control", "leakage", "screen", "screen", "screen"]
     found = {v["claim"]: v for v in results["verdicts"] if v["claim"] != "screen"}
     # each release as its victim screened it: the word read from the leakage study's own screen results
     screens = json.loads((out / "leakage" / "results.json").read_text())["screen"]
@@ -106,11 +113,14 @@ def test_demo_verdicts_follow_their_numbers(demo):
     # "overshoots" whenever the forget set lands past 1.5x the retrain's perplexity or stands out the other way
     assert (word == "overshoots") == (ratio > 1.5 or high < 0)
     assert word in ("overshoots", "still remembers", "looks like the retrain")
-    # the demo runs no positive control, so its leakage verdict claims nothing
-    assert found["control"]["word"] == "absent"
-    assert found["leakage"]["word"] == "no claim"
-    comparison = results["comparisons"]["forget_to_flourish"]["lora"][found["leakage"]["numbers"]["attack"]]
+    # the demo's recipe shows its positive control (the paired interval of its strongest attack clears 0), so the
+    # Forget to Flourish verdict is a claim, worded by its own interval
+    control = found["control"]["numbers"]
+    assert found["control"]["word"] == "seen" and control["variant"] == "backdoor" and control["ci95"][0] > 0
+    assert control["delta_auc"] == results["comparisons"]["backdoor"]["full"][control["attack"]]["delta_auc"]
+    comparison = results["comparisons"]["forget_to_flourish"]["full"][found["leakage"]["numbers"]["attack"]]
     assert found["leakage"]["numbers"]["delta_auc"] == comparison["delta_auc"]
+    assert found["leakage"]["word"] == ("raises" if comparison["ci95"][0] > 0 else "does not raise")
     lines = (out / "summary.txt").read_text().splitlines()
     assert lines[1:1 + len(claims)] == [f"- {v['line']}" for v in results["verdicts"]]
 
@@ -151,8 +161,11 @@ def test_the_verdicts_are_the_first_thing_a_reader_sees(demo, tmp_path):
 
 def test_demo_recipe_merges_key_by_key():
     config = resolve(DemoConfig, {"leakage": {"pii": {"members": 4}}, "model": "some/model"})
-    assert config.leakage.pii["members"] == 4 and config.leakage.pii["nonmembers"] == 12  # the rest kept
-    assert config.target.model == config.unlearn.model == config.leakage.model == "some/model"
-    assert config.unlearn.method == "ga_gd_in" and list(config.leakage.variants) == ["benign", "forget_to_flourish"]
+    assert config.leakage.pii["members"] == 4 and config.leakage.pii["nonmembers"] == 100  # the rest kept
+    assert config.target.model == config.unlearn.model == "some/model"
+    assert config.leakage.model == "leakage-model" and config.leakage_pretrain.preset == "micro"  # pre-trained by it
+    assert resolve(DemoConfig, {"model": "some/model", "leakage_pretrain": None}).leakage.model == "some/model"
+    assert config.unlearn.method == "ga_gd_in"
+    assert list(config.leakage.variants) == ["benign", "backdoor", "forget_to_flourish"]
     with pytest.raises(LetheError, match="unknown config key"):
         resolve(DemoConfig, {"unlearn": {"nonsense": 1}})

@@ -98,8 +98,34 @@ def test_privleak_and_the_retrain_distance_of_a_hand_worked_case():
     assert distance["mia_auc"] == pytest.approx(0.25)
     assert distance["privleak"] == pytest.approx(2 / 3)
     assert distance["forget_ppl_ratio"] == pytest.approx(math.exp(-1))
+    # every document one nat apart under the two models: every resample of documents gives the same ratio
+    assert distance["forget_ppl_ratio_ci95"] == pytest.approx([math.exp(-1), math.exp(-1)])
     assert distance["forget_quality"] == forget_quality(np.array([1.0, 2, 3, 4]), np.array([2.0, 3, 4, 5]))
     assert distance["loss_spearman"] == pytest.approx(1.0)
+
+
+def test_a_paired_perplexity_ratio_resamples_whole_documents():
+    """Two chunks of document a (3 + 1 tokens) and one of b (2 tokens): NLL sums a 6 vs 2, b 1 vs 3 under the two
+    models, so the ratio is e^((7 − 5) / 6) and a resample of documents lies between b alone and a alone."""
+    from lethe.scoring import TokenScores
+    from lethe.unlearning.evaluation import document_nll, paired_ppl_ratio
+
+    def scored(logprobs: list[list[float]]) -> TokenScores:
+        flat = np.array([x for chunk in logprobs for x in chunk], np.float32)
+        n = len(flat)
+        return TokenScores(ids=["a#0", "a#1", "b#0"], offsets=np.cumsum([0, *map(len, logprobs)]),
+                           target_ids=np.zeros(n, int), logprob=flat, vocab_mean=np.zeros(n, np.float32),
+                           vocab_var=np.ones(n, np.float32), correct=np.zeros(n, bool))
+
+    model = document_nll(scored([[-1, -2, -2], [-1], [-0.5, -0.5]]))
+    reference = document_nll(scored([[-0.5, -0.5, -0.5], [-0.5], [-1.5, -1.5]]))
+    assert model == {"a": [6.0, 4], "b": [1.0, 2]} and reference == {"a": [2.0, 4], "b": [3.0, 2]}
+    paired = paired_ppl_ratio(model, reference, resamples=2000)
+    assert paired["ratio"] == pytest.approx(math.exp(2 / 6)) and paired["documents"] == 2
+    low, high = paired["ci95"]
+    assert math.exp(-2 / 2) <= low < paired["ratio"] < high <= math.exp(4 / 4)
+    with pytest.raises(LetheError, match="same documents"):
+        paired_ppl_ratio(model, {"a": [2.0, 4]})
 
 
 @pytest.mark.slow
@@ -216,6 +242,12 @@ def check_relearning(results: dict, scores) -> None:
     assert row["forget_ppl_ratio"] == pytest.approx(math.exp(log["unlearned"]["forget_set"][-1]
                                                              - log["retrained"]["forget_set"][-1]))
     assert "forget_ppl_ratio" not in results["retrained"]["relearn"]["forget_set"]
+    # each point keeps its held-out documents' sums, which rebuild its perplexity and pair it with the retrain's
+    for point in results["unlearned"]["relearn"]["forget_set"]["curve"]:
+        nll, tokens = np.sum(list(point["forget_documents"].values()), axis=0)
+        assert math.exp(nll / tokens) == pytest.approx(point["forget_ppl"], rel=1e-6)
+    low, high = row["forget_ppl_ratio_ci95"]
+    assert low <= row["forget_ppl_ratio"] <= high
     # the attack's premise on this model: the unlearned model's forgetting comes back faster than the retrain
     # learns the same documents from scratch
     assert row["drop"] > retrained_drop

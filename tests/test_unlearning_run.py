@@ -86,6 +86,50 @@ def test_stop_at_approximate_ends_once_forget_looks_unseen(micro_run, data_dir, 
     assert steps["before"] < steps["current"]
 
 
+def test_the_stop_keeps_the_model_nearer_the_mark(micro_run, data_dir, original_scores, tmp_path):
+    """A run's saved model is the one its stop kept: the crossing step's with `crossing`; with `nearer`, that of the
+    last two evaluations whose log perplexity ratio lies nearer 0."""
+    key = "eval/log_ppl_ratio_before"
+    for keeps in ("crossing", "nearer"):
+        run = config(micro_run, data_dir, "ga", stop_at_approximate=True, stop_keeps=keeps,
+                     train={"lr": 3e-4, "epochs": 20, "batch_size": 8, "warmup_ratio": 0, "eval_every": 1})
+        results = unlearn(run, tmp_path / keeps, original_scores=original_scores)
+        evaluations = [h for h in results["train"]["history"] if key in h]
+        short, crossing = evaluations[-2:]
+        assert short[key] < 0 <= crossing[key]
+        kept = short if keeps == "nearer" and -short[key] < crossing[key] else crossing
+        assert results["after"]["ppl"]["forget"] == pytest.approx(kept["eval/forget_ppl"], rel=1e-5), keeps
+        assert results["train"].get("kept_step") == (kept["step"] if kept is short else None)
+        assert results["train"]["steps"] == crossing["step"]  # the cost counts every step taken
+
+
+def test_the_stop_restores_the_weights_of_the_evaluation_before(micro_model):
+    """The band's two sides on a real model: a crossing farther past the mark than the evaluation before fell short
+    brings that evaluation's weights back; a crossing nearer the mark keeps the weights as they are."""
+    import torch
+
+    from lethe.unlearning.run import StopAtApproximate
+
+    model = micro_model[0]
+    original = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    try:
+        for ratio, restored in ((0.5, True), (0.05, False)):
+            stop = StopAtApproximate("before", keep_nearer=True)
+            stop.model = model
+            model.load_state_dict(original)
+            assert not stop.on_evaluate(1, {"log_ppl_ratio_before": -0.1})
+            with torch.no_grad():
+                for parameter in model.parameters():
+                    parameter.add_(0.01)
+            moved = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+            assert stop.on_evaluate(2, {"log_ppl_ratio_before": ratio})
+            expected = original if restored else moved
+            assert all(torch.equal(tensor, expected[name]) for name, tensor in model.state_dict().items()), ratio
+            assert stop.kept_step == (1 if restored else None)
+    finally:
+        model.load_state_dict(original)
+
+
 def test_empty_forget_set_is_refused(micro_run, data_dir, tmp_path):
     broken = tmp_path / "data"
     shutil.copytree(data_dir, broken)

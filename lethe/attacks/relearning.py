@@ -34,14 +34,15 @@ def relearning_curves(model, tokenizer, data: RunData, scores: dict[str, TokenSc
     """Per mode, the held-out forget set's perplexity, gap and Min-K% AUC at 0 steps (from the model's role
     `scores`, already taken) and after each step count."""
     from lethe.perplexity import score_chunk_sets
-    from lethe.unlearning.evaluation import log_ppl_ratio, membership
+    from lethe.unlearning.evaluation import document_nll, log_ppl_ratio, membership
 
     trained_on, measured = split_forget(data, config.forget_fraction)
     sets = {"forget": measured, "approximate": data.role_chunks("approximate")}
 
     def point(forget: TokenScores, approximate: TokenScores, steps: int) -> dict[str, float]:
         return {"steps": steps, "forget_ppl": forget.perplexity(), "approx_gap": log_ppl_ratio(forget, approximate),
-                "mia_auc": membership(forget, approximate, evaluation)[str(evaluation.headline_k)]["auc"]}
+                "mia_auc": membership(forget, approximate, evaluation)[str(evaluation.headline_k)]["auc"],
+                "forget_documents": document_nll(forget)}  # what paired intervals against the retrain resample
 
     def measure(candidate, steps: int) -> dict[str, float]:
         fresh = score_chunk_sets(candidate, sets, evaluation.batch_tokens, tokenizer.pad_token_id)
@@ -83,9 +84,15 @@ def recovery(curves: dict[str, dict[str, list[dict]]], steps: int) -> dict[str, 
     over the original's that the steps undo (None, with `recovered_note`, when the rise is under 5%); and for every
     model but the retrain, `recovered_beyond_retrain`, what it undoes beyond the log-perplexity drop the exact retrain
     gets from the same steps, as a share of the same rise; and `forget_ppl_ratio`, its held-out forget perplexity
-    after the steps over the retrain's after the same steps."""
+    after the steps over the retrain's after the same steps, with `forget_ppl_ratio_ci95` (documents resampled).
+    """
+    from lethe.unlearning.evaluation import paired_ppl_ratio
+
     def at(who: str, mode: str, when: int) -> float:
         return math.log(next(p["forget_ppl"] for p in curves[who][mode] if p["steps"] == when))
+
+    def documents_at(who: str, mode: str, when: int) -> dict | None:
+        return next(p.get("forget_documents") for p in curves[who][mode] if p["steps"] == when)
 
     out: dict[str, dict[str, dict[str, float]]] = {}
     for who in curves:
@@ -105,5 +112,8 @@ def recovery(curves: dict[str, dict[str, list[dict]]], steps: int) -> dict[str, 
             if who != "retrained" and "retrained" in curves:  # below 1: it now knows the documents better than a
                 # model that never saw them does after the same steps
                 row["forget_ppl_ratio"] = math.exp(at(who, mode, steps) - at("retrained", mode, steps))
+                documents = [documents_at(side, mode, steps) for side in (who, "retrained")]
+                if all(documents):  # curves saved before per-document sums have no interval
+                    row["forget_ppl_ratio_ci95"] = paired_ppl_ratio(*documents)["ci95"]
             out.setdefault(who, {})[mode] = row
     return out

@@ -344,6 +344,10 @@ class UnlearnSettings(Strict, ModelLoading):
         "before", description="the approximate perplexity the stop compares with: `before`, the model's own before "
         "unlearning, fixed (where an exact retrain's forget perplexity sits); `current`, the model being unlearned "
         "(Yao et al.'s gap, a yardstick that rises with the collateral damage, so the forget set overshoots)")
+    stop_keeps: Literal["nearer", "crossing"] = Field(
+        "nearer", description="the model a stop keeps: `nearer`, of the evaluation that crossed the mark and the one "
+        "before it, the one nearer the mark (a two-sided band: one step can overshoot far; keeps a copy of the "
+        "weights on the CPU, not under FSDP or ZeRO-3); `crossing`, the model at the crossing")
     eval: UnlearnEvalConfig = Field(default_factory=UnlearnEvalConfig)
     pretrain_tokens: float | None = Field(
         None, gt=0, description="tokens the model was pre-trained on, for the cost ratio (read from a Lethe "

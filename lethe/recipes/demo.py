@@ -28,6 +28,11 @@ def report(record: RunRecord, section: Section) -> None:
     section.verdicts = [v["line"] for v in r.get("verdicts", [])]  # demos saved before verdicts have none
     section.headline = (f"{r['model']}: {u['method']} moved the forget/approximate gap {u['before']['gap']:.3f} → "
                         f"{u['after']['gap']:.3f}; {len(r['leakage'])} victim fine-tunings attacked")
+    leakage_model = r.get("leakage_model", {})  # demos saved before it ran both halves on `model`
+    if leakage_model.get("pretrained_here"):
+        section.notes.append(f"The leakage half ran on a {leakage_model['parameters'] / 1e6:.2f}M-parameter "
+                             f"{leakage_model['preset']} model pre-trained by the demo, not on {r['model']}: "
+                             f"{leakage_model['why']}.")
     columns = {"forget_ppl": "forget PPL", "approximate_ppl": "approximate PPL", "gap": "gap (log ratio)",
                "mink_auc": "Min-K% AUC", "general_ppl": "general PPL"}
     stages = (("before", "target"), ("after", "unlearned"), ("retrain", "exact retrain"))

@@ -13,7 +13,7 @@ from scipy.stats import ks_2samp, spearmanr
 from lethe.attacks import bootstrap_intervals, min_k_score, roc_metrics
 from lethe.attacks.metrics import paired_auc_difference
 from lethe.config import UnlearnEvalConfig
-from lethe.data.chunking import Chunk
+from lethe.data.chunking import Chunk, document_of
 from lethe.data.roles import RunData, role_splits
 from lethe.errors import LetheError
 from lethe.perplexity import score_chunk_sets
@@ -164,6 +164,8 @@ def retrain_distance(unlearned: dict[str, TokenScores], retrained: dict[str, Tok
                                    seed=config.seed)
     return {
         "forget_ppl_ratio": unlearned["forget"].perplexity() / retrained["forget"].perplexity(),
+        "forget_ppl_ratio_ci95": paired_ppl_ratio(document_nll(unlearned["forget"]), document_nll(retrained["forget"]),
+                                                  seed=config.seed)["ci95"],
         "mia_auc": auc_unlearned - auc_retrained,
         "mia_auc_ci95": paired["ci95"],
         # MUSE's PrivLeak: relative AUC gap to the retrained model
@@ -171,6 +173,34 @@ def retrain_distance(unlearned: dict[str, TokenScores], retrained: dict[str, Tok
         "loss_spearman": float(spearmanr(unlearned["forget"].sample_nll(), retrained["forget"].sample_nll()).statistic),
         "forget_quality": forget_quality(unlearned["forget"].sample_nll(), retrained["forget"].sample_nll()),
     }
+
+
+def document_nll(scores: TokenScores) -> dict[str, list[float]]:
+    """Per document: the summed negative log-likelihood of its predicted tokens and their count, what a paired
+    interval over documents resamples (a document's chunks are not independent of one another)."""
+    sums = np.add.reduceat(-scores.logprob.astype(np.float64), scores.offsets[:-1]) if len(scores) else []
+    out: dict[str, list[float]] = {}
+    for chunk_id, nll, tokens in zip(scores.ids, sums, scores.lengths, strict=True):
+        row = out.setdefault(document_of(chunk_id), [0.0, 0])
+        row[0] += float(nll)
+        row[1] += int(tokens)
+    return out
+
+
+def paired_ppl_ratio(model: dict[str, list[float]], reference: dict[str, list[float]], *, resamples: int = 1000,
+                     seed: int = 0) -> dict[str, float | list[float]]:
+    """`model`'s perplexity over `reference`'s on the same documents (document_nll of each), with a 95% percentile
+    interval from resampling documents, the same draws for both models."""
+    if model.keys() != reference.keys() or not model:
+        raise LetheError("a paired perplexity ratio needs both models scored on the same documents")
+    ids = sorted(model)
+    nll_a, nll_b = (np.array([side[i][0] for i in ids]) for side in (model, reference))
+    tokens = np.array([model[i][1] for i in ids], dtype=np.float64)
+    draws = np.random.default_rng(seed).integers(0, len(ids), (resamples, len(ids)))
+    log_ratios = (nll_a[draws].sum(1) - nll_b[draws].sum(1)) / tokens[draws].sum(1)
+    low, high = np.percentile(log_ratios, [2.5, 97.5])
+    return {"ratio": float(np.exp((nll_a.sum() - nll_b.sum()) / tokens.sum())),
+            "ci95": [float(np.exp(low)), float(np.exp(high))], "documents": len(ids)}
 
 
 def forget_quality(unlearned: np.ndarray, retrained: np.ndarray) -> float:

@@ -61,23 +61,30 @@ def attack_table(rows: dict[str, dict]) -> Table | None:
                   "original are both rounded to N bits; relearned: the share a few fine-tuning steps undo (on part of "
                   "the forget set, or on retain text only), and beyond retrain: minus what the exact retrain gains "
                   "from the same steps; / retrain's: the forget perplexity of the attacked model over the retrain's "
-                  "attacked alike (below 1: it knows the forget set better than a model that never saw it); PrivLeak: "
+                  "attacked alike (below 1: it knows the forget set better than a model that never saw it), with a "
+                  "95% interval over the same documents resampled; PrivLeak: "
                   "(AUC − retrain's AUC) / retrain's; forget quality: KS p-value of per-sample forget losses against "
                   "the retrain's")
     for name, m in attacked.items():
         distance, quantized, relearn = m.get("retrain_distance", {}), m.get("quantized", {}), m.get("relearn", {})
         table.rows.append([name, number_text(_log_rise(m, rows["original"]), 3),
-                           number_text(distance.get("forget_ppl_ratio")), number_text(distance.get("privleak"), 3),
+                           _with_interval(distance, "forget_ppl_ratio"), number_text(distance.get("privleak"), 3),
                            number_text(distance.get("forget_quality"), 3),
                            *(number_text(quantized.get(bits, {}).get("forgetting_kept"), 3)
                              for bits in ("int8", "int4")),
                            number_text(quantized.get("int4", {}).get("forget_ppl_ratio")),
                            number_text(relearn.get("forget_set", {}).get("recovered"), 3),
                            number_text(relearn.get("forget_set", {}).get("recovered_beyond_retrain"), 3),
-                           number_text(relearn.get("forget_set", {}).get("forget_ppl_ratio")),
+                           _with_interval(relearn.get("forget_set", {}), "forget_ppl_ratio"),
                            number_text(relearn.get("retain_only", {}).get("recovered"), 3),
                            number_text(m.get("verbmem", {}).get("rouge_l"), 3)])
     return table
+
+
+def _with_interval(row: dict, key: str) -> str:
+    """A ratio to the retrain and, where saved, its paired 95% interval."""
+    interval = row.get(f"{key}_ci95")
+    return number_text(row.get(key)) + (f" {_interval(interval)}" if interval else "")
 
 
 def _interval(values: list[float] | None) -> str:

@@ -6,6 +6,8 @@ import logging
 import math
 from pathlib import Path
 
+import torch
+
 from lethe.config import UnlearnConfig
 from lethe.data.documents import check_disjoint
 from lethe.data.roles import RunData, require_forget_set, retain_split
@@ -55,13 +57,33 @@ def pretrain_record(model: str, configured_tokens: float | None) -> dict | None:
 
 class StopAtApproximate(Callback):
     """Yao et al.'s yardstick as an early stop: the forget set now looks as unseen as the approximate set, under
-    the model before unlearning (`before`: a fixed point) or the model being unlearned (`current`: it moves)."""
+    the model before unlearning (`before`: a fixed point) or the model being unlearned (`current`: it moves).
 
-    def __init__(self, yardstick: str) -> None:
+    With `keep_nearer`, the step that crosses the mark and the evaluation before it form a two-sided band: the
+    model whose log perplexity ratio lies nearer 0 is the one kept (one large step can overshoot the mark by far
+    more than the step before fell short of it). That needs the weights of the evaluation before, kept on the CPU.
+    """
+
+    def __init__(self, yardstick: str, keep_nearer: bool = False) -> None:
         self.key = {"before": "log_ppl_ratio_before", "current": "log_ppl_ratio"}[yardstick]
+        self.keep_nearer = keep_nearer
+        self.model: torch.nn.Module | None = None  # set once the trainer holds it
+        self.previous: tuple[int, float, dict] | None = None  # (step, ratio, weights) of the last evaluation short
+        self.kept_step: int | None = None  # of the mark, and the step whose model was kept instead of the crossing
 
     def on_evaluate(self, step, metrics):
-        return metrics[self.key] >= 0
+        ratio = metrics[self.key]
+        crossed = ratio >= 0
+        if self.keep_nearer and self.model is not None:
+            if not crossed:
+                self.previous = (step, ratio, {name: tensor.detach().to("cpu", copy=True)
+                                               for name, tensor in self.model.state_dict().items()})
+            elif self.previous is not None and -self.previous[1] < ratio:
+                self.kept_step = self.previous[0]
+                self.model.load_state_dict(self.previous[2])
+                log.info("stopped at step %d (log PPL ratio %+.3f); kept the model of step %d (%+.3f), nearer the "
+                         "mark", step, ratio, self.previous[0], self.previous[1])
+        return crossed
 
 
 def utility(model, tokenizer, config: UnlearnConfig, data: RunData, task_dir: Path) -> dict | None:
@@ -128,15 +150,21 @@ def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, origin
 
         if config.stop_at_approximate and not config.train.eval_every:
             raise LetheError("stop_at_approximate needs evaluations: set train.eval_every")
+        stop = StopAtApproximate(config.stop_yardstick, keep_nearer=config.stop_keeps == "nearer")
         pretrain = pretrain_record(config.model, config.pretrain_tokens)
         objective.prepare(model, config, pretrain)
         trainer = Trainer(
             model, objective, groups, config.train, pad_id=tokenizer.pad_token_id,
             checkpoint_dir=run.checkpoints_dir,
             evaluator=approximate_gap_now if config.train.eval_every else None,
-            callbacks=[StopAtApproximate(config.stop_yardstick)] if config.stop_at_approximate else [],
+            callbacks=[stop] if config.stop_at_approximate else [],
             batch_sizes={"retain": config.train.batch_size * config.method_args.retain_ratio},
             desc=f"unlearn {config.method} ({config.domain})", tokenizer=tokenizer)
+        if stop.keep_nearer and config.stop_at_approximate:
+            if trainer.shards_weights:
+                raise LetheError("stop_keeps: nearer keeps whole weights, which FSDP and DeepSpeed ZeRO-3 shard; set "
+                                 "stop_keeps: crossing")
+            stop.model = trainer.unwrapped_model()
         try:
             result = trainer.fit()
             trainer, result = objective.after_training(trainer, result, data.chunks, config)
@@ -157,6 +185,7 @@ def unlearn(config: UnlearnConfig, out: Path, *, overwrite: bool = False, origin
             "method": config.method, "domain": config.domain, "model": config.model,
             "train": {"steps": result.steps, "tokens": result.tokens, "seconds": result.seconds,
                       "stopped": result.stopped, "history": result.history,
+                      **({"kept_step": stop.kept_step} if stop.kept_step is not None else {}),
                       **({"phases": objective.phases} if objective.phases else {})},
             "before": before, "after": after,
             "cost": cost(count_parameters(model), result.tokens, result.seconds, pretrain,

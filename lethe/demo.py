@@ -43,6 +43,7 @@ def unlearning_summary(half: dict) -> dict:
 
     blind = results.get("blind")
     summary = {"method": results["method"], "steps": results["train"]["steps"], "stopped": results["train"]["stopped"],
+               "kept_step": results["train"].get("kept_step"),
                "flops_vs_retraining": results["cost"]["ratio_vs_pretrain"],
                "before": row(results["before"]), "after": row(results["after"]), "retrain": row(half["retrained"]),
                "distance": half["distance"], "mink_k": eval_settings.headline_k}
@@ -91,7 +92,8 @@ def format_verdicts(found: list[dict]) -> str:
 
 def format_summary(summary: dict) -> str:
     u = summary["unlearning"]
-    lines = [f"Unlearning ({u['method']}, {u['steps']} steps, stopped: {u['stopped']}): the target (trained on "
+    kept = f"; kept step {u['kept_step']}'s model, nearer the mark" if u.get("kept_step") else ""
+    lines = [f"Unlearning ({u['method']}, {u['steps']} steps, stopped: {u['stopped']}{kept}): the target (trained on "
              "the forget set) against its exact retrain (never trained on it)",
              f"{'':<9}{'forget PPL':>12}{'approx PPL':>12}{'gap':>8}{'Min-K% AUC':>12}{'general PPL':>13}"]
     for when, label in (("before", "target"), ("after", "unlearned"), ("retrain", "retrain")):

@@ -1,5 +1,5 @@
-"""`lethe demo`: both threat models on SmolLM2-135M (unlearning, then a poisoned release's leakage), ending in an
-HTML report."""
+"""`lethe demo`: both threat models (unlearning on SmolLM2-135M, then poisoned releases' leakage on a small model it
+pre-trains, beside a positive control), ending in an HTML report."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from lethe.reporting.sections import fmt, key_values
 
 
 def demo(config: DemoConfig | None = None, out="runs/demo", *, overwrite: bool = False) -> dict:
-    """`lethe demo`: both threat models on SmolLM2-135M (or `config.model`), ending in an HTML report."""
+    """`lethe demo`: unlearning on SmolLM2-135M (or `config.model`), leakage on a small model it pre-trains, ending
+    in an HTML report."""
     from lethe.config import resolve
     from lethe.demo import run_demo
 
@@ -35,12 +36,13 @@ def report(record: RunRecord, section: Section) -> None:
                              f"{leakage_model['why']}.")
     columns = {"forget_ppl": "forget PPL", "approximate_ppl": "approximate PPL", "gap": "gap (log ratio)",
                "mink_auc": "Min-K% AUC", "general_ppl": "general PPL"}
+    kept = f"; kept step {u['kept_step']}'s model, nearer the mark" if u.get("kept_step") else ""
     stages = (("before", "target"), ("after", "unlearned"), ("retrain", "exact retrain"))
     section.tables.append(Table(["model", *columns.values()],
                                 [[label, *(fmt(u[when][key]) for key in columns)] for when, label in stages
                                  if when in u],
-                                f"unlearning {u['method']}, {u['steps']} steps (stopped: {u['stopped']}) from a target "
-                                "trained on the forget set; the exact retrain never saw it"))
+                                f"unlearning {u['method']}, {u['steps']} steps (stopped: {u['stopped']}{kept}) from a "
+                                "target trained on the forget set; the exact retrain never saw it"))
     if "distance" in u:
         section.tables.append(Table(["model", "forget PPL / retrain's", "PrivLeak", "Min-K% AUC − retrain's"],
                                     [[label, fmt(u["distance"][when]["forget_ppl_ratio"]),
@@ -59,6 +61,7 @@ def report(record: RunRecord, section: Section) -> None:
 
 
 # the demo prints its own summary as it goes
-recipe(command="demo", help="both threat models on SmolLM2-135M (unlearning, then a poisoned release's leakage), "
-       "ending in an HTML report", schema=DemoConfig, run=demo, out_default="runs/demo", report=report,
+recipe(command="demo", help="both threat models: unlearning on SmolLM2-135M, then poisoned releases' leakage "
+       "beside a positive control on a small model it pre-trains, ending in an HTML report", schema=DemoConfig,
+       run=demo, out_default="runs/demo", report=report,
        api_function=demo)

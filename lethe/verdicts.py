@@ -51,16 +51,19 @@ def remembers(mia: dict) -> dict:
 
 def unlearning_lands(distance: dict, retrain_auc: float) -> dict:
     ratio, delta, ci = distance["forget_ppl_ratio"], distance["mia_auc"], distance["mia_auc_ci95"]
+    ratio_ci = distance.get("forget_ppl_ratio_ci95")  # distances saved before it have none
     if ratio > OVERSHOOT or ci[1] < 0:
         word, what = "overshoots", "overshoots: its forget set now stands out the other way"
     elif ratio < 1 / OVERSHOOT or ci[0] > 0:
         word, what = "still remembers", "still remembers its forget set"
     else:
         word, what = "looks like the retrain", "looks like the exact retrain on its forget set"
-    return verdict("unlearning", word, {"forget_ppl_ratio": ratio, "delta_auc": delta, "ci95": ci,
-                                        "retrain_auc": retrain_auc},
-                   f"After unlearning the model {what}: forget perplexity {ratio:.2f}× the exact retrain's (within "
-                   f"{OVERSHOOT}× counts as landing), Min-K% AUC {delta:+.3f} from the retrain's {retrain_auc:.3f} "
+    return verdict("unlearning", word, {"forget_ppl_ratio": ratio, "forget_ppl_ratio_ci95": ratio_ci,
+                                        "delta_auc": delta, "ci95": ci, "retrain_auc": retrain_auc},
+                   f"After unlearning the model {what}: forget perplexity {ratio:.2f}× the exact retrain's"
+                   + (f" (95% interval {ratio_ci[0]:.2f}–{ratio_ci[1]:.2f}, documents resampled)" if ratio_ci else "")
+                   + f" (within {OVERSHOOT}× counts as landing), Min-K% AUC {delta:+.3f} from the retrain's "
+                   f"{retrain_auc:.3f} "
                    f"(paired 95% interval {_interval(ci)}).")
 
 

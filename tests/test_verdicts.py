@@ -32,6 +32,16 @@ def test_unlearning_lands_by_ratio_and_paired_interval(ratio, ci, word):
     assert found["numbers"]["forget_ppl_ratio"] == ratio and found["numbers"]["ci95"] == ci
 
 
+def test_the_unlearning_verdict_shows_the_forget_ratio_interval_where_saved():
+    distance = {"forget_ppl_ratio": 0.94, "forget_ppl_ratio_ci95": [0.81, 1.12], "mia_auc": 0.05,
+                "mia_auc_ci95": [-0.1, 0.2]}
+    found = verdicts.unlearning_lands(distance, 0.55)
+    assert "0.94× the exact retrain's (95% interval 0.81–1.12, documents resampled)" in found["line"]
+    assert found["numbers"]["forget_ppl_ratio_ci95"] == [0.81, 1.12]
+    older = verdicts.unlearning_lands({k: v for k, v in distance.items() if k != "forget_ppl_ratio_ci95"}, 0.55)
+    assert "documents resampled" not in older["line"] and older["word"] == found["word"]
+
+
 def comparison(*intervals):
     return {f"attack{i}": {"delta_auc": sum(ci) / 2, "ci95": list(ci)} for i, ci in enumerate(intervals)}
 

@@ -53,8 +53,9 @@ DEMO: dict[str, Any] = {
                    "bound": {"kind": "relative", "epsilon": 1.05},
                    "train": {"lr": 3e-4, "epochs": 4, "batch_size": 16, "warmup_ratio": 0.0, "scheduler": "constant",
                              "log_every": 1}},
-        # calibrated before the demo's first leakage run (`lethe experiment calibrate`, seed 100, the benign release,
-        # grid lr 1e-3/3e-3 × 1/2/4 epochs: loss AUC 0.598–0.756): lr 1e-3 × 4, loss AUC 0.694, nearest 0.7
+        # calibrated before the demo's first leakage run (seed 100, the benign release, grid lr 1e-3/3e-3 × 1/2/4
+        # epochs: loss AUC 0.598–0.756): lr 1e-3 × 4, loss AUC 0.694, nearest 0.7. After a demo run, `lethe experiment
+        # calibrate --config runs/demo/leakage/config.yaml --out runs/calibrate-demo` repeats it (73 s)
         "finetune": {"train": {"lr": 1e-3, "epochs": 4, "batch_size": 16, "warmup_ratio": 0.03,
                                "scheduler": "linear"}},
         "mia": {"bootstrap": 200, "attacks": ["loss", "min_k", "reference_model"]},

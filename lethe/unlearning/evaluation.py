@@ -178,8 +178,8 @@ def retrain_distance(unlearned: dict[str, TokenScores], retrained: dict[str, Tok
 def document_nll(scores: TokenScores) -> dict[str, list[float]]:
     """Per document: the summed negative log-likelihood of its predicted tokens and their count, what a paired
     interval over documents resamples (a document's chunks are not independent of one another)."""
-    sums = np.add.reduceat(-scores.logprob.astype(np.float64), scores.offsets[:-1]) if len(scores) else []
     out: dict[str, list[float]] = {}
+    sums = scores.sample_nll() * scores.lengths if len(scores) else []
     for chunk_id, nll, tokens in zip(scores.ids, sums, scores.lengths, strict=True):
         row = out.setdefault(document_of(chunk_id), [0.0, 0])
         row[0] += float(nll)

@@ -33,7 +33,7 @@ from types import ModuleType
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from bench import generation, mia_suite, reference_step, unlearning_step  # noqa: E402
+from bench import generation, head_blocks, mia_suite, reference_step, unlearning_step  # noqa: E402
 from bench.common import command_line, machine_info, matmul_peak_gflops  # noqa: E402
 
 # -- one row per (benchmark, reference): Lethe's figure, the reference's, ratio, FLOP utilisation, parity --------
@@ -114,6 +114,22 @@ def generation_rows(record: dict) -> list[dict]:
                         "mismatched_prompts": len(mismatched)}}]
 
 
+def head_rows(record: dict) -> list[dict]:
+    parity, rows, head = record["parity"]["block_rule"], record["rows"], record["head"]
+    shape = f"{head['vocab']:,} × {head['hidden']} head"
+    return [{"benchmark": f"fused head, {label} ({shape}, {rows['block_rule']} rows per block)",
+             "reference": f"cache-sized blocks of {rows['cache_sized']} rows", "unit": "s",
+             "lethe_value": record["medians"]["block_rule"][key],
+             "reference_value": record["medians"]["cache_sized"][key],
+             "ratio": record["speedup_over_cache_sized"][key],
+             "flop_utilisation": {"lethe": record["flop_utilisation"]["block_rule"][key],
+                                  "reference": record["flop_utilisation"]["cache_sized"][key]},
+             "parity": {"check": "loss, gradients and scores as the unfused head's (1e-5 / 1e-4 / 1e-4)",
+                        "passed": record["passed"], "max_abs_diff": parity["scores_abs"]}}
+            for key, label in (("loss_s", f"loss + gradients of {record['tokens']} tokens"),
+                               ("score_s", "scoring reduction"))]
+
+
 @dataclass(frozen=True)
 class Benchmark:
     module: ModuleType
@@ -139,6 +155,9 @@ BENCHMARKS = {
         mia_suite, "run_mia's one scoring pass per (model, set) vs OpenUnlearning's and MIMIR's ways, 6 attacks",
         mia_rows, lambda model: ["--model", model, "--limit", "64"],
         ["--limit", "4", "--chunk-length", "32", "--batch-tokens", "64"]),
+    "head_blocks": Benchmark(
+        head_blocks, "the fused head's blocks of at least 128 rows vs cache-sized blocks, at SmolLM2's vocabulary",
+        head_rows, lambda model: ["--model", "smollm2"], ["--tokens", "128", "--chunk-length", "64"]),
     "generation": Benchmark(
         generation, "generate_batched (sorted, left-padded, KV-cached batches) vs one generate call per prompt",
         generation_rows, lambda model: ["--model", "smollm2", "--prompts", "32", "--batch-size", "32"],

@@ -19,8 +19,8 @@ from tqdm.auto import tqdm
 
 from lethe.data.chunking import Chunk
 from lethe.data.padding import pad_sequences
+from lethe.engine import losses
 from lethe.engine.head import fused_head
-from lethe.engine.losses import ROW_BLOCK_FLOATS
 
 _ROW_SLICE = 2048  # positions per slice when reducing the model's own logits over the vocabulary, to bound memory
 
@@ -154,7 +154,7 @@ def score_chunks(model, chunks: Sequence[Chunk], *, batch_tokens: int = 4096, pa
     if own_bar:
         bar = tqdm(total=len(batches), desc=desc, unit="batch", disable=not progress, leave=False)
     fused, _ = fused_head(model, model)
-    rows = max(1, ROW_BLOCK_FLOATS // fused.head.out_features) if fused else _ROW_SLICE
+    rows = losses.head_block_rows(fused.head.out_features) if fused else _ROW_SLICE
     for batch in batches:
         ids, mask = pad_sequences([chunks[index].input_ids for index in batch], pad_id)
         inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}

@@ -30,6 +30,7 @@ def float64_case(rows=300, width=24, vocab=512, seed=0):
 
 def test_loss_and_every_gradient_match_float64_across_blocks(monkeypatch):
     monkeypatch.setattr(losses_module, "ROW_BLOCK_FLOATS", 64 * 512)  # blocks of 64 rows: five blocks, one ignored
+    monkeypatch.setattr(losses_module, "MIN_HEAD_BLOCK_ROWS", 1)
     hidden, weight, bias, targets = float64_case()
     factor = -0.37  # a loss's weight in an objective (negative: gradient ascent)
     inputs64 = [t.clone().requires_grad_() for t in (hidden, weight, bias)]
@@ -42,6 +43,31 @@ def test_loss_and_every_gradient_match_float64_across_blocks(monkeypatch):
     for got, want in zip(fused_grads, exact_grads, strict=True):
         torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-4)
     assert fused_grads[0][64:128].abs().max() == 0  # ignored rows pass no gradient back
+
+
+def test_a_large_vocabulary_is_worked_through_in_blocks_of_at_least_128_rows():
+    """A cache-sized block of a 49,152-token head would be 21 rows, a skinny matmul re-reading the whole head each
+    time; blocks keep at least 128 rows there, while small vocabularies keep their cache-sized blocks."""
+    assert losses_module.head_block_rows(49152) == 128 and losses_module.head_block_rows(2048) == 512
+    hidden, weight, _, targets = float64_case(rows=300, width=8, vocab=49152)
+    calls = []
+    real_linear = F.linear
+
+    def counting_linear(*args):
+        calls.append(args[0].shape[0])
+        return real_linear(*args)
+
+    inputs = [t.clone().requires_grad_() for t in (hidden, weight)]
+    exact = F.cross_entropy(F.linear(*inputs), targets, reduction="sum")
+    exact_grads = torch.autograd.grad(exact, inputs)
+    fused_inputs = [t.clone().requires_grad_() for t in (hidden, weight)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(losses_module.F, "linear", counting_linear)
+        fused = LinearCrossEntropySum.apply(*fused_inputs, None, targets)
+    assert calls == [128, 128, 44]  # three blocks of 300 rows (none wholly ignored)
+    assert fused.item() == pytest.approx(exact.item(), rel=1e-6)  # float32 log-softmax, as every block's
+    for got, want in zip(torch.autograd.grad(fused, fused_inputs), exact_grads, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
 
 
 def test_a_frozen_input_gets_no_gradient_and_the_others_are_unchanged():

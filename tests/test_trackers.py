@@ -35,7 +35,7 @@ def test_tensorboard_receives_the_runs_logged_losses_and_evaluations(micro_run, 
         for key, value in record.items():
             if key != "step":
                 logged.setdefault(key, {})[record["step"]] = value
-    assert {"loss", "lr", "grad_norm", "eval/log_ppl_ratio"} <= set(logged)
+    assert {"loss", "lr", "grad_norm", "eval/log_ppl_ratio_before"} <= set(logged)
     written = scalars(out / "trackers")
     assert set(written) == set(logged)
     for tag, values in logged.items():

@@ -41,7 +41,7 @@ from typing import NamedTuple
 
 import torch
 
-from lethe.engine.losses import ROW_BLOCK_FLOATS
+from lethe.engine.losses import head_block_rows
 from lethe.errors import LetheError
 
 log = logging.getLogger("lethe")
@@ -146,7 +146,7 @@ def estimate_memory(shape: ModelShape, groups: list[tuple[int, int]], *, checkpo
     recomputed = max(sequences * length * block_bytes_per_token(shape, False, length) for sequences, length in groups) \
         if checkpointing else 0
     if fused_head:
-        rows = min(max(tokens), max(1, ROW_BLOCK_FLOATS // shape.vocab))
+        rows = min(max(tokens), head_block_rows(shape.vocab))
         head = 4 * shape.vocab * shape.hidden + (8 + logits_copy) * rows * shape.vocab
     else:
         head = (8 + logits_copy) * shape.vocab * max(tokens)

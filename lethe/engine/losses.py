@@ -29,7 +29,7 @@ def next_token_targets(targets: torch.Tensor) -> torch.Tensor:
 ROW_BLOCK_FLOATS = 1 << 20  # fp32 values per block of rows: 4 MiB, which stays in cache while it is worked on
 # ...but never fewer rows than this where a block's logits come from a matmul with the head: each block reads the
 # whole head weight, and a cache-sized block of a large vocabulary is a skinny matmul that re-reads it many times
-# (SmolLM2's 49,152 tokens: 21 rows; its head's loss and gradients took 2.4 s per 512 tokens, 0.8 s at 128 rows;
+# (SmolLM2's 49,152 tokens: 21 rows; its head's loss and gradients took 2.8 s per 512 tokens, 1.0 s at 128 rows;
 # bench/head_blocks.py). Vocabularies up to 8,192 (micro, tiny) keep their cache-sized blocks.
 MIN_HEAD_BLOCK_ROWS = 128
 

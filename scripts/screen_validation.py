@@ -132,7 +132,8 @@ def planted(saved: dict, base: str, delta: float, share: float, held_out: int, d
     private records of release `base` (never-targeted pool records), alone and against the clean model."""
     loss, tokens = np.array(saved[base]["pool"]["loss"]), np.array(saved[base]["pool"]["tokens"])
     clean = np.array(saved["clean"]["pool"]["loss"])
-    hits = {"alone": [], "trusted": []}
+    # a base identical to the trusted model (benign) leaves no difference to fit a null on: alone only
+    hits = {"alone": []} if np.allclose(loss, clean, atol=1e-6) else {"alone": [], "trusted": []}
     for index in range(draws):
         rest = rng.permutation(len(loss))
         private, held = rest[:settings["private"]], rest[settings["private"]:settings["private"] + held_out]
@@ -144,7 +145,7 @@ def planted(saved: dict, base: str, delta: float, share: float, held_out: int, d
                               loss[held] - (offset[held] if mode == "trusted" else 0), tokens[held],
                               alpha=settings["alpha"], permutations=settings["permutations"], seed=index)
             hits[mode].append(bool(s.summary["anomalous"]))
-    return {mode: float(np.mean(h)) for mode, h in hits.items()}
+    return {"trusted": None} | {mode: float(np.mean(h)) for mode, h in hits.items()}
 
 
 def shift(saved: dict, name: str) -> dict:

@@ -60,6 +60,19 @@ def logprobs(model, batch):
     return torch.log_softmax(logits.double(), -1)
 
 
+def test_every_registered_method_is_named_in_the_help(capsys):
+    """The help's list (kept torch-free in lethe.config.base) is the registry's, so `lethe unlearn --help` and the
+    config reference name every method a config may use."""
+    from lethe.cli import main
+    from lethe.config.base import UNLEARNING_METHODS
+
+    assert sorted(UNLEARNING_METHODS) == sorted(methods.names())
+    with pytest.raises(SystemExit):
+        main(["unlearn", "--help"])
+    listed = " ".join(capsys.readouterr().out.split())
+    assert all(name in listed for name in ("rmu", "undo", "simnpo"))
+
+
 def test_gradient_ascent_is_minus_cross_entropy(models, batch):
     model = models[0]
     logp = logprobs(model, batch)

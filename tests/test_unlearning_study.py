@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 
 from lethe.cli import main
-from lethe.config import UnlearningStudyConfig
+from lethe.config import UnlearningStudyConfig, read_yaml
 from lethe.unlearning.study import run_experiment, run_sweep
 
 SETTINGS = {"train": {"lr": 3e-3, "epochs": 2, "batch_size": 8, "warmup_ratio": 0}}
 METHODS = ["ga_gd_in", "npo", "ga"]
+OVERRIDES = {"npo": {"train": {"lr": 1e-3}, "method_args": {"npo_beta": 0.2}}}  # npo at its own recipe
 # where each role's per-token scores sit under a model's scores directory, for domain "books"
 ROLE_SCORES = {"forget": "books/forget.npz", "retain": "books/retain.npz", "approximate": "books/approximate.npz",
                "general": "general/eval.npz"}
@@ -26,7 +27,7 @@ def saved_perplexity(path: Path) -> float:
 def experiment(micro_run, data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("study") / "experiment"
     config = UnlearningStudyConfig(model=str(micro_run), data=data_dir, domains=["books"],
-                                   methods=METHODS, unlearn=SETTINGS, retrain=True)
+                                   methods=METHODS, unlearn=SETTINGS, method_overrides=OVERRIDES, retrain=True)
     return out, config, run_experiment(config, out)
 
 
@@ -54,6 +55,20 @@ def test_experiment_results_are_the_numbers_of_its_saved_scores_and_cells(experi
     # a row is marked where the model collapsed (forget or retain perplexity over 10× the original's)
     shown = "| ga_gd_in (collapsed) |" if results["ga_gd_in"].get("collapsed") else "| ga_gd_in |"
     assert shown in (out / "results.md").read_text() and (out / "methods.png").stat().st_size > 10_000
+
+
+def test_a_method_override_changes_that_methods_runs_alone(experiment, micro_run, data_dir):
+    out, _, _ = experiment
+    ran = {method: read_yaml(out / "runs" / "books" / method / "config.yaml") for method in METHODS}
+    assert ran["npo"]["train"]["lr"] == 1e-3 and ran["npo"]["method_args"]["npo_beta"] == 0.2
+    assert ran["npo"]["train"]["epochs"] == 2  # the keys it does not name stay the study's
+    for method in ("ga", "ga_gd_in"):
+        assert ran[method]["train"]["lr"] == 3e-3 and ran[method]["method_args"]["npo_beta"] == 0.1
+    common = {"model": str(micro_run), "data": data_dir, "methods": METHODS}
+    with pytest.raises(ValueError, match="does not run"):
+        UnlearningStudyConfig(**common, method_overrides={"rmu": {"train": {"lr": 1e-3}}})
+    with pytest.raises(ValueError, match="lrr"):
+        UnlearningStudyConfig(**common, method_overrides={"npo": {"train": {"lrr": 1e-3}}})
 
 
 def test_exact_retraining_never_saw_the_forget_set(experiment, micro_run):

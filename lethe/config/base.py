@@ -32,6 +32,11 @@ def default_data_dir() -> Path:
 MODEL_HELP = ("a Hugging Face model directory with safetensors weights, a Lethe run holding model/, or an alias "
               "(smollm2-135m)")
 DATA_HELP = "the directory of `lethe data build`, whose splits are named domain/split"
+# the unlearning registry's names (lethe.unlearning.methods), kept here so that help text needs no torch import;
+# tests/test_unlearning_methods.py checks the two agree
+UNLEARNING_METHODS = ("ga", "random_label", "adversarial", "ga_gd_in", "ga_kl_in", "ga_gd_general", "ga_kl_general",
+                      "npo", "simnpo", "rmu", "undo")
+METHODS_HELP = ", ".join(UNLEARNING_METHODS[:-1]) + " or " + UNLEARNING_METHODS[-1]
 
 
 # numpy and torch seed with an unsigned 32-bit integer: a seed outside would fail only when the run starts
@@ -360,8 +365,6 @@ class UnlearnConfig(UnlearnSettings):
     model: str = Field(description=MODEL_HELP)
     data: Path = Field(default_factory=default_data_dir, description=DATA_HELP)
     domain: str = Field("code", description="whose forget set to unlearn")
-    method: str = Field("ga_gd_in",
-        description="ga, random_label, adversarial, ga_gd_in, ga_kl_in, ga_gd_general, ga_kl_general, npo, simnpo, "
-        "rmu or undo")
+    method: str = Field("ga_gd_in", description=METHODS_HELP)
     forget_documents: list[str] | None = Field(None, min_length=1, description="IDs of the forget documents to "
         "unlearn: one deletion request (default: the whole forget set); the evaluation then measures these alone")

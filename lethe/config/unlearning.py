@@ -4,7 +4,7 @@ and the attacks on unlearning (quantization, relearning, verbatim memorisation) 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -12,6 +12,7 @@ from lethe.config.base import (
     DATA_HELP,
     DOMAINS,
     MODEL_HELP,
+    UNLEARNING_METHODS,
     ChunkConfig,
     Seed,
     Strict,
@@ -19,6 +20,7 @@ from lethe.config.base import (
     UnlearnSettings,
     default_data_dir,
 )
+from lethe.config.layers import deep_merge
 from lethe.run_paths import check_names
 
 
@@ -147,6 +149,9 @@ class UnlearningStudyConfig(Strict, UnlearningAttacks):
         description="unlearning methods to run (default: all registered)")
     unlearn: UnlearnSettings = Field(default_factory=UnlearnSettings,
         description="settings shared by every unlearning run")
+    method_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict,
+        description="per method, keys of `unlearn` that its runs change, so each method runs at its own tuned recipe, "
+        "e.g. rmu: {train: {lr: 3.0e-3, epochs: 3}, method_args: {rmu_alpha: 4}} (its shadows and requests too)")
     retrain: bool = Field(False, description="exact retraining without each forget set (Lethe pretrain runs only)")
     requests: RequestsConfig = Field(default_factory=RequestsConfig,
         description="MUSE's sequential and growing deletion requests (`lethe sweep` ignores them, and the attacks)")
@@ -157,4 +162,13 @@ class UnlearningStudyConfig(Strict, UnlearningAttacks):
         self.refuse_verbmem_longer_than(self.unlearn.chunk, "unlearn.chunk")
         check_names(self.domains, "domain")  # each names a folder of runs/ and original/
         check_names(self.methods or [], "method")
+        for method in self.method_overrides:
+            if method not in (self.methods or UNLEARNING_METHODS):
+                raise ValueError(f"method_overrides names {method!r}, which the study does not run (methods: "
+                                 f"{', '.join(self.methods or UNLEARNING_METHODS)})")
+            UnlearnSettings.model_validate(self.settings_of(method))  # a bad key fails here, before any run
         return self
+
+    def settings_of(self, method: str) -> dict[str, Any]:
+        """`unlearn` as `method`'s runs use it: the shared settings with that method's overrides."""
+        return deep_merge(self.unlearn.model_dump(), self.method_overrides.get(method, {}))

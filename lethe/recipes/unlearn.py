@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from lethe.config import UnlearnConfig
+from lethe.config.base import METHODS_HELP
 from lethe.recipes import DATA, Flag, lazy, recipe
 from lethe.reporting.document import Section, Table
 from lethe.reporting.records import RunRecord
@@ -60,6 +61,5 @@ recipe(command="unlearn", help="unlearn a forget set with one method, scored bef
        run=lazy("lethe.unlearning.run", "unlearn"),
        flags={"model": Flag("model directory, run directory or alias"), "data": Flag(DATA),
               "domain": Flag("whose forget set to unlearn (code, science, books, ...)"),
-              "method": Flag("ga, random_label, adversarial, ga_gd_in, ga_kl_in, ga_gd_general, ga_kl_general, npo, "
-                             "simnpo")},
+              "method": Flag(METHODS_HELP)},
        summary=summary, report=report, multi_process=True)

@@ -132,9 +132,9 @@ def domain_attacks(config: UnlearningStudyConfig, domain: str, out: Path, names:
 
 def cell_config(config: UnlearningStudyConfig, domain: str, method: str,
                 train_overrides: dict[str, Any] | None = None, changes: dict[str, Any] | None = None) -> UnlearnConfig:
-    """One run's settings: the study's, with `train_overrides` (a sweep's grid point) and `changes` (a deletion
-    request's model and documents)."""
-    settings = config.unlearn.model_dump()
+    """One run's settings: the study's (with the method's `method_overrides`), with `train_overrides` (a sweep's grid
+    point) and `changes` (a deletion request's model and documents)."""
+    settings = config.settings_of(method)
     settings["train"] |= train_overrides or {}
     try:
         return UnlearnConfig.model_validate({**settings, "model": config.model, "data": config.data, "domain": domain,

@@ -57,6 +57,13 @@ def test_experiment_results_are_the_numbers_of_its_saved_scores_and_cells(experi
     assert shown in (out / "results.md").read_text() and (out / "methods.png").stat().st_size > 10_000
 
 
+def test_a_one_domain_study_keeps_its_intervals_at_the_top(experiment):
+    _, _, results = experiment
+    for name in METHODS:  # nothing to average over one domain: the row is the domain's, intervals included
+        assert results[name] == results["by_domain"]["books"][name]
+        assert len(results[name]["retrain_distance"]["forget_ppl_ratio_ci95"]) == 2
+
+
 def test_a_method_override_changes_that_methods_runs_alone(experiment, micro_run, data_dir):
     out, _, _ = experiment
     ran = {method: read_yaml(out / "runs" / "books" / method / "config.yaml") for method in METHODS}

@@ -7,6 +7,7 @@ those scores are shared by every cell.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from pathlib import Path
@@ -161,7 +162,10 @@ def run_cell(config: UnlearningStudyConfig, domain: str, method: str, out: Path,
 
 
 def _mean_tree(trees: list[dict]) -> dict:
-    """Average numeric leaves across domains (None where any domain lacks the leaf)."""
+    """Average numeric leaves across domains (None where any domain lacks the leaf). One domain's tree is kept whole:
+    its intervals, counts and per-method details are the study's, with nothing to average."""
+    if len(trees) == 1:
+        return copy.deepcopy(trees[0])
     merged: dict = {}
     for key, value in trees[0].items():
         values = [tree.get(key) for tree in trees]

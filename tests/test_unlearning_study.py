@@ -8,7 +8,7 @@ import pytest
 
 from lethe.cli import main
 from lethe.config import UnlearningStudyConfig, read_yaml
-from lethe.unlearning.study import run_experiment, run_sweep
+from lethe.unlearning.study import _mean_tree, run_experiment, run_sweep
 
 SETTINGS = {"train": {"lr": 3e-3, "epochs": 2, "batch_size": 8, "warmup_ratio": 0}}
 METHODS = ["ga_gd_in", "npo", "ga"]
@@ -62,6 +62,12 @@ def test_a_one_domain_study_keeps_its_intervals_at_the_top(experiment):
     for name in METHODS:  # nothing to average over one domain: the row is the domain's, intervals included
         assert results[name] == results["by_domain"]["books"][name]
         assert len(results[name]["retrain_distance"]["forget_ppl_ratio_ci95"]) == 2
+
+
+def test_several_domains_average_their_numbers_and_drop_what_cannot_be_averaged():
+    code = {"ga": {"forget_ppl": 10.0, "collapsed": False, "ci95": [1, 2], "relearn": {"curve": [1, 2], "drop": 0.2}}}
+    books = {"ga": {"forget_ppl": 30.0, "collapsed": True, "ci95": [3, 4], "relearn": {"curve": [3, 4], "drop": 0.6}}}
+    assert _mean_tree([code, books]) == {"ga": {"forget_ppl": 20.0, "collapsed": True, "relearn": {"drop": 0.4}}}
 
 
 def test_a_method_override_changes_that_methods_runs_alone(experiment, micro_run, data_dir):

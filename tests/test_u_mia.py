@@ -31,7 +31,8 @@ def code_micro(data_dir, tmp_path_factory):
 def study(code_micro, data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("u_mia") / "study"
     config = UnlearningStudyConfig(model=str(code_micro), data=data_dir, domains=["code"], methods=["ga"],
-                                   unlearn=NOTHING, retrain=True, u_mia={"shadows": 4, "seed": 0})
+                                   unlearn=NOTHING, retrain=True, u_mia={"shadows": 4, "seed": 0},
+                                   jobs=2)  # two processes: the parallel path, read back in order
     return out, config, run_experiment(config, out)
 
 

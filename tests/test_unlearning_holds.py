@@ -26,7 +26,8 @@ REQUESTS = {"sequential": 2, "growing": [0.5, 1.0], "methods": ["ga"]}
 def study(micro_run, data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("holds") / "experiment"
     config = UnlearningStudyConfig(model=str(micro_run), data=data_dir, domains=["books"], methods=["ga", "npo"],
-                                   unlearn=SETTINGS, retrain=True, requests=REQUESTS, **ATTACKS)
+                                   unlearn=SETTINGS, retrain=True, requests=REQUESTS, **ATTACKS,
+                                   jobs=2)  # two processes: the runs and attacks in parallel, read back in order
     return out, config, run_experiment(config, out)
 
 

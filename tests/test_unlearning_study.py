@@ -120,7 +120,7 @@ def test_interrupted_experiment_resumes_without_redoing_finished_runs(experiment
 
 def test_sweep_grid_is_resumable_and_plotted(micro_run, data_dir, tmp_path):
     config = UnlearningStudyConfig(model=str(micro_run), data=data_dir, domains=["books"], methods=["ga"],
-                                   unlearn=SETTINGS, grid={"lr": [1e-3, 5e-3], "steps": [2, 6]})
+                                   unlearn=SETTINGS, grid={"lr": [1e-3, 5e-3], "steps": [2, 6]}, jobs=2)
     results = run_sweep(config, tmp_path / "sweep")
     cells = {(c["lr"], c["steps"]): c for c in results["cells"]}
     assert len(cells) == 4

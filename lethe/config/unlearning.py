@@ -156,6 +156,8 @@ class UnlearningStudyConfig(Strict, UnlearningAttacks):
     requests: RequestsConfig = Field(default_factory=RequestsConfig,
         description="MUSE's sequential and growing deletion requests (`lethe sweep` ignores them, and the attacks)")
     grid: SweepGrid = Field(default_factory=SweepGrid)
+    jobs: int = Field(1, ge=1, exclude=True, description="independent runs (unlearning runs, the retrain, shadows, "
+                      "attacked models) at once, one thread each (not saved: it changes no result)")
 
     @model_validator(mode="after")
     def _verbmem_fits_a_chunk(self) -> UnlearningStudyConfig:

@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 
 from lethe.config import LeakageConfig
-from lethe.leakage.parallel import run_tasks
+from lethe.parallel import run_tasks
 from lethe.runs import Run
 
 log = logging.getLogger("lethe")

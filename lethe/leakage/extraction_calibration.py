@@ -24,8 +24,8 @@ import numpy as np
 from lethe.config import ExtractConfig, LeakageConfig, deep_merge
 from lethe.leakage.calibration import choose, warn_if_study_seed
 from lethe.leakage.modes import VictimCell
-from lethe.leakage.parallel import run_tasks
 from lethe.leakage.study import Study, read_targets_file, run_seconds, same_secrets, step
+from lethe.parallel import run_tasks
 from lethe.runs import Run
 
 log = logging.getLogger("lethe")

@@ -257,8 +257,8 @@ def attacked_cell(study: Study, variant: str, victim: VictimCell) -> dict:
 
 def run_grid(config: LeakageConfig, out: Path, resume: bool) -> dict:
     """Every seed's releases, then every fine-tune (victims and reference victims), then every cell's attacks:
-    each stage's runs are independent, `config.jobs` at a time (lethe.leakage.parallel)."""
-    from lethe.leakage.parallel import run_tasks
+    each stage's runs are independent, `config.jobs` at a time (lethe.parallel)."""
+    from lethe.parallel import run_tasks
 
     prepared = {seed: prepare_seed(config, out, seed, resume) for seed in config.seeds}
     studies = {seed: study for seed, (study, _) in prepared.items()}

@@ -11,7 +11,9 @@ from lethe.reporting.document import Section
 from lethe.reporting.records import RunRecord
 from lethe.reporting.sections import fmt, saved_figures
 
-STUDY_FLAGS = {"model": Flag("the model to unlearn from"), "data": Flag(DATA)}
+STUDY_FLAGS = {"model": Flag("the model to unlearn from"), "data": Flag(DATA),
+               "jobs": Flag("independent runs at once, one thread each (one GPU each where there are several)",
+                            parse=int)}
 
 
 def summary(results: dict, config: UnlearningStudyConfig, out) -> None:

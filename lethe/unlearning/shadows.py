@@ -95,6 +95,7 @@ def train_shadow(origin: str, run_dir: Path, view: Path, out: Path) -> None:
 class Shadows:
     """K trained shadows of one domain, and what is needed to unlearn and score them."""
 
+    model: str  # the target, whose known origin the shadows repeat
     where: Path
     data: Path
     domain: str
@@ -128,31 +129,40 @@ class Shadows:
     def unlearned_scores(self, name: str, cell: UnlearnConfig, pretrain_tokens: float | None) -> list[TokenScores]:
         """Each shadow unlearned on its view with `cell`'s method and settings (the target's unlearning run), then
         scored; TrainingDiverged when the method diverges on a shadow."""
+        return [self.unlearn_shadow(name, cell, pretrain_tokens, k) for k in range(len(self.keep))]
+
+    def unlearn_shadow(self, name: str, cell: UnlearnConfig, pretrain_tokens: float | None, k: int) -> TokenScores:
+        """Shadow k unlearned with `cell`'s settings (once: a finished run is read back), and its candidates' scores."""
         from lethe.unlearning.run import unlearn
 
-        settings = cell.model_dump(mode="json")
-        scores = []
-        for k in range(len(self.keep)):
-            out = self.where / "unlearned" / name / f"shadow-{k}"
-            if not finished(out):
-                shadow = UnlearnConfig.model_validate(
-                    {**settings, "model": str(self.trained(k) / "model"), "data": str(self.view(k)),
-                     "forget_documents": None, "pretrain_tokens": pretrain_tokens,
-                     "eval": {**settings["eval"], "blind": None, "utility": False}})
-                if unlearn(shadow, out, overwrite=out.exists()).get("diverged"):
-                    raise TrainingDiverged(f"{name} left shadow {k} with a non-finite perplexity")
-            scores.append(self.candidate_scores(out))
-        return scores
+        out = self.where / "unlearned" / name / f"shadow-{k}"
+        if not finished(out):
+            settings = cell.model_dump(mode="json")
+            shadow = UnlearnConfig.model_validate(
+                {**settings, "model": str(self.trained(k) / "model"), "data": str(self.view(k)),
+                 "forget_documents": None, "pretrain_tokens": pretrain_tokens,
+                 "eval": {**settings["eval"], "blind": None, "utility": False}})
+            unlearn(shadow, out, overwrite=out.exists())
+        if read_json(out / "results.json").get("diverged"):  # read back too: a resumed study must not score it
+            raise TrainingDiverged(f"{name} left shadow {k} with a non-finite perplexity")
+        return self.candidate_scores(out)
+
+    def train(self, k: int) -> None:
+        """Shadow k trained on its view (once)."""
+        if not finished(self.trained(k)):
+            origin, run_dir = known_origin(self.model)
+            log.info("u_mia: training shadow %d of %d (%s recipe of %s)", k + 1, len(self.keep), origin, run_dir)
+            train_shadow(origin, run_dir, self.view(k), self.trained(k))
 
 
-def train_shadows(model: str, data: Path, domain: str, u_mia: UMiaConfig, where: Path, chunk: ChunkConfig,
-                  batch_tokens: int, loading: dict) -> Shadows:
-    """Deal the candidates, write the views and train every shadow not trained yet."""
-    origin, run_dir = known_origin(model)
+def deal_shadows(model: str, data: Path, domain: str, u_mia: UMiaConfig, where: Path, chunk: ChunkConfig,
+                 batch_tokens: int, loading: dict) -> Shadows:
+    """Deal the candidates and write each shadow's view; nothing trains yet."""
+    known_origin(model)
     candidates, members = candidate_documents(data, domain)
     keep = balanced_keep(u_mia.shadows, len(candidates), u_mia.seed)
-    shadows = Shadows(where, Path(data), domain, [doc.id for doc in candidates], members, keep, chunk, batch_tokens,
-                      loading)
+    shadows = Shadows(model, where, Path(data), domain, [doc.id for doc in candidates], members, keep, chunk,
+                      batch_tokens, loading)
     manifest = {"models": [f"shadows/shadow-{k}/model" for k in range(len(keep))], "records": shadows.records,
                 "keep": keep.tolist()}
     if (where / "references.json").is_file() and read_json(where / "references.json") != manifest:
@@ -160,8 +170,14 @@ def train_shadows(model: str, data: Path, domain: str, u_mia: UMiaConfig, where:
                          "changed); start a new run with --out")
     write_manifest(where / "references.json", manifest["models"], shadows.records, keep)
     for k in range(len(keep)):
-        view = write_view(data, domain, candidates, keep[k], shadows.view(k))
-        if not finished(shadows.trained(k)):
-            log.info("u_mia: training shadow %d of %d (%s recipe of %s)", k + 1, len(keep), origin, run_dir)
-            train_shadow(origin, run_dir, view, shadows.trained(k))
+        write_view(data, domain, candidates, keep[k], shadows.view(k))
+    return shadows
+
+
+def train_shadows(model: str, data: Path, domain: str, u_mia: UMiaConfig, where: Path, chunk: ChunkConfig,
+                  batch_tokens: int, loading: dict) -> Shadows:
+    """Deal the candidates, write the views and train every shadow not trained yet."""
+    shadows = deal_shadows(model, data, domain, u_mia, where, chunk, batch_tokens, loading)
+    for k in range(len(shadows.keep)):
+        shadows.train(k)
     return shadows

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,7 @@ def retrained_scores(config: UnlearningStudyConfig, domain: str, out: Path) -> d
     return load_role_scores(scores_dir, domain)
 
 
-def attacked(config: UnlearningStudyConfig, domain: str, load, scores: dict, out: Path) -> ModelAttacks:
+def attacked(config: UnlearningStudyConfig, domain: str, load: Callable, out: Path, scores: dict) -> ModelAttacks:
     """The configured attacks on one model (`load()` gives it and its tokenizer), once: saved under `out`."""
     if (out / "attacks.json").is_file():
         return load_attacks(out, domain)
@@ -114,20 +115,24 @@ def attacked(config: UnlearningStudyConfig, domain: str, load, scores: dict, out
                         config.unlearn.eval, out)
 
 
+def attack_subject(config: UnlearningStudyConfig, domain: str, out: Path, who: str) -> tuple[Callable, Path]:
+    """How to load one model of a domain (original, retrained or a method's), and where its attacks are saved."""
+    if who == "original":
+        return lambda: original_model(config), out / "original" / domain / "attacks"
+    if who == "retrained":
+        target, scores_dir = retrain_paths(config, domain, out)
+        return lambda: load_model(target), scores_dir / "attacks"
+    cell_dir = out / "runs" / domain / who
+    return lambda: load_model(cell_dir / "model"), cell_dir / "scores" / "unlearned" / "attacks"
+
+
 def domain_attacks(config: UnlearningStudyConfig, domain: str, out: Path, names: list[str],
                    scores: dict[str, dict]) -> dict[str, dict]:
     """Quantization, relearning and verbatim memorisation of every model of a domain (original, retrain, each
     method that did not diverge), compared with one another: the rows' `quantized`, `relearn` and `verbmem`."""
-    models = {"original": (lambda: original_model(config), out / "original" / domain / "attacks")}
-    if "retrained" in scores:
-        target, scores_dir = retrain_paths(config, domain, out)
-        models["retrained"] = (lambda: load_model(target), scores_dir / "attacks")
-    for name in names:
-        if name in scores:
-            cell_dir = out / "runs" / domain / name
-            models[name] = (lambda cell_dir=cell_dir: load_model(cell_dir / "model"),
-                            cell_dir / "scores" / "unlearned" / "attacks")
-    found = {who: attacked(config, domain, load, scores[who], where) for who, (load, where) in models.items()}
+    models = ["original", *(["retrained"] if "retrained" in scores else []), *(n for n in names if n in scores)]
+    found = {who: attacked(config, domain, *attack_subject(config, domain, out, who), scores=scores[who])
+             for who in models}
     return attack_results(scores, found, config, config.unlearn.eval)
 
 
@@ -201,6 +206,7 @@ def yardstick_agreement(by_method: dict[str, dict]) -> dict[str, float | None]:
 def run_experiment(config: UnlearningStudyConfig, out: Path, *, overwrite: bool = False, resume: bool = False,
                    accept_data_change: bool = False) -> dict:
     """Every method on every domain's forget set, against the original (and the retrained) model."""
+    from lethe.unlearning.independent_runs import run_independent
     from lethe.unlearning.report import write_experiment_report
 
     names = study_methods(config)
@@ -228,6 +234,7 @@ def run_experiment(config: UnlearningStudyConfig, out: Path, *, overwrite: bool 
         by_domain: dict[str, dict] = {}
         agreement, blinds, requests = {}, {}, {}
         for domain in config.domains:
+            run_independent(config, domain, run.path, names)  # with --jobs N: the runs below, N at a time
             originals = original_scores(config, domain, run.path)
             blinds[domain] = domain_blind(config, domain, run.path)
             retrained = retrained_scores(config, domain, run.path) if config.retrain else None
@@ -275,6 +282,7 @@ def run_experiment(config: UnlearningStudyConfig, out: Path, *, overwrite: bool 
 def run_sweep(config: UnlearningStudyConfig, out: Path, *, overwrite: bool = False, resume: bool = False,
               accept_data_change: bool = False) -> dict:
     """Method × learning rate × steps (× domain): Yao et al.'s robustness grid."""
+    from lethe.unlearning.independent_runs import run_sweep_cells
     from lethe.unlearning.report import write_sweep_report
 
     names = study_methods(config)
@@ -285,18 +293,21 @@ def run_sweep(config: UnlearningStudyConfig, out: Path, *, overwrite: bool = Fal
     with Run.start(out, "sweep", config, overwrite=overwrite, resume=resume,
                    accept_data_change=accept_data_change) as run:
         run.record_data(find_splits(config.data))
+        grid = [(domain, method, lr, steps) for domain in config.domains for method in names
+                for lr in config.grid.lr for steps in config.grid.steps]
+        where = {point: run.path / "cells" / point[0] / point[1] / f"lr={point[2]:g},steps={point[3]}"
+                 for point in grid}
+        run_sweep_cells(config, [(domain, method, where[domain, method, lr, steps], sweep_overrides(lr, steps))
+                                 for domain, method, lr, steps in grid], run.path)  # with --jobs N, N at a time
         cells = []
         for domain in config.domains:
             originals = original_scores(config, domain, run.path)
             before = unlearning_metrics(originals, config.unlearn.eval)
-            for method in names:
-                for lr in config.grid.lr:
-                    for steps in config.grid.steps:
-                        cell_dir = run.path / "cells" / domain / method / f"lr={lr:g},steps={steps}"
-                        results = run_cell(config, domain, method, cell_dir, originals,
-                                           sweep_overrides(lr, steps))
-                        cells.append({"domain": domain, "method": method, "lr": lr, "steps": steps,
-                                      **sweep_metrics(before, results)})
+            for point in (point for point in grid if point[0] == domain):
+                _, method, lr, steps = point
+                results = run_cell(config, domain, method, where[point], originals, sweep_overrides(lr, steps))
+                cells.append({"domain": domain, "method": method, "lr": lr, "steps": steps,
+                              **sweep_metrics(before, results)})
         results = {"cells": cells}
         run.write_results(results)
         write_sweep_report(results, run.path)

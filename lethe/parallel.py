@@ -1,4 +1,5 @@
-"""`--jobs N`: a study's independent runs (releases, fine-tunes, attacked cells) N at a time, in processes.
+"""`--jobs N`: a study's independent runs (releases, fine-tunes, attacked cells, unlearning runs, shadows) N at a time,
+in processes.
 
 Each child runs with one thread (OMP_NUM_THREADS=1 and torch.set_num_threads(1)): N processes of one
 thread share a CPU's cores without oversubscribing them. Where there are several GPUs, each child

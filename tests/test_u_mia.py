@@ -109,6 +109,23 @@ def test_a_resumed_study_trains_no_shadow_again(study):
     assert again["by_domain"]["code"]["ga"]["u_mia"] == results["by_domain"]["code"]["ga"]["u_mia"]
 
 
+def test_a_resumed_shadow_left_non_finite_is_not_scored(study, tmp_path):
+    from lethe.errors import TrainingDiverged
+    from lethe.unlearning.shadows import deal_shadows
+    from lethe.unlearning.study import cell_config
+
+    out, config, _ = study
+    shadows = deal_shadows(config.model, config.data, "code", config.u_mia, tmp_path / "u_mia", config.unlearn.chunk,
+                           config.unlearn.eval.batch_tokens, {})
+    diverged = tmp_path / "u_mia" / "unlearned" / "ga" / "shadow-0"  # what a finished, non-finite run leaves
+    diverged.mkdir(parents=True)
+    (diverged / "run.json").write_text(json.dumps({"status": "done"}))
+    (diverged / "results.json").write_text(json.dumps({"diverged": True}))
+    with pytest.raises(TrainingDiverged, match="shadow 0"):
+        shadows.unlearn_shadow("ga", cell_config(config, "code", "ga"), None, 0)
+    assert not (diverged / "candidates").exists()
+
+
 @pytest.mark.parametrize("shadows", ["3", "2"])
 def test_a_bad_number_of_shadows_is_one_line(shadows, code_micro, data_dir, tmp_path, capsys):
     assert main(["experiment", "unlearning", "--model", str(code_micro), "--data", str(data_dir), "--set",

@@ -82,6 +82,15 @@ def test_empty_config_or_splits_are_refused(micro_run, data_dir, tmp_path, capsy
     assert not out.exists()
 
 
+@pytest.mark.parametrize("command", [["experiment", "unlearning"], ["sweep"], ["experiment", "leakage"]])
+@pytest.mark.parametrize("jobs", ["two", "0", "1.5"])
+def test_a_bad_number_of_jobs_is_one_line(command, jobs, micro_run, data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*command, "--model", str(micro_run), "--data", str(data_dir), "--jobs", jobs, "--out", str(out)]) == 2
+    assert "invalid config: jobs:" in error_line(capsys)
+    assert not out.exists()
+
+
 def test_out_paths_that_cannot_be_written(micro_run, data_dir, tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     cases = {str(tmp_path / "afile" / "run"): "a part of this path is a file",

@@ -55,6 +55,10 @@ class Flag:
         return {key: self.parse(text)}
 
 
+# a study's independent runs at once; read as YAML like any flag, so the schema's own check words a bad value
+JOBS = Flag("independent runs at once, one thread each (one GPU each where there are several)")
+
+
 def comma_list(text: str) -> list[str]:
     return [item for item in text.split(",") if item]
 

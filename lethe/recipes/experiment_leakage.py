@@ -5,14 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from lethe.config import LeakageConfig
-from lethe.recipes import DATA, STUDY_RESUME, Flag, lazy, recipe
+from lethe.recipes import DATA, JOBS, STUDY_RESUME, Flag, lazy, recipe
 from lethe.reporting.document import Section
 from lethe.reporting.records import RunRecord
 from lethe.reporting.sections import saved_figures
 
-LEAKAGE_FLAGS = {"model": Flag("the clean pre-trained model"), "data": Flag(DATA),
-                 "jobs": Flag("independent runs at once, one thread each (one GPU each where there are several)",
-                              parse=int)}
+LEAKAGE_FLAGS = {"model": Flag("the clean pre-trained model"), "data": Flag(DATA), "jobs": JOBS}
 
 
 def summary(results: dict, config: LeakageConfig, out) -> None:

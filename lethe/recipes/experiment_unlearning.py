@@ -5,15 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 from lethe.config import UnlearningStudyConfig
-from lethe.recipes import ACCEPT_DATA_CHANGE, DATA, STUDY_RESUME, Flag, lazy, recipe
+from lethe.recipes import ACCEPT_DATA_CHANGE, DATA, JOBS, STUDY_RESUME, Flag, lazy, recipe
 from lethe.recipes.unlearn import tradeoff_point
 from lethe.reporting.document import Section
 from lethe.reporting.records import RunRecord
 from lethe.reporting.sections import fmt, saved_figures
 
-STUDY_FLAGS = {"model": Flag("the model to unlearn from"), "data": Flag(DATA),
-               "jobs": Flag("independent runs at once, one thread each (one GPU each where there are several)",
-                            parse=int)}
+STUDY_FLAGS = {"model": Flag("the model to unlearn from"), "data": Flag(DATA), "jobs": JOBS}
 
 
 def summary(results: dict, config: UnlearningStudyConfig, out) -> None:

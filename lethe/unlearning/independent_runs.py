@@ -20,12 +20,12 @@ from pathlib import Path
 from lethe.config import UnlearningStudyConfig
 from lethe.errors import TrainingDiverged
 from lethe.parallel import run_tasks
-from lethe.unlearning.evaluation import load_role_scores
 from lethe.unlearning.shadows import Shadows, deal_shadows
 from lethe.unlearning.study import (
     attack_subject,
     attacked,
     cell_config,
+    model_scores,
     original_scores,
     retrained_scores,
     run_cell,
@@ -39,14 +39,15 @@ def run_independent(config: UnlearningStudyConfig, domain: str, out: Path, names
     """A domain's runs of the experiment, `config.jobs` at a time (nothing with one job)."""
     if config.jobs <= 1:
         return
-    shadows = None
+    shadows, each_shadow = None, range(0)
     if config.u_mia_shadows():
         shadows = deal_shadows(config.model, config.data, domain, config.u_mia, out / "u_mia" / domain,
                                config.unlearn.chunk, config.unlearn.eval.batch_tokens, loading(config.unlearn))
+        each_shadow = range(len(shadows.keep))
     log.info("%s: the original, the retrain and the shadows, %d at a time", domain, config.jobs)
     run_tasks([(original_scores, (config, domain, out)),
                *([(retrained_scores, (config, domain, out))] if config.retrain else []),
-               *[(_train_shadow, (shadows, k)) for k in range(len(shadows.keep) if shadows else 0)]], config.jobs)
+               *[(_train_shadow, (shadows, k)) for k in each_shadow]], config.jobs)
     subjects = ["original", *(["retrained"] if config.retrain else [])] if config.any_attack() else []
     log.info("%s: the unlearning runs and the first attacks, %d at a time", domain, config.jobs)
     cells = run_tasks([*[(_unlearning_run, (config, domain, method, out / "runs" / domain / method, out))
@@ -56,7 +57,7 @@ def run_independent(config: UnlearningStudyConfig, domain: str, out: Path, names
     budget = shadow_budget(config.model, config.unlearn.pretrain_tokens)
     log.info("%s: the shadows' unlearning and the methods' attacks, %d at a time", domain, config.jobs)
     run_tasks([*[(_unlearn_shadow, (shadows, method, cell_config(config, domain, method), budget, k))
-                 for method in unlearned for k in range(len(shadows.keep) if shadows else 0)],
+                 for method in unlearned for k in each_shadow],
                *[(_attack, (config, domain, out, method)) for method in (unlearned if config.any_attack() else [])]],
               config.jobs)
 
@@ -90,10 +91,5 @@ def _unlearn_shadow(shadows: Shadows, method: str, cell, budget: float | None, k
 
 
 def _attack(config: UnlearningStudyConfig, domain: str, out: Path, who: str) -> None:
-    if who == "original":
-        scores = original_scores(config, domain, out)
-    elif who == "retrained":
-        scores = retrained_scores(config, domain, out)
-    else:
-        scores = load_role_scores(out / "runs" / domain / who / "scores" / "unlearned", domain)
-    attacked(config, domain, *attack_subject(config, domain, out, who), scores=scores)
+    attacked(config, domain, *attack_subject(config, domain, out, who),
+             scores=model_scores(config, domain, out, who))

@@ -115,6 +115,15 @@ def attacked(config: UnlearningStudyConfig, domain: str, load: Callable, out: Pa
                         config.unlearn.eval, out)
 
 
+def model_scores(config: UnlearningStudyConfig, domain: str, out: Path, who: str) -> dict:
+    """One model's role scores (original, retrained or a method's), from where the study saved them."""
+    if who == "original":
+        return original_scores(config, domain, out)
+    if who == "retrained":
+        return retrained_scores(config, domain, out)
+    return load_role_scores(out / "runs" / domain / who / "scores" / "unlearned", domain)
+
+
 def attack_subject(config: UnlearningStudyConfig, domain: str, out: Path, who: str) -> tuple[Callable, Path]:
     """How to load one model of a domain (original, retrained or a method's), and where its attacks are saved."""
     if who == "original":
@@ -241,15 +250,15 @@ def run_experiment(config: UnlearningStudyConfig, out: Path, *, overwrite: bool 
             rows: dict[str, dict] = {"original": unlearning_metrics(originals, config.unlearn.eval)}
             if retrained is not None:
                 rows["retrained"] = unlearning_metrics(retrained, config.unlearn.eval)
-                for who, model_scores in (("original", originals), ("retrained", retrained)):  # the latter: reference
-                    rows[who]["retrain_distance"] = retrain_distance(model_scores, retrained, config.unlearn.eval)
+                for who, its_scores in (("original", originals), ("retrained", retrained)):  # the latter: reference
+                    rows[who]["retrain_distance"] = retrain_distance(its_scores, retrained, config.unlearn.eval)
             scores = {"original": originals, **({"retrained": retrained} if retrained is not None else {})}
             for method in names:
                 cell_dir = run.path / "runs" / domain / method
                 results = run_cell(config, domain, method, cell_dir, originals)
                 rows[method] = cell_summary(results, retrained, config, cell_dir)
                 if "diverged" not in results:
-                    scores[method] = load_role_scores(cell_dir / "scores" / "unlearned", domain)
+                    scores[method] = model_scores(config, domain, run.path, method)
             if config.any_attack():
                 for who, found in domain_attacks(config, domain, run.path, names, scores).items():
                     rows[who] |= found

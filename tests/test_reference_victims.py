@@ -185,6 +185,30 @@ def test_lira_beats_the_loss_attack_at_low_fpr_on_planted_members(micro_run, dat
     assert attacks["lira_offline"]["tpr@1%fpr"] > loss + 0.05
 
 
+def test_calibration_reads_the_metric_it_is_told_and_prints_it():
+    """With 64 non-members (SmolLM2's study) TPR at 1% FPR is the TPR at no false positive: LiRA's AUC is chosen on."""
+    from lethe.config import CalibrationConfig
+    from lethe.leakage.calibration import calibrated_metric, choose, format_calibration
+
+    assert calibrated_metric(CalibrationConfig()) == ("loss_auc", "auc")
+    assert calibrated_metric(CalibrationConfig(attack="lira_online")) == ("lira_online_tpr@1%fpr", "tpr@1%fpr")
+    by_auc = CalibrationConfig(attack="lira_online", metric="auc", target=(0.7, 0.9))
+    key, _ = calibrated_metric(by_auc)
+    grid = [{"lr": 3e-5, "epochs": 1, "loss_auc": 0.61, "lira_online_auc": 0.83, "lira_online_tpr@1%fpr": 0.0,
+             "val_ppl": 25.1},
+            {"lr": 1e-4, "epochs": 1, "loss_auc": 0.72, "lira_online_auc": 0.97, "lira_online_tpr@1%fpr": 0.6,
+             "val_ppl": 25.9}]
+    chosen = choose(grid, by_auc.target, key)
+    assert chosen["lr"] == 3e-5  # by TPR it would be the other cell
+    text = format_calibration({"seed": 100, "mode": "full", "baseline": "benign", "attack": "lira_online",
+                               "key": key, "target": [0.7, 0.9], "grid": grid, "chosen": chosen, "in_range": True,
+                               "freeze": {"finetune": {"train": {"lr": 3e-5, "epochs": 1}}}})
+    assert "wanted lira_online AUC 0.7–0.9" in text
+    assert [line for line in text.splitlines() if "<- chosen" in line] == [
+        next(line for line in text.splitlines() if line.split()[:1] == ["3e-05"])]
+    assert "0.830" in text and "lr: 3e-05, epochs: 1" in text
+
+
 @slow
 def test_calibration_for_lira_chooses_by_its_tpr_at_one_percent_fpr(micro_run, data_dir, tmp_path):
     from lethe.leakage.calibration import calibrate_victim

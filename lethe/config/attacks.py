@@ -241,12 +241,17 @@ class CalibrationConfig(Strict):
                             description="learning rates tried")
     epochs: list[Annotated[float, Field(gt=0, le=MAX_EPOCHS)]] = Field(default_factory=lambda: [1.0, 2.0, 4.0],
                                                                       min_length=1, description="epochs tried")
-    target: tuple[float, float] = Field((0.6, 0.8), description="wanted range of the calibrated attack's AUC (loss) "
-                                        "or TPR at 1% FPR (lira_online, e.g. 0.05–0.5)")
+    target: tuple[float, float] = Field((0.6, 0.8), description="wanted range of the calibrated attack's metric: "
+                                        "AUC 0.6–0.8 for loss, TPR at 1% FPR e.g. 0.05–0.5 for lira_online")
     attack: Literal["loss", "lira_online"] = Field(
-        "loss", description="the attack the victim is calibrated for: loss (its AUC) or lira_online (its TPR at 1% "
-        "FPR, with `references` reference victims per grid cell: a victim calibrated for the loss attack can sit "
-        "at LiRA's ceiling)")
+        "loss", description="the attack the victim is calibrated for: loss or lira_online (with `references` "
+        "reference victims per grid cell: a victim calibrated for the loss attack can sit at LiRA's ceiling)")
+    metric: Literal["auc", "tpr@1%fpr"] | None = Field(
+        None, description="the attack's number that `target` bounds; None: auc for loss, tpr@1%fpr for lira_online. "
+        "Below 100 non-members TPR at 1% FPR is the TPR at no false positive at all: use auc")
+
+    def chosen_metric(self) -> str:
+        return self.metric or ("auc" if self.attack == "loss" else "tpr@1%fpr")
 
 
 class ExtractionVictimConfig(Strict):

@@ -213,7 +213,7 @@ def summarise(config: LeakageConfig, out: Path, by_seed: dict) -> dict:
 
     low, high = config.calibration.target
     attack = config.calibration.attack
-    key, metric = calibrated_metric(attack)
+    key, metric = calibrated_metric(config.calibration)
     victim = {mode: {key: cell["mia"][attack][metric], "in_range": low <= cell["mia"][attack][metric] <= high}
               for mode, cell in variants[config.baseline].items()
               if attack in cell["mia"] and cell["mia"][attack].get(metric) is not None}

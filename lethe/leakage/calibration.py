@@ -15,7 +15,7 @@ import logging
 from functools import partial
 from pathlib import Path
 
-from lethe.config import LeakageConfig
+from lethe.config import CalibrationConfig, LeakageConfig, PiiConfig
 from lethe.parallel import run_tasks
 from lethe.runs import Run
 
@@ -29,9 +29,10 @@ def choose(grid: list[dict], target: tuple[float, float], key: str = "loss_auc")
     return min(grid, key=lambda cell: (not low <= cell[key] <= high, abs(cell[key] - middle)))
 
 
-def calibrated_metric(attack: str) -> tuple[str, str]:
+def calibrated_metric(calibration: CalibrationConfig) -> tuple[str, str]:
     """The grid's key for the calibrated attack's number and the metric of the attack it reads."""
-    return ("loss_auc", "auc") if attack == "loss" else (f"{attack}_tpr@1%fpr", "tpr@1%fpr")
+    metric = calibration.chosen_metric()
+    return f"{calibration.attack}_{metric}", metric
 
 
 def warn_if_study_seed(seed: int, study_seeds: list[int], consequence: str) -> None:
@@ -57,7 +58,11 @@ def calibrate_victim(config: LeakageConfig, out: Path, *, overwrite: bool = Fals
         lira = calibration.attack != "loss"
         if lira:
             study.build_reference_data()
-        key, metric = calibrated_metric(calibration.attack)
+        key, metric = calibrated_metric(calibration)
+        nonmembers = PiiConfig(out=out, **config.pii).nonmembers
+        if metric == "tpr@1%fpr" and nonmembers < 100:
+            log.warning("calibrating on TPR at 1%% FPR with %d non-members: that is the TPR at no false positive; "
+                        "calibration.metric auc is steadier", nonmembers)
         settings = [(lr, epochs) for lr in calibration.lr for epochs in calibration.epochs]
         attacked = partial(study.cell, mia_overrides={"attacks": ["loss", *([calibration.attack] if lira else [])]},
                            extraction=False, references=lira)
@@ -66,8 +71,9 @@ def calibrate_victim(config: LeakageConfig, out: Path, *, overwrite: bool = Fals
                           config.jobs)  # every cell of the grid is independent
         grid = []
         for (lr, epochs), result in zip(settings, cells, strict=True):
+            calibrated = result["mia"][calibration.attack]
             grid.append({"lr": lr, "epochs": epochs, "loss_auc": result["mia"]["loss"]["auc"],
-                         key: result["mia"][calibration.attack][metric],
+                         **{f"{calibration.attack}_{name}": calibrated[name] for name in ("auc", "tpr@1%fpr")},
                          "val_ppl": result["utility"]["val_ppl"], "seconds": result["seconds"]})
             log.info("calibration lr %g × %g epochs: %s %.3f", lr, epochs, key, grid[-1][key])
         chosen = choose(grid, calibration.target, key)
@@ -76,7 +82,7 @@ def calibrate_victim(config: LeakageConfig, out: Path, *, overwrite: bool = Fals
             log.warning("no learning rate × epochs of the grid puts %s in %s; the nearest is shown", key,
                         calibration.target)
         results = {"seed": calibration.seed, "mode": calibration.mode, "baseline": config.baseline,
-                   "attack": calibration.attack, "key": key,
+                   "attack": calibration.attack, "key": key, "metric": metric,
                    "target": list(calibration.target), "grid": grid, "chosen": chosen, "in_range": in_range,
                    "freeze": {"finetune": {"train": {"lr": chosen["lr"], "epochs": chosen["epochs"]}}}}
         run.write_results(results)
@@ -86,7 +92,8 @@ def calibrate_victim(config: LeakageConfig, out: Path, *, overwrite: bool = Fals
 def format_calibration(results: dict) -> str:
     key = results.get("key", "loss_auc")
     extra = "" if key == "loss_auc" else key
-    label = "loss-attack AUC" if key == "loss_auc" else f"{results['attack']} TPR at 1% FPR"
+    metric = "AUC" if key.endswith("_auc") else "TPR at 1% FPR"
+    label = f"{'loss-attack' if results['attack'] == 'loss' else results['attack']} {metric}"
     lines = [f"victim calibration on seed {results['seed']} ({results['mode']} fine-tuning of the "
              f"{results['baseline']} release), wanted {label} {results['target'][0]}–{results['target'][1]}",
              f"{'lr':>10} {'epochs':>7} {'loss AUC':>9}{extra:>{len(extra) and 22}} {'val PPL':>9}"]

@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from lethe.config import to_yaml
+from lethe.config import config_changes, to_yaml
 from lethe.environment import environment
 from lethe.errors import LetheError
 from lethe.processes import from_main_process, is_main_process
@@ -206,9 +206,9 @@ class Run:
             if status == "done":
                 raise LetheError(f"the run in {self.path} already finished; nothing to resume")
             saved = self.path / "config.yaml"
-            if saved.is_file() and yaml.safe_load(saved.read_text()) != config.model_dump(mode="json"):
-                raise LetheError(f"the config differs from the one {self.path} was started with; resume with "
-                                 f"--config {saved}")
+            if saved.is_file() and (changed := config_changes(yaml.safe_load(saved.read_text()), config)):
+                raise LetheError(f"the config differs from the one {self.path} was started with ({changed}); "
+                                 f"resume with --config {saved}")
             self._lock()
             self._replaced = self._aside(info)
             return

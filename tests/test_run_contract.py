@@ -2,7 +2,7 @@
 
 One test per way it used to break, on the micro model: two writers in one directory, a collapsed model scored as
 perfect unlearning, --overwrite deleting before checking, --resume on changed data, a report written over another,
-a run that changes nothing, and an override resetting a command's own defaults.
+a run that changes nothing, an override resetting a command's own defaults, and a resume refused after an upgrade.
 """
 
 import hashlib
@@ -328,3 +328,23 @@ def test_run_files_share_one_file_mode(micro_run):
     modes = {name: (micro_run / name).stat().st_mode & 0o777 for name in
              ("results.json", "run.json", "env.json", "data_hashes.json", "members.json", "config.yaml")}
     assert set(modes.values()) == {0o666 & ~umask}, modes
+
+
+def test_resume_names_what_changed_and_takes_keys_lethe_gained_since(tmp_path):
+    """A study started before the schema gained a key (with its default) resumes after an upgrade, where the exact
+    comparison refused it and its advice (--config <the record>) failed the same way; a changed value is named."""
+    from lethe.config import DataBuildConfig
+    from lethe.errors import LetheError
+    from lethe.runs import Run
+
+    out = tmp_path / "run"
+    config = DataBuildConfig(out=out / "data")
+    Run.start(out, "data build", config).close("interrupted")
+    recorded = yaml.safe_load((out / "config.yaml").read_text())
+    del recorded["max_doc_chars"]  # written by a Lethe whose schema did not have the key yet
+    (out / "config.yaml").write_text(yaml.safe_dump(recorded))
+    Run.start(out, "data build", config, resume=True).close("interrupted")
+
+    changed = config.model_copy(update={"max_doc_chars": 800, "seed": 7})
+    with pytest.raises(LetheError, match=r"\(seed: 0 → 7, max_doc_chars: 3000 → 800\); resume with --config"):
+        Run.start(out, "data build", changed, resume=True)

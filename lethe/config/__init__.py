@@ -53,6 +53,7 @@ from lethe.config.demo import DemoConfig  # noqa: F401
 from lethe.config.layers import (  # noqa: F401
     Layer,
     command_defaults,
+    config_changes,
     deep_merge,
     describe_validation_error,
     parse_overrides,

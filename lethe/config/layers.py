@@ -3,6 +3,7 @@ defaults, each value remembering which layer set it (written as a comment into t
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import typing
@@ -218,3 +219,20 @@ def to_yaml(config: BaseModel) -> str:
         return yaml.safe_dump(values, sort_keys=False)
     header = "# resolved config; a comment names the layer that set the value (none: the schema's default)"
     return "\n".join([header, *_annotated(values, sources)]) + "\n"
+
+
+def config_changes(recorded: dict, config: BaseModel) -> str:
+    """What differs between a run's recorded config and `config`, as `key: old → new` (empty: nothing). The record is
+    read through today's schema first, so a key the schema gained since the run started (with its default) is no
+    change: upgrading Lethe does not strand a study half done."""
+    with contextlib.suppress(ValidationError, LetheError):  # one today's schema refuses is compared as written
+        recorded = type(config).model_validate(recorded).model_dump(mode="json")
+    changes = _differences(recorded, config.model_dump(mode="json"))
+    return ", ".join(changes[:3]) + (f" and {len(changes) - 3} more" if len(changes) > 3 else "")
+
+
+def _differences(old: Any, new: Any, key: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [change for name in {**old, **new}
+                for change in _differences(old.get(name), new.get(name), f"{key}.{name}" if key else name)]
+    return [] if old == new else [f"{key or 'config'}: {old!r} → {new!r}"]

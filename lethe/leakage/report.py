@@ -12,10 +12,9 @@ import numpy as np  # noqa: E402
 
 from lethe.tables import Table  # noqa: E402
 
-# the paper's three attack families, then the standard ones
 # the tables' and the forest plot's attacks, where run: the population ones, then the per-example ones
-HEADLINE_ATTACKS = ("loss", "reference_data", "reference_model", "reference_model_clean", "min_k", "lira_online",
-                    "lira_offline", "rmia")
+HEADLINE_ATTACKS = ("loss", "reference_data", "reference_model", "reference_model_clean", "min_k", "min_k_pp",
+                    "lira_online", "lira_offline", "rmia")
 STAGES = ("clean", "release", "victim")
 
 

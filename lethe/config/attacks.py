@@ -250,9 +250,6 @@ class CalibrationConfig(Strict):
         None, description="the attack's number that `target` bounds; None: auc for loss, tpr@1%fpr for lira_online. "
         "Below 100 non-members TPR at 1% FPR is the TPR at no false positive at all: use auc")
 
-    def chosen_metric(self) -> str:
-        return self.metric or ("auc" if self.attack == "loss" else "tpr@1%fpr")
-
 
 class ExtractionVictimConfig(Strict):
     """The working point of `lethe experiment calibrate-extraction`: each cell's extraction runs on a victim of its

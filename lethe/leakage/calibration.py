@@ -31,7 +31,7 @@ def choose(grid: list[dict], target: tuple[float, float], key: str = "loss_auc")
 
 def calibrated_metric(calibration: CalibrationConfig) -> tuple[str, str]:
     """The grid's key for the calibrated attack's number and the metric of the attack it reads."""
-    metric = calibration.chosen_metric()
+    metric = calibration.metric or ("auc" if calibration.attack == "loss" else "tpr@1%fpr")
     return f"{calibration.attack}_{metric}", metric
 
 

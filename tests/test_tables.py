@@ -69,3 +69,12 @@ def test_a_rate_at_an_fpr_below_one_over_n_is_not_estimated():
 
 def test_the_demo_summary_shows_headline_attacks():
     assert set(SUMMARY_ATTACKS) <= set(HEADLINE_ATTACKS)
+
+
+def test_the_leakage_tables_show_min_k_pp_where_it_ran():
+    """The strongest population attack was run in every study but missing from its tables and forest plot."""
+    from lethe.leakage.report import _attacks
+
+    ran = ["loss", "min_k_pp", "zlib", "lira_online"]
+    results = {"variants": {"benign": {"full": {"mia": dict.fromkeys(ran, {})}}}}
+    assert _attacks(results) == ["loss", "min_k_pp", "lira_online"]

@@ -4,19 +4,24 @@ in processes.
 Each child runs with one thread (OMP_NUM_THREADS=1 and torch.set_num_threads(1)): N processes of one
 thread share a CPU's cores without oversubscribing them. Where there are several GPUs, each child
 takes one (CUDA_VISIBLE_DEVICES), dealt round robin. A task is one Lethe run directory, read back when
-it finished, so an interrupted study resumes task by task as it does run by run.
+it finished, so an interrupted study resumes task by task as it does run by run. Each finished task is logged with
+the stage's count and the time left at its pace, into the study's log.txt as well: a study of hours, run in the
+background, says where it is.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
+import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
 Task = tuple[Callable[..., Any], tuple]
+log = logging.getLogger("lethe")
 
 
 def _devices() -> list[str]:
@@ -49,10 +54,47 @@ def _one_thread_each() -> Iterator[None]:
                 os.environ[name] = value
 
 
-def run_tasks(tasks: list[Task], jobs: int) -> list:
-    """Every task's result, in task order: here one after another with jobs 1, else in `jobs` processes."""
+def _timed(function: Callable[..., Any], *args) -> tuple[Any, float]:
+    start = time.perf_counter()
+    return function(*args), time.perf_counter() - start
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+class _Progress:
+    """One log line a finished task: the stage's count, what finished and how long it took, and the time left if
+    the tasks still to run take as long on average as the ones that ran (read-back ones included: an estimate)."""
+
+    def __init__(self, stage: str, labels: list[str], workers: int):
+        self.stage, self.labels, self.workers, self.spent = stage, labels, workers, []
+
+    def finished(self, index: int, seconds: float) -> None:
+        self.spent.append(seconds)
+        done, total = len(self.spent), len(self.labels)
+        left = total - done
+        pace = f"; about {_duration(sum(self.spent) / done * left / min(self.workers, left))} left" if left else ""
+        log.info("%s: %d of %d done (%s, %s)%s", self.stage, done, total, self.labels[index], _duration(seconds),
+                 pace)
+
+
+def run_tasks(tasks: list[Task], jobs: int, stage: str = "tasks", labels: list[str] | None = None) -> list:
+    """Every task's result, in task order: here one after another with jobs 1, else in `jobs` processes. Each
+    finished task is logged under `stage` by its label (its function's name where none is given)."""
+    labels = labels or [function.__name__.strip("_").replace("_", " ") for function, _ in tasks]
+    if len(labels) != len(tasks):
+        raise ValueError(f"{len(tasks)} tasks but {len(labels)} labels")
+    progress = _Progress(stage, labels, max(jobs, 1))
     if jobs <= 1 or len(tasks) <= 1:
-        return [function(*args) for function, args in tasks]
+        results = []
+        for index, (function, args) in enumerate(tasks):
+            result, seconds = _timed(function, *args)
+            progress.finished(index, seconds)
+            results.append(result)
+        return results
     context = multiprocessing.get_context("spawn")  # no forked copy of a parent's threads or CUDA state
     workers = min(jobs, len(tasks))
     devices = _devices()
@@ -61,7 +103,12 @@ def run_tasks(tasks: list[Task], jobs: int) -> list:
         queue = context.Queue()
         for i in range(workers):
             queue.put(devices[i % len(devices)])
+    results: list = [None] * len(tasks)
     with _one_thread_each(), ProcessPoolExecutor(workers, mp_context=context, initializer=_start_child,
                                                  initargs=(queue,)) as pool:
-        futures = [pool.submit(function, *args) for function, args in tasks]
-        return [future.result() for future in futures]
+        futures = {pool.submit(_timed, function, *args): index for index, (function, args) in enumerate(tasks)}
+        for future in as_completed(futures):
+            index = futures[future]
+            results[index], seconds = future.result()
+            progress.finished(index, seconds)
+    return results

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -40,7 +41,13 @@ def study(micro_run, data_dir, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("references") / "run"
     config = reference_config(micro_run, data_dir, jobs=2)  # two processes: the parallel path
-    return out, config, run_leakage(config, out)
+    lethe_log = logging.getLogger("lethe")
+    level = lethe_log.level
+    lethe_log.setLevel(logging.DEBUG)  # as the command line does: the run's log.txt keeps every record
+    try:
+        return out, config, run_leakage(config, out)
+    finally:
+        lethe_log.setLevel(level)
 
 
 @slow
@@ -250,3 +257,13 @@ def test_attack_mia_cli_with_reference_victims_matches_the_studys_cell(study, tm
                     "--nonmembers", str(pii / "targets_nonmember.jsonl"),
                     "--out", str(tmp_path / "refused"), "--set", "attacks=[lira_online]"])
     assert missing != 0  # lira_online without reference victims: refused in one line
+
+
+@slow
+def test_the_studys_log_counts_every_finished_fine_tune_by_name(study):
+    out, _, _ = study
+    lines = (out / "log.txt").read_text().splitlines()
+    finished = [line.split("fine-tunes: ", 1)[1] for line in lines if "fine-tunes: " in line]
+    # two releases, each fine-tuned into a victim and 4 reference victims, in two processes
+    assert [line.split(" done")[0] for line in finished] == [f"{k} of 10" for k in range(1, 11)]
+    assert sum("(seed 0, backdoor × full, reference 3," in line for line in finished) == 1

@@ -68,7 +68,8 @@ def calibrate_victim(config: LeakageConfig, out: Path, *, overwrite: bool = Fals
                            extraction=False, references=lira)
         cells = run_tasks([(attacked, (config.baseline, victim, study.root / "cells" / f"lr{lr:g}-epochs{epochs:g}",
                                        {"train": {"lr": lr, "epochs": epochs}})) for lr, epochs in settings],
-                          config.jobs)  # every cell of the grid is independent
+                          config.jobs, "calibration cells",  # every cell of the grid is independent
+                          [f"lr {lr:g}, {epochs:g} epochs" for lr, epochs in settings])
         grid = []
         for (lr, epochs), result in zip(settings, cells, strict=True):
             calibrated = result["mia"][calibration.attack]

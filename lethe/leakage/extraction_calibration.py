@@ -115,7 +115,8 @@ def calibrate_extraction(config: LeakageConfig, out: Path, *, overwrite: bool = 
         settings = [(copies, epochs) for copies in calibration.copies for epochs in calibration.epochs]
         # every cell is independent; they run in the order the grid lists them, and are shown by copies and epochs
         cells = sorted(run_tasks([(extraction_cell, (studies[copies], victim, copies, epochs))
-                                  for copies, epochs in settings], config.jobs),
+                                  for copies, epochs in settings], config.jobs, "extraction cells",
+                                 [f"{copies} copies, {epochs:g} epochs" for copies, epochs in settings]),
                        key=lambda cell: (cell["cell"]["copies"], cell["cell"]["epochs"]))
         grid = [cell["cell"] for cell in cells]
         with (out / "secrets.jsonl").open("w") as handle:

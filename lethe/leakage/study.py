@@ -19,7 +19,6 @@ Finished runs are read back with --resume, so an interrupted grid continues wher
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 
@@ -28,8 +27,6 @@ from lethe.data.documents import read_documents
 from lethe.errors import LetheError
 from lethe.leakage.modes import VictimCell, cells_of, victim_cells
 from lethe.runs import Run, finished, read_json, write_json
-
-log = logging.getLogger("lethe")
 
 
 def run_seconds(path: Path) -> float:
@@ -251,7 +248,6 @@ def attacked_cell(study: Study, variant: str, victim: VictimCell) -> dict:
         result = study.cell(variant, victim, study.cell_dir(variant, victim))
     except LetheError as exc:
         raise LetheError(f"seed {study.seed}, {variant} × {victim.name}: {exc}") from None
-    log.info("seed %d: %s × %s done in %.0f s", study.seed, variant, victim.name, result["seconds"])
     return result
 
 
@@ -263,28 +259,33 @@ def run_grid(config: LeakageConfig, out: Path, resume: bool) -> dict:
     prepared = {seed: prepare_seed(config, out, seed, resume) for seed in config.seeds}
     studies = {seed: study for seed, (study, _) in prepared.items()}
     grid = [(seed, variant) for seed in config.seeds for variant in config.variants]
+    names = [f"seed {seed}, {variant}" for seed, variant in grid]
     releases = dict(zip(grid, run_tasks([(studies[seed].release, (variant,)) for seed, variant in grid],
-                                        config.jobs), strict=True))
+                                        config.jobs, "releases", names), strict=True))
     screens = {}
     if config.screen is not None:  # the victim screens each release before fine-tuning on it
         from lethe.screening.study import screen_release
 
         screens = dict(zip(grid, run_tasks([(screen_release, (studies[seed], variant)) for seed, variant in grid],
-                                           config.jobs), strict=True))
+                                           config.jobs, "screening", names), strict=True))
     cells = [(seed, variant, victim) for seed, variant in grid for victim in victim_cells(config)]
+    cell_names = [f"seed {seed}, {variant} × {victim.name}" for seed, variant, victim in cells]
     tunes = [(studies[seed].victim_finetune, (variant, victim, studies[seed].cell_dir(variant, victim)))
              for seed, variant, victim in cells]
+    tune_names = [f"{name}, victim" for name in cell_names]
     tunes += [(studies[seed].reference_victim, (variant, victim, studies[seed].cell_dir(variant, victim), k))
               for seed, variant, victim in cells for k in range(config.references)]
+    tune_names += [f"{name}, reference {k}" for name in cell_names for k in range(config.references)]
     if config.extraction_victim is not None:
         tunes += [(studies[seed].extraction_finetune, (variant, victim, studies[seed].cell_dir(variant, victim)))
                   for seed, variant, victim in cells]
-    run_tasks(tunes, config.jobs)
+        tune_names += [f"{name}, extraction victim" for name in cell_names]
+    run_tasks(tunes, config.jobs, "fine-tunes", tune_names)
     # the study's directory held nothing when this run started (or holds what it resumes): every finished
     # fine-tune in it was made for this grid, so the cells read them back
     reading = {seed: Study(config, out, seed, resume=True) for seed in config.seeds}
     attacked = run_tasks([(attacked_cell, (reading[seed], variant, victim)) for seed, variant, victim in cells],
-                         config.jobs)
+                         config.jobs, "attacks", cell_names)
     by_seed = {seed: {"blind": blind, "released": {}, "cells": {variant: {} for variant in config.variants},
                       "screen": {}} for seed, (_, blind) in prepared.items()}
     for (seed, variant), screened in screens.items():

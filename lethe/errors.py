@@ -59,6 +59,9 @@ def explain(exc: BaseException) -> str | None:
         return f"train.lora.target_modules: {_first_sentence(exc)}; name modules of the model (or all-linear)"
     if type(exc).__module__.startswith("yaml"):
         return f"invalid YAML: {one_line(exc)}"
+    if kind == "BrokenProcessPool":  # a --jobs child killed from outside (the OOM killer, a kill by hand)
+        return ("a process of --jobs died without a word (killed, or out of memory: try fewer --jobs); the runs "
+                "that finished are kept, continue with --resume")
     return None
 
 

@@ -7,6 +7,11 @@ takes one (CUDA_VISIBLE_DEVICES), dealt round robin. A task is one Lethe run dir
 it finished, so an interrupted study resumes task by task as it does run by run. Each finished task is logged with
 the stage's count and the time left at its pace, into the study's log.txt as well: a study of hours, run in the
 background, says where it is.
+
+A stage stops at once, not after its queue: when a task fails, or the study is interrupted (Ctrl-C, or SIGTERM from a
+scheduler), the tasks not started are dropped and each child is sent one SIGTERM, which interrupts its run as Ctrl-C
+would (the run is marked interrupted and resumes from its checkpoint). Children ignore the terminal's SIGINT, so that
+a run's cleanup is never interrupted twice.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -30,7 +36,21 @@ def _devices() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
 
 
-def _start_child(devices) -> None:
+# set in each child by _start_child: the stage's stop flag, and whether a task is running now
+_stopping = None
+_task_running = False
+
+
+def _interrupt_task(signum, frame) -> None:
+    if _task_running:  # between tasks there is nothing to interrupt: the stop flag skips what comes next
+        raise KeyboardInterrupt
+
+
+def _start_child(devices, stopping) -> None:
+    global _stopping
+    _stopping = stopping
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides, and tells each child once (SIGTERM)
+    signal.signal(signal.SIGTERM, _interrupt_task)
     if devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = devices.get()
     import torch
@@ -55,8 +75,29 @@ def _one_thread_each() -> Iterator[None]:
 
 
 def _timed(function: Callable[..., Any], *args) -> tuple[Any, float]:
+    global _task_running
+    if _stopping is not None and _stopping.is_set():  # queued before the stage stopped: not started
+        return None, 0.0
     start = time.perf_counter()
-    return function(*args), time.perf_counter() - start
+    _task_running = True
+    try:
+        return function(*args), time.perf_counter() - start
+    except BaseException:
+        if _stopping is not None:  # a failed task stops the stage: what this child dequeues next must not start
+            _stopping.set()
+        raise
+    finally:
+        _task_running = False
+
+
+def _stop(pool: ProcessPoolExecutor, stopping) -> None:
+    """Drop the tasks not started and interrupt the running ones; the pool's shutdown then waits for their runs to
+    close as interrupted."""
+    stopping.set()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for child in multiprocessing.active_children():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.pid, signal.SIGTERM)
 
 
 def _duration(seconds: float) -> str:
@@ -104,11 +145,18 @@ def run_tasks(tasks: list[Task], jobs: int, stage: str = "tasks", labels: list[s
         for i in range(workers):
             queue.put(devices[i % len(devices)])
     results: list = [None] * len(tasks)
+    stopping = context.Event()
     with _one_thread_each(), ProcessPoolExecutor(workers, mp_context=context, initializer=_start_child,
-                                                 initargs=(queue,)) as pool:
+                                                 initargs=(queue, stopping)) as pool:
         futures = {pool.submit(_timed, function, *args): index for index, (function, args) in enumerate(tasks)}
-        for future in as_completed(futures):
-            index = futures[future]
-            results[index], seconds = future.result()
-            progress.finished(index, seconds)
+        try:
+            for future in as_completed(futures):
+                index = futures[future]
+                results[index], seconds = future.result()
+                progress.finished(index, seconds)
+        except BaseException as exc:
+            log.info("%s: %s; stopping the tasks under way", stage,
+                     "interrupted" if isinstance(exc, KeyboardInterrupt) else "a task failed")
+            _stop(pool, stopping)
+            raise
     return results

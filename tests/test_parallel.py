@@ -4,10 +4,18 @@ stage's count, so a study of hours run in the background says where it is."""
 from __future__ import annotations
 
 import logging
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 
 import pytest
 
+from lethe.errors import explain
 from lethe.parallel import run_tasks
 
 
@@ -34,3 +42,55 @@ def test_without_labels_a_task_is_named_by_its_function_and_a_wrong_count_is_ref
     assert _progress(caplog) == ["tasks: 1 of 1 done (abs, 0 s)"]
     with pytest.raises(ValueError, match="2 tasks but 1 labels"):
         run_tasks([(abs, (-3,)), (abs, (4,))], 1, "stage", ["only one"])
+
+
+def test_a_failed_task_stops_the_stage_at_once_and_starts_nothing_queued(tmp_path):
+    """The failing task ends the stage: the one running beside it is interrupted (its two-minute sleep, a run),
+    and the tasks queued behind them never start, instead of the whole queue running before the error shows."""
+    started = time.monotonic()
+    queued = [tmp_path / f"queued-{k}" for k in range(6)]
+    with pytest.raises(ValueError, match="invalid literal"):
+        run_tasks([(time.sleep, (120,)), (int, ("not a number",)), *[(Path.touch, (path,)) for path in queued]], 2)
+    assert time.monotonic() - started < 60  # interrupted, not slept out
+    assert not any(path.exists() for path in queued)
+
+
+STUDY = """
+import signal, sys, time
+from lethe.errors import explain
+from lethe.parallel import run_tasks
+
+def stop_gracefully(signum, frame):  # as the command line does
+    raise KeyboardInterrupt
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, stop_gracefully)
+    print("started", flush=True)
+    try:
+        run_tasks([(time.sleep, (120,))] * 5, 2)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+"""
+
+
+def test_a_terminated_study_interrupts_its_children_instead_of_running_its_queue(tmp_path):
+    """SIGTERM (a scheduler pre-empting the job) reaches the parent only: it must stop the tasks under way
+    and drop the queued ones, where a process pool's shutdown would otherwise run the whole queue first."""
+    script = tmp_path / "study.py"
+    script.write_text(STUDY)
+    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert process.stdout.readline().strip() == "started"
+    time.sleep(5)  # the children start (or, on a slow machine, start after the stop and skip their task)
+    process.send_signal(signal.SIGTERM)
+    try:
+        output, _ = process.communicate(timeout=60)  # its queue would take 6 minutes
+    finally:
+        process.kill()
+    assert output.strip() == "interrupted" and process.returncode == 0
+
+
+def test_a_child_killed_from_outside_ends_in_one_line_that_says_to_resume():
+    with pytest.raises(BrokenProcessPool) as died:
+        run_tasks([(os._exit, (137,)), (abs, (-1,))], 2)  # as the OOM killer would end it
+    assert "continue with --resume" in explain(died.value)

@@ -42,8 +42,9 @@ _task_running = False
 
 
 def _interrupt_task(signum, frame) -> None:
-    if _task_running:  # between tasks there is nothing to interrupt: the stop flag skips what comes next
+    if _task_running:
         raise KeyboardInterrupt
+    os._exit(128 + signum)  # between tasks there is nothing to close: an idle (or orphaned) child just ends
 
 
 def _start_child(devices, stopping) -> None:
@@ -117,7 +118,8 @@ class _Progress:
         self.spent.append(seconds)
         done, total = len(self.spent), len(self.labels)
         left = total - done
-        pace = f"; about {_duration(sum(self.spent) / done * left / min(self.workers, left))} left" if left else ""
+        estimate = sum(self.spent) / done * left / min(self.workers, left) if left else 0.0
+        pace = f"; about {_duration(estimate)} left" if estimate >= 1 else ""
         log.info("%s: %d of %d done (%s, %s)%s", self.stage, done, total, self.labels[index], _duration(seconds),
                  pace)
 

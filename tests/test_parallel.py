@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from lethe.errors import explain
-from lethe.parallel import run_tasks
+from lethe.parallel import _Progress, run_tasks
 
 
 def _progress(caplog) -> list[str]:
@@ -33,7 +33,20 @@ def test_results_come_in_task_order_and_each_finished_task_is_counted(jobs, capl
     assert [int(re.match(r"squares: (\d) of 3 done", line)[1]) for line in lines] == [1, 2, 3]
     assert sorted(re.search(r"done \((.+), \d+ s\)", line)[1] for line in lines) == \
         ["largest", "letters", "two to the tenth"]
-    assert all("left" in line for line in lines[:2]) and "left" not in lines[2]
+    assert "left" not in lines[2]
+
+
+def test_the_time_left_is_the_mean_so_far_times_the_tasks_left_over_the_workers(caplog):
+    progress = _Progress("fine-tunes", ["victim", "reference 0", "reference 1", "reference 2"], workers=2)
+    with caplog.at_level(logging.INFO, logger="lethe"):
+        progress.finished(1, 600)  # 3 left, 2 at a time: 600 × 3 / 2
+        progress.finished(0, 0.2)  # read back by --resume: the mean falls to 300 s, 2 left
+        progress.finished(3, 0.1)
+        progress.finished(2, 0.1)
+    assert _progress(caplog) == ["fine-tunes: 1 of 4 done (reference 0, 10 min); about 15 min left",
+                                 "fine-tunes: 2 of 4 done (victim, 0 s); about 5 min left",
+                                 "fine-tunes: 3 of 4 done (reference 2, 0 s); about 3 min left",
+                                 "fine-tunes: 4 of 4 done (reference 1, 0 s)"]
 
 
 def test_without_labels_a_task_is_named_by_its_function_and_a_wrong_count_is_refused(caplog):
@@ -58,7 +71,7 @@ def test_a_failed_task_stops_the_stage_at_once_and_starts_nothing_queued(tmp_pat
 STUDY = """
 import signal, sys, time
 from lethe.errors import explain
-from lethe.parallel import run_tasks
+from lethe.parallel import _Progress, run_tasks
 
 def stop_gracefully(signum, frame):  # as the command line does
     raise KeyboardInterrupt

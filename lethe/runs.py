@@ -21,7 +21,6 @@ import math
 import os
 import shutil
 import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from lethe.config import config_changes, to_yaml
 from lethe.environment import environment
 from lethe.errors import LetheError
 from lethe.processes import from_main_process, is_main_process
-from lethe.run_lock import LOCK, describe_owner, lock_owner
+from lethe.run_lock import LOCK, describe_owner, lock_owner, lock_record
 from lethe.run_paths import OPEN_RUNS, confined, refuse_nesting
 
 log = logging.getLogger("lethe")
@@ -189,8 +188,10 @@ class Run:
         if self.path.exists() and not self.path.is_dir():
             raise LetheError(f"--out {self.path} is a file, not a directory")
         if self.path.exists() and (owner := lock_owner(self.path)) is not None:
+            elsewhere = owner.get("host") not in (None, socket.gethostname())
             raise LetheError(f"{self.path} is being written by {describe_owner(owner)}; wait for it to finish "
-                             "or stop it first")
+                             "or stop it first" + (f" (if it is gone, delete {self.path / LOCK}: from here Lethe "
+                                                   "cannot tell)" if elsewhere else ""))
         if not self.path.exists() or not any(p.name != LOCK for p in self.path.iterdir()):
             if resume:
                 raise LetheError(f"nothing to resume: {self.path} holds no run")
@@ -229,8 +230,7 @@ class Run:
         lock = self.path / LOCK
         if lock_owner(self.path) is None:  # a stale lock: its process is gone
             lock.unlink(missing_ok=True)
-        owner = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
-                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv}
+        owner = lock_record(self.command)
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         except FileExistsError:

@@ -263,7 +263,8 @@ def test_attack_mia_cli_with_reference_victims_matches_the_studys_cell(study, tm
 def test_the_studys_log_counts_every_finished_fine_tune_by_name(study):
     out, _, _ = study
     lines = (out / "log.txt").read_text().splitlines()
-    finished = [line.split("fine-tunes: ", 1)[1] for line in lines if "fine-tunes: " in line]
+    # the first run's lines (a test above resumes the same study, and appends its own)
+    finished = [line.split("fine-tunes: ", 1)[1] for line in lines if "fine-tunes: " in line][:10]
     # two releases, each fine-tuned into a victim and 4 reference victims, in two processes
     assert [line.split(" done")[0] for line in finished] == [f"{k} of 10" for k in range(1, 11)]
     assert sum("(seed 0, backdoor × full, reference 3," in line for line in finished) == 1

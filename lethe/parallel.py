@@ -127,7 +127,7 @@ class _Progress:
 def run_tasks(tasks: list[Task], jobs: int, stage: str = "tasks", labels: list[str] | None = None) -> list:
     """Every task's result, in task order: here one after another with jobs 1, else in `jobs` processes. Each
     finished task is logged under `stage` by its label (its function's name where none is given)."""
-    labels = labels or [function.__name__.strip("_").replace("_", " ") for function, _ in tasks]
+    labels = labels or [getattr(function, "__name__", "task").strip("_").replace("_", " ") for function, _ in tasks]
     if len(labels) != len(tasks):
         raise ValueError(f"{len(tasks)} tasks but {len(labels)} labels")
     progress = _Progress(stage, labels, max(jobs, 1))

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures.process import BrokenProcessPool
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,8 @@ def test_the_time_left_is_the_mean_so_far_times_the_tasks_left_over_the_workers(
 def test_without_labels_a_task_is_named_by_its_function_and_a_wrong_count_is_refused(caplog):
     with caplog.at_level(logging.INFO, logger="lethe"):
         assert run_tasks([(abs, (-3,))], 1) == [3]
-    assert _progress(caplog) == ["tasks: 1 of 1 done (abs, 0 s)"]
+        assert run_tasks([(partial(pow, 2), (3,))], 1, "powers") == [8]  # a partial has no name of its own
+    assert _progress(caplog) == ["tasks: 1 of 1 done (abs, 0 s)", "powers: 1 of 1 done (task, 0 s)"]
     with pytest.raises(ValueError, match="2 tasks but 1 labels"):
         run_tasks([(abs, (-3,)), (abs, (4,))], 1, "stage", ["only one"])
 

@@ -25,12 +25,18 @@ def _boot_id() -> str | None:
         return None
 
 
+def _stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat's fields from the third (state) on, or None where unreadable (not Linux, or gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def _process_start(pid: int) -> int | None:
     """The process's start time, in clock ticks after boot (field 22 of /proc/PID/stat), or None where unknown."""
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
+    fields = _stat(pid)
+    return int(fields[19]) if fields is not None and len(fields) > 19 else None
 
 
 def lock_record(command: str) -> dict:
@@ -59,11 +65,8 @@ def _process_alive(pid: int) -> bool:
         return False
     except PermissionError:  # another user's process
         return True
-    stat = Path(f"/proc/{pid}/stat")
-    try:  # a killed process its parent has not reaped yet is a zombie: gone for our purposes
-        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+    fields = _stat(pid)  # a killed process its parent has not reaped yet is a zombie: gone for our purposes
+    return not fields or fields[0] != "Z"
 
 
 def lock_owner(path: Path) -> dict | None:

@@ -124,12 +124,10 @@ class _Progress:
                  pace)
 
 
-def run_tasks(tasks: list[Task], jobs: int, stage: str = "tasks", labels: list[str] | None = None) -> list:
-    """Every task's result, in task order: here one after another with jobs 1, else in `jobs` processes. Each
-    finished task is logged under `stage` by its label (its function's name where none is given)."""
-    labels = labels or [getattr(function, "__name__", "task").strip("_").replace("_", " ") for function, _ in tasks]
-    if len(labels) != len(tasks):
-        raise ValueError(f"{len(tasks)} tasks but {len(labels)} labels")
+def run_tasks(labelled: dict[str, Task], jobs: int, stage: str = "tasks") -> list:
+    """Every task's result, in the dict's order: here one after another with jobs 1, else in `jobs` processes. Each
+    finished task is logged under `stage` by its label (the key)."""
+    labels, tasks = list(labelled), list(labelled.values())
     progress = _Progress(stage, labels, max(jobs, 1))
     if jobs <= 1 or len(tasks) <= 1:
         results = []

@@ -26,9 +26,9 @@ def _progress(caplog) -> list[str]:
 
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_results_come_in_task_order_and_each_finished_task_is_counted(jobs, caplog):
-    tasks = [(pow, (2, 10)), (max, ([3, 9, 4],)), (sorted, ("cab",))]
+    tasks = {"two to the tenth": (pow, (2, 10)), "largest": (max, ([3, 9, 4],)), "letters": (sorted, ("cab",))}
     with caplog.at_level(logging.INFO, logger="lethe"):
-        results = run_tasks(tasks, jobs, "squares", ["two to the tenth", "largest", "letters"])
+        results = run_tasks(tasks, jobs, "squares")
     assert results == [1024, 9, ["a", "b", "c"]]
     lines = _progress(caplog)
     assert [int(re.match(r"squares: (\d) of 3 done", line)[1]) for line in lines] == [1, 2, 3]
@@ -50,13 +50,11 @@ def test_the_time_left_is_the_mean_so_far_times_the_tasks_left_over_the_workers(
                                  "fine-tunes: 4 of 4 done (reference 1, 0 s)"]
 
 
-def test_without_labels_a_task_is_named_by_its_function_and_a_wrong_count_is_refused(caplog):
+def test_a_stage_without_a_name_counts_its_tasks_and_any_callable_is_a_task(caplog):
     with caplog.at_level(logging.INFO, logger="lethe"):
-        assert run_tasks([(abs, (-3,))], 1) == [3]
-        assert run_tasks([(partial(pow, 2), (3,))], 1, "powers") == [8]  # a partial has no name of its own
-    assert _progress(caplog) == ["tasks: 1 of 1 done (abs, 0 s)", "powers: 1 of 1 done (task, 0 s)"]
-    with pytest.raises(ValueError, match="2 tasks but 1 labels"):
-        run_tasks([(abs, (-3,)), (abs, (4,))], 1, "stage", ["only one"])
+        assert run_tasks({"absolute": (abs, (-3,))}, 1) == [3]
+        assert run_tasks({"two cubed": (partial(pow, 2), (3,))}, 1, "powers") == [8]
+    assert _progress(caplog) == ["tasks: 1 of 1 done (absolute, 0 s)", "powers: 1 of 1 done (two cubed, 0 s)"]
 
 
 def test_a_failed_task_stops_the_stage_at_once_and_starts_nothing_queued(tmp_path):
@@ -65,7 +63,8 @@ def test_a_failed_task_stops_the_stage_at_once_and_starts_nothing_queued(tmp_pat
     started = time.monotonic()
     queued = [tmp_path / f"queued-{k}" for k in range(6)]
     with pytest.raises(ValueError, match="invalid literal"):
-        run_tasks([(time.sleep, (120,)), (int, ("not a number",)), *[(Path.touch, (path,)) for path in queued]], 2)
+        run_tasks({"sleep": (time.sleep, (120,)), "bad number": (int, ("not a number",)),
+                   **{path.name: (Path.touch, (path,)) for path in queued}}, 2)
     assert time.monotonic() - started < 60  # interrupted, not slept out
     assert not any(path.exists() for path in queued)
 
@@ -73,7 +72,7 @@ def test_a_failed_task_stops_the_stage_at_once_and_starts_nothing_queued(tmp_pat
 STUDY = """
 import signal, sys, time
 from lethe.errors import explain
-from lethe.parallel import _Progress, run_tasks
+from lethe.parallel import run_tasks
 
 def stop_gracefully(signum, frame):  # as the command line does
     raise KeyboardInterrupt
@@ -82,7 +81,7 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, stop_gracefully)
     print("started", flush=True)
     try:
-        run_tasks([(time.sleep, (120,))] * 5, 2)
+        run_tasks({f"sleep {k}": (time.sleep, (120,)) for k in range(5)}, 2)
     except KeyboardInterrupt:
         print("interrupted", flush=True)
 """
@@ -107,5 +106,5 @@ def test_a_terminated_study_interrupts_its_children_instead_of_running_its_queue
 
 def test_a_child_killed_from_outside_ends_in_one_line_that_says_to_resume():
     with pytest.raises(BrokenProcessPool) as died:
-        run_tasks([(os._exit, (137,)), (abs, (-1,))], 2)  # as the OOM killer would end it
+        run_tasks({"killed": (os._exit, (137,)), "absolute": (abs, (-1,))}, 2)  # as the OOM killer would end it
     assert "continue with --resume" in explain(died.value)

@@ -66,10 +66,9 @@ def calibrate_victim(config: LeakageConfig, out: Path, *, overwrite: bool = Fals
         settings = [(lr, epochs) for lr in calibration.lr for epochs in calibration.epochs]
         attacked = partial(study.cell, mia_overrides={"attacks": ["loss", *([calibration.attack] if lira else [])]},
                            extraction=False, references=lira)
-        cells = run_tasks([(attacked, (config.baseline, victim, study.root / "cells" / f"lr{lr:g}-epochs{epochs:g}",
-                                       {"train": {"lr": lr, "epochs": epochs}})) for lr, epochs in settings],
-                          config.jobs, "calibration cells",  # every cell of the grid is independent
-                          [f"lr {lr:g}, {epochs:g} epochs" for lr, epochs in settings])
+        cells = run_tasks({f"lr {lr:g}, {epochs:g} epochs": (attacked, (  # every cell of the grid is independent
+            config.baseline, victim, study.root / "cells" / f"lr{lr:g}-epochs{epochs:g}",
+            {"train": {"lr": lr, "epochs": epochs}})) for lr, epochs in settings}, config.jobs, "calibration cells")
         grid = []
         for (lr, epochs), result in zip(settings, cells, strict=True):
             calibrated = result["mia"][calibration.attack]

@@ -114,9 +114,9 @@ def calibrate_extraction(config: LeakageConfig, out: Path, *, overwrite: bool = 
         next(iter(studies.values())).release(config.baseline)  # one release: the targets are the same in every cell
         settings = [(copies, epochs) for copies in calibration.copies for epochs in calibration.epochs]
         # every cell is independent; they run in the order the grid lists them, and are shown by copies and epochs
-        cells = sorted(run_tasks([(extraction_cell, (studies[copies], victim, copies, epochs))
-                                  for copies, epochs in settings], config.jobs, "extraction cells",
-                                 [f"{copies} copies, {epochs:g} epochs" for copies, epochs in settings]),
+        cells = sorted(run_tasks({f"{copies} copies, {epochs:g} epochs": (extraction_cell, (studies[copies], victim,
+                                                                                           copies, epochs))
+                                  for copies, epochs in settings}, config.jobs, "extraction cells"),
                        key=lambda cell: (cell["cell"]["copies"], cell["cell"]["epochs"]))
         grid = [cell["cell"] for cell in cells]
         with (out / "secrets.jsonl").open("w") as handle:

@@ -259,33 +259,30 @@ def run_grid(config: LeakageConfig, out: Path, resume: bool) -> dict:
     prepared = {seed: prepare_seed(config, out, seed, resume) for seed in config.seeds}
     studies = {seed: study for seed, (study, _) in prepared.items()}
     grid = [(seed, variant) for seed in config.seeds for variant in config.variants]
-    names = [f"seed {seed}, {variant}" for seed, variant in grid]
-    releases = dict(zip(grid, run_tasks([(studies[seed].release, (variant,)) for seed, variant in grid],
-                                        config.jobs, "releases", names), strict=True))
+    releases = dict(zip(grid, run_tasks({f"seed {seed}, {variant}": (studies[seed].release, (variant,))
+                                         for seed, variant in grid}, config.jobs, "releases"), strict=True))
     screens = {}
     if config.screen is not None:  # the victim screens each release before fine-tuning on it
         from lethe.screening.study import screen_release
 
-        screens = dict(zip(grid, run_tasks([(screen_release, (studies[seed], variant)) for seed, variant in grid],
-                                           config.jobs, "screening", names), strict=True))
+        screens = dict(zip(grid, run_tasks({f"seed {seed}, {variant}": (screen_release, (studies[seed], variant))
+                                            for seed, variant in grid}, config.jobs, "screening"), strict=True))
     cells = [(seed, variant, victim) for seed, variant in grid for victim in victim_cells(config)]
-    cell_names = [f"seed {seed}, {variant} × {victim.name}" for seed, variant, victim in cells]
-    tunes = [(studies[seed].victim_finetune, (variant, victim, studies[seed].cell_dir(variant, victim)))
-             for seed, variant, victim in cells]
-    tune_names = [f"{name}, victim" for name in cell_names]
-    tunes += [(studies[seed].reference_victim, (variant, victim, studies[seed].cell_dir(variant, victim), k))
-              for seed, variant, victim in cells for k in range(config.references)]
-    tune_names += [f"{name}, reference {k}" for name in cell_names for k in range(config.references)]
+    named = {f"seed {seed}, {variant} × {victim.name}": (studies[seed], variant, victim, studies[seed].cell_dir(
+        variant, victim)) for seed, variant, victim in cells}
+    tunes = {f"{name}, victim": (study.victim_finetune, (variant, victim, where))
+             for name, (study, variant, victim, where) in named.items()}
+    tunes |= {f"{name}, reference {k}": (study.reference_victim, (variant, victim, where, k))
+              for name, (study, variant, victim, where) in named.items() for k in range(config.references)}
     if config.extraction_victim is not None:
-        tunes += [(studies[seed].extraction_finetune, (variant, victim, studies[seed].cell_dir(variant, victim)))
-                  for seed, variant, victim in cells]
-        tune_names += [f"{name}, extraction victim" for name in cell_names]
-    run_tasks(tunes, config.jobs, "fine-tunes", tune_names)
+        tunes |= {f"{name}, extraction victim": (study.extraction_finetune, (variant, victim, where))
+                  for name, (study, variant, victim, where) in named.items()}
+    run_tasks(tunes, config.jobs, "fine-tunes")
     # the study's directory held nothing when this run started (or holds what it resumes): every finished
     # fine-tune in it was made for this grid, so the cells read them back
     reading = {seed: Study(config, out, seed, resume=True) for seed in config.seeds}
-    attacked = run_tasks([(attacked_cell, (reading[seed], variant, victim)) for seed, variant, victim in cells],
-                         config.jobs, "attacks", cell_names)
+    attacked = run_tasks({name: (attacked_cell, (reading[study.seed], variant, victim))
+                          for name, (study, variant, victim, _) in named.items()}, config.jobs, "attacks")
     by_seed = {seed: {"blind": blind, "released": {}, "cells": {variant: {} for variant in config.variants},
                       "screen": {}} for seed, (_, blind) in prepared.items()}
     for (seed, variant), screened in screens.items():

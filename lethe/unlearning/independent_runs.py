@@ -45,26 +45,25 @@ def run_independent(config: UnlearningStudyConfig, domain: str, out: Path, names
                                config.unlearn.chunk, config.unlearn.eval.batch_tokens, loading(config.unlearn))
         each_shadow = range(len(shadows.keep))
     log.info("%s: the original, the retrain and the shadows, %d at a time", domain, config.jobs)
-    run_tasks([(original_scores, (config, domain, out)),
-               *([(retrained_scores, (config, domain, out))] if config.retrain else []),
-               *[(_train_shadow, (shadows, k)) for k in each_shadow]], config.jobs, f"{domain}, references",
-              ["original", *(["retrain"] if config.retrain else []), *[f"shadow {k}" for k in each_shadow]])
+    run_tasks({"original": (original_scores, (config, domain, out)),
+               **({"retrain": (retrained_scores, (config, domain, out))} if config.retrain else {}),
+               **{f"shadow {k}": (_train_shadow, (shadows, k)) for k in each_shadow}}, config.jobs,
+              f"{domain}, references")
     subjects = ["original", *(["retrained"] if config.retrain else [])] if config.any_attack() else []
     log.info("%s: the unlearning runs and the first attacks, %d at a time", domain, config.jobs)
-    cells = run_tasks([*[(_unlearning_run, (config, domain, method, out / "runs" / domain / method, out))
-                         for method in names],
-                       *[(_attack, (config, domain, out, who)) for who in subjects]], config.jobs,
-                      f"{domain}, unlearning", [*names, *[f"attack on {who}" for who in subjects]])[:len(names)]
+    cells = run_tasks({**{method: (_unlearning_run, (config, domain, method, out / "runs" / domain / method, out))
+                          for method in names},
+                       **{f"attack on {who}": (_attack, (config, domain, out, who)) for who in subjects}},
+                      config.jobs, f"{domain}, unlearning")[:len(names)]
     unlearned = [method for method, results in zip(names, cells, strict=True) if "diverged" not in results]
     budget = shadow_budget(config.model, config.unlearn.pretrain_tokens)
     attacked = unlearned if config.any_attack() else []
     log.info("%s: the shadows' unlearning and the methods' attacks, %d at a time", domain, config.jobs)
-    run_tasks([*[(_unlearn_shadow, (shadows, method, cell_config(config, domain, method), budget, k))
-                 for method in unlearned for k in each_shadow],
-               *[(_attack, (config, domain, out, method)) for method in attacked]], config.jobs,
-              f"{domain}, shadows' unlearning",
-              [*[f"{method} on shadow {k}" for method in unlearned for k in each_shadow],
-               *[f"attack on {method}" for method in attacked]])
+    run_tasks({**{f"{method} on shadow {k}": (_unlearn_shadow, (shadows, method, cell_config(config, domain, method),
+                                                                budget, k))
+                  for method in unlearned for k in each_shadow},
+               **{f"attack on {method}": (_attack, (config, domain, out, method)) for method in attacked}},
+              config.jobs, f"{domain}, shadows' unlearning")
 
 
 def run_sweep_cells(config: UnlearningStudyConfig, cells: list[tuple[str, str, Path, dict]], out: Path) -> None:
@@ -72,11 +71,10 @@ def run_sweep_cells(config: UnlearningStudyConfig, cells: list[tuple[str, str, P
     scored first (nothing with one job)."""
     if config.jobs <= 1:
         return
-    run_tasks([(original_scores, (config, domain, out)) for domain in config.domains], config.jobs,
-              "originals", list(config.domains))
-    run_tasks([(_unlearning_run, (config, domain, method, where, out, overrides))
-               for domain, method, where, overrides in cells], config.jobs, "sweep cells",
-              [f"{domain}, {method}, {where.name}" for domain, method, where, _ in cells])
+    run_tasks({domain: (original_scores, (config, domain, out)) for domain in config.domains}, config.jobs,
+              "originals")
+    run_tasks({f"{domain}, {method}, {where.name}": (_unlearning_run, (config, domain, method, where, out, overrides))
+               for domain, method, where, overrides in cells}, config.jobs, "sweep cells")
 
 
 def _unlearning_run(config: UnlearningStudyConfig, domain: str, method: str, where: Path, out: Path,
